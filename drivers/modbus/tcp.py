@@ -1,0 +1,103 @@
+"""Modbus TCP: one connection per endpoint, shared by every unit behind it.
+
+Requests are serialised with a lock (many TCP-to-RS-485 gateways cannot take
+two at once).  A broken connection is reopened with jittered backoff; while
+backing off, polls fail fast as "unreachable" instead of each waiting for a
+connect timeout, so one dead endpoint costs nothing to the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.exceptions import ConnectionException, ModbusIOException, ModbusException
+
+from drivers.errors import DeviceTimeout, DeviceUnreachable, BadReply
+from gateway.backoff import Backoff, FailureLog
+from gateway.clock import Clock
+
+log = logging.getLogger("canopy.modbus.tcp")
+T = TypeVar("T")
+
+logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # it logs every frame otherwise
+
+
+class ModbusTcpEndpoint:
+    def __init__(self, host: str, port: int, *, timeout: float = 1.0, backoff_initial: float = 1.0,
+                 backoff_max: float = 30.0, clock: Clock | None = None):
+        self.host = host
+        self.port = port
+        self.timeout = timeout
+        self.clock = clock or Clock()
+        self._client: AsyncModbusTcpClient | None = None
+        self._lock = asyncio.Lock()
+        self._backoff = Backoff(backoff_initial, backoff_max)
+        self._retry_at = 0.0
+        self._fail = FailureLog(log, f"modbus tcp {host}:{port}")
+        self.requests = 0
+        self.errors = 0
+
+    @property
+    def name(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    async def _connect(self) -> AsyncModbusTcpClient:
+        if self._client is not None and self._client.connected:
+            return self._client
+        now = self.clock.monotonic()
+        if now < self._retry_at:
+            raise DeviceUnreachable(f"{self.name} unreachable, next attempt in {self._retry_at - now:.1f}s")
+        if self._client is not None:
+            self._client.close()
+        client = AsyncModbusTcpClient(self.host, port=self.port, timeout=self.timeout, retries=0, reconnect_delay=0)
+        try:
+            ok = await asyncio.wait_for(client.connect(), timeout=self.timeout + 1)
+        except (asyncio.TimeoutError, OSError) as exc:
+            ok = False
+            reason = str(exc) or type(exc).__name__
+        else:
+            reason = "connection refused or timed out"
+        if not ok:
+            client.close()
+            self._retry_at = self.clock.monotonic() + self._backoff.next()
+            self._fail.failed(reason)
+            raise DeviceUnreachable(f"cannot connect to {self.name}: {reason}")
+        self._backoff.reset()
+        self._fail.recovered()
+        self._client = client
+        return client
+
+    async def execute(self, request: Callable[[AsyncModbusTcpClient], Awaitable[T]], timeout: float | None = None) -> T:
+        """Run one request on the shared connection, mapping transport failures."""
+        timeout = timeout or self.timeout
+        async with self._lock:
+            client = await self._connect()
+            self.requests += 1
+            try:
+                return await asyncio.wait_for(request(client), timeout=timeout + 0.5)
+            except asyncio.TimeoutError:
+                self.errors += 1
+                raise DeviceTimeout(f"no reply within {timeout:.2f}s") from None
+            except ConnectionException as exc:
+                self.errors += 1
+                self._client = None
+                client.close()
+                raise DeviceUnreachable(f"connection to {self.name} lost: {exc}") from None
+            except ModbusIOException as exc:
+                self.errors += 1
+                if not client.connected:
+                    self._client = None
+                    raise DeviceUnreachable(f"connection to {self.name} lost") from None
+                raise DeviceTimeout(f"no reply within {timeout:.2f}s") from None
+            except ModbusException as exc:
+                self.errors += 1
+                raise BadReply(f"invalid reply: {exc}") from None
+
+    async def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None

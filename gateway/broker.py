@@ -1,0 +1,85 @@
+"""An embedded MQTT broker for demos and first steps, on loopback only.
+
+Used when the site config names no broker.  mosquitto (a child process) when
+it is installed, else amqtt in-process (the `broker` extra).  Never for
+production: it has no authentication and listens on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import socket
+import tempfile
+
+log = logging.getLogger("canopy.broker")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class EmbeddedBroker:
+    def __init__(self, port: int = 0, host: str = "127.0.0.1"):
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError("the embedded broker listens on loopback only")
+        self.host = host
+        self.port = port or free_port(host)
+        self.kind = ""
+        self._proc: asyncio.subprocess.Process | None = None
+        self._amqtt = None
+        self._dir: tempfile.TemporaryDirectory | None = None
+
+    async def start(self) -> None:
+        exe = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
+        if exe:
+            self._dir = tempfile.TemporaryDirectory(prefix="canopy-broker-")
+            conf = os.path.join(self._dir.name, "mosquitto.conf")
+            with open(conf, "w") as f:
+                f.write(f"listener {self.port} {self.host}\nallow_anonymous true\npersistence false\n"
+                        "max_queued_messages 100000\nmax_inflight_messages 0\n")
+                if os.geteuid() == 0:
+                    f.write("user root\n")
+            self._proc = await asyncio.create_subprocess_exec(exe, "-c", conf, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+            self.kind = "mosquitto"
+        else:
+            try:
+                from amqtt.broker import Broker
+            except ImportError:
+                raise RuntimeError("no broker configured, and neither mosquitto nor amqtt (pip install 'canopy-gateway[broker]') is available") from None
+            self._amqtt = Broker({"listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
+                                  "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}}})
+            await self._amqtt.start()
+            self.kind = "amqtt"
+        await self._wait_ready()
+        log.info("embedded %s broker on %s:%d (loopback only, no authentication: demo use)", self.kind, self.host, self.port)
+
+    async def _wait_ready(self, timeout: float = 10.0) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            try:
+                _, w = await asyncio.open_connection(self.host, self.port)
+                w.close()
+                return
+            except OSError:
+                if self._proc is not None and self._proc.returncode is not None:
+                    raise RuntimeError(f"mosquitto exited with code {self._proc.returncode}")
+                if asyncio.get_running_loop().time() > deadline:
+                    raise RuntimeError(f"embedded broker did not start on port {self.port}")
+                await asyncio.sleep(0.05)
+
+    async def stop(self) -> None:
+        if self._proc is not None and self._proc.returncode is None:
+            self._proc.terminate()
+            try:
+                await asyncio.wait_for(self._proc.wait(), 5)
+            except asyncio.TimeoutError:
+                self._proc.kill()
+        if self._amqtt is not None:
+            await self._amqtt.shutdown()
+        if self._dir is not None:
+            self._dir.cleanup()

@@ -1,0 +1,97 @@
+"""Drive a paho-mqtt client from the asyncio event loop, without a network thread.
+
+paho exposes socket callbacks for external event loops; we register the
+socket with the loop's reader/writer so every paho callback runs on the loop
+thread.  Only the blocking TCP/TLS connect runs in a worker thread, before
+the socket is handed to the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import threading
+
+import paho.mqtt.client as mqtt
+
+
+class PahoOnLoop:
+    """Attach one paho client to one asyncio loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, client: mqtt.Client):
+        self.loop = loop
+        self.client = client
+        self._loop_thread = threading.get_ident()
+        self._sock: socket.socket | None = None
+        self._misc: asyncio.Task | None = None
+        client.on_socket_open = self._on_open
+        client.on_socket_close = self._on_close
+        client.on_socket_register_write = self._on_register_write
+        client.on_socket_unregister_write = self._on_unregister_write
+
+    def _call(self, fn, *args) -> None:
+        if threading.get_ident() == self._loop_thread:
+            fn(*args)
+        else:  # paho calls these from inside connect(), which runs in a worker thread
+            self.loop.call_soon_threadsafe(fn, *args)
+
+    def _on_open(self, client, userdata, sock) -> None:
+        self._call(self._open, sock)
+
+    def _open(self, sock) -> None:
+        self._sock = sock
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+        self.loop.add_reader(sock, self._readable)
+        self._misc = self.loop.create_task(self._misc_loop(), name="mqtt-misc")
+
+    def _readable(self) -> None:
+        client = self.client
+        client.loop_read()
+        # TLS may hold decrypted bytes the selector cannot see.
+        sock = self._sock
+        while isinstance(sock, ssl.SSLSocket) and sock is self._sock and sock.pending():
+            client.loop_read()
+
+    def _on_close(self, client, userdata, sock) -> None:
+        self._call(self._close, sock)
+
+    def _close(self, sock) -> None:
+        try:
+            self.loop.remove_reader(sock)
+            self.loop.remove_writer(sock)
+        except (ValueError, OSError):
+            pass
+        if self._misc:
+            self._misc.cancel()
+            self._misc = None
+        if self._sock is sock:
+            self._sock = None
+
+    def _on_register_write(self, client, userdata, sock) -> None:
+        self._call(self._add_writer, sock)
+
+    def _add_writer(self, sock) -> None:
+        if sock.fileno() != -1:
+            self.loop.add_writer(sock, self.client.loop_write)
+
+    def _on_unregister_write(self, client, userdata, sock) -> None:
+        self._call(self._remove_writer, sock)
+
+    def _remove_writer(self, sock) -> None:
+        try:
+            self.loop.remove_writer(sock)
+        except (ValueError, OSError):
+            pass
+
+    async def _misc_loop(self) -> None:
+        # keepalive pings and timeouts
+        while self.client.loop_misc() == mqtt.MQTT_ERR_SUCCESS:
+            await asyncio.sleep(1.0)
+
+    def detach(self) -> None:
+        if self._sock is not None:
+            self._close(self._sock)

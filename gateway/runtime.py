@@ -1,0 +1,166 @@
+"""The daemon: wires drivers -> pollers -> outbox -> uplink, and shuts down cleanly.
+
+Nothing here does protocol work; it builds the pieces from a validated config,
+starts their tasks, publishes health, and stops them in the order that loses
+nothing: stop polling, commit what was polled, say "offline", close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+
+from drivers.modbus.device import ModbusDevice
+from drivers.modbus.tcp import ModbusTcpEndpoint
+from gateway import __version__
+from gateway.broker import EmbeddedBroker
+from gateway.clock import Clock
+from gateway.config import BrokerConfig, LoadedConfig
+from gateway.health import DeviceStatus, Health
+from gateway.poller import DevicePoller
+from gateway.records import Reading, event_body, reading_body
+from gateway.store import Outbox
+from gateway.topics import Topics
+from gateway.uplink import Uplink
+
+log = logging.getLogger("canopy")
+
+
+class Gateway:
+    def __init__(self, cfg: LoadedConfig, clock: Clock | None = None):
+        self.cfg = cfg
+        self.site = cfg.site
+        self.clock = clock or Clock()
+        self.topics = Topics(self.site.site, self.site.gateway)
+        self.health = Health(on_change=self._device_changed)
+        self.outbox = Outbox(
+            cfg.resolve(self.site.store.path),
+            commit_interval=self.site.store.commit_interval,
+            queue_size=self.site.store.queue_size,
+            clock=self.clock,
+        )
+        self.uplink: Uplink | None = None
+        self.embedded: EmbeddedBroker | None = None
+        self.endpoints: list[ModbusTcpEndpoint] = []
+        self.pollers: list[DevicePoller] = []
+        self.readings_polled = 0
+        self._tasks: list[asyncio.Task] = []
+        self._bg: set[asyncio.Task] = set()
+        self._state_dirty = asyncio.Event()
+
+    # -- assembly ---------------------------------------------------------------
+    def _build_devices(self) -> None:
+        for bus in self.site.buses:
+            endpoint = ModbusTcpEndpoint(bus.host, bus.port, timeout=bus.timeout, backoff_initial=bus.backoff_initial,
+                                         backoff_max=bus.backoff_max, clock=self.clock)
+            self.endpoints.append(endpoint)
+            for dev in bus.devices:
+                if not dev.enabled:
+                    continue
+                device = ModbusDevice(dev.id, dev.unit, self.cfg.profiles[dev.profile], endpoint,
+                                      max_read_registers=bus.max_read_registers, max_gap=bus.max_gap, timeout=dev.timeout)
+                self.health.register(dev.id, bus.id)
+                self.pollers.append(DevicePoller(device, dev.poll_interval, self._accept_readings, self.health, self.clock))
+
+    async def _accept_readings(self, readings: list[Reading]) -> None:
+        self.readings_polled += len(readings)
+        await self.outbox.put("telemetry", [reading_body(r) for r in readings], ts=readings[0].ts if readings else None)
+
+    def _device_changed(self, st: DeviceStatus, previous: str) -> None:
+        if previous == "unknown" and st.status == "ok":
+            return  # first successful poll is not news
+        body = event_body(self.clock.time(), "device.status", device=st.id, bus=st.bus, status=st.status,
+                          previous=previous, detail=st.detail)
+        self._spawn(self.outbox.put("event", [body]))
+        self._state_dirty.set()
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.create_task(coro)
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
+
+    def state(self) -> dict:
+        up = self.uplink
+        return {
+            "version": __version__,
+            "boot": self.outbox.boot,
+            "ts": round(self.clock.time(), 3),
+            "devices": self.health.snapshot(),
+            "outbox": {lane: c.as_dict() for lane, c in self.outbox.counters.items()} | {"commits": self.outbox.commits, "commit_errors": self.outbox.commit_errors},
+            "uplink": {"connects": up.connects if up else 0, "published": dict(up.published) if up else {}},
+        }
+
+    # -- lifecycle ---------------------------------------------------------------
+    async def start(self) -> None:
+        await self.outbox.open()
+        broker = self.site.broker
+        if broker is None:
+            port = int(os.environ.get("CANOPY_EMBEDDED_BROKER_PORT", "1883"))
+            self.embedded = EmbeddedBroker(port=port)
+            await self.embedded.start()
+            broker = BrokerConfig(host=self.embedded.host, port=self.embedded.port)
+        self.uplink = Uplink(broker, self.topics, self.outbox, base_dir=self.cfg.base_dir,
+                             batch_max_records=self.site.uplink.batch_max_records,
+                             batch_max_bytes=self.site.uplink.batch_max_bytes, state=self.state)
+        self.outbox.on_commit.append(self.uplink.wake)
+        self._build_devices()
+        self._tasks.append(asyncio.create_task(self.uplink.run(), name="uplink"))
+        for p in self.pollers:
+            self._tasks.append(asyncio.create_task(p.run(), name=f"poll-{p.device.id}"))
+        self._tasks.append(asyncio.create_task(self._state_loop(), name="state"))
+        log.info("canopy %s: site %s gateway %s, %d device(s) on %d bus(es), outbox %s (boot %d)",
+                 __version__, self.site.site, self.site.gateway, len(self.pollers), len(self.endpoints),
+                 self.outbox.path, self.outbox.boot)
+
+    async def _state_loop(self) -> None:
+        interval = self.site.uplink.state_interval
+        while True:
+            try:
+                await asyncio.wait_for(self._state_dirty.wait(), timeout=interval)
+                await asyncio.sleep(1.0)  # coalesce bursts of changes
+            except asyncio.TimeoutError:
+                pass
+            self._state_dirty.clear()
+            if self.uplink:
+                self.uplink.publish_state()
+
+    async def stop(self) -> None:
+        """Stop polling, commit everything polled, publish 'offline', close (< 5 s)."""
+        pollers = [t for t in self._tasks if t.get_name().startswith("poll-")]
+        for t in pollers:
+            t.cancel()
+        await asyncio.gather(*pollers, return_exceptions=True)
+        if self._bg:
+            await asyncio.wait(self._bg, timeout=1.0)
+        await self.outbox.flush()
+        if self.uplink is not None:
+            await self.uplink.drain(timeout=1.0)
+            await self.uplink.stop()
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.outbox.close()
+        for ep in self.endpoints:
+            await ep.close()
+        if self.embedded is not None:
+            await self.embedded.stop()
+        log.info("stopped cleanly")
+
+
+async def run_gateway(cfg: LoadedConfig) -> int:
+    gw = Gateway(cfg)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await gw.start()
+    await stop.wait()
+    log.info("shutting down")
+    try:
+        await asyncio.wait_for(gw.stop(), timeout=4.5)
+    except asyncio.TimeoutError:
+        log.error("shutdown took longer than 4.5 s; exiting anyway (committed data is safe)")
+        return 1
+    return 0

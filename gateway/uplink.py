@@ -1,0 +1,336 @@
+"""The uplink: outbox -> MQTT broker, QoS 1, a record leaves only after PUBACK.
+
+Each connection gets a fresh paho client, so nothing paho queued for a dead
+connection is replayed behind our back: after a reconnect the outbox itself
+is read again from its oldest unacknowledged record.  Alarms go first, then
+events, then telemetry; some of the in-flight window is kept free for alarms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import orjson
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from gateway.backoff import Backoff, FailureLog
+from gateway.config import BrokerConfig, read_secret
+from gateway.mqtt_asyncio import PahoOnLoop
+from gateway.records import LANES, Lane
+from gateway.store import Outbox
+from gateway.topics import Topics
+
+log = logging.getLogger("canopy.uplink")
+
+# In-flight slots kept back from lower lanes, so an alarm never waits for a slot.
+_RESERVED = {"alarm": 0, "event": 1, "telemetry": 2}
+
+
+@dataclass(slots=True)
+class _InFlight:
+    lane: Lane
+    first: int
+    last: int
+    count: int
+
+
+class Uplink:
+    def __init__(
+        self,
+        broker: BrokerConfig,
+        topics: Topics,
+        outbox: Outbox,
+        *,
+        base_dir: str = ".",
+        batch_max_records: int = 500,
+        batch_max_bytes: int = 128 * 1024,
+        state: Callable[[], dict] | None = None,
+    ):
+        self.broker = broker
+        self.topics = topics
+        self.outbox = outbox
+        self.base_dir = base_dir
+        self.batch_max_records = batch_max_records
+        self.batch_max_bytes = batch_max_bytes
+        self.state = state or (lambda: {})
+        self.connected = asyncio.Event()
+        self.published = {lane: 0 for lane in LANES}  # messages sent (including re-sends)
+        self.acked_records = {lane: 0 for lane in LANES}
+        self.connects = 0
+        self.last_error: str | None = None
+        self._client: mqtt.Client | None = None
+        self._adapter: PahoOnLoop | None = None
+        self._inflight: dict[int, _InFlight] = {}
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._connack: asyncio.Future | None = None
+        self._gone: asyncio.Future | None = None
+        self._password = self._load_password()
+        self._tls = self._tls_context()
+        self._handlers: dict[str, Callable[[str, bytes], None]] = {}
+
+    # -- configuration -------------------------------------------------------
+    def _path(self, p: str) -> str:
+        import os
+
+        return p if os.path.isabs(p) else os.path.join(self.base_dir, p)
+
+    def _load_password(self) -> str | None:
+        if self.broker.password_file:
+            return read_secret(self._path(self.broker.password_file), "password_file")
+        return self.broker.password
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        tls = self.broker.tls
+        if tls is None:
+            return None
+        ctx = ssl.create_default_context(cafile=self._path(tls.ca) if tls.ca else None)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        if tls.cert and tls.key:
+            ctx.load_cert_chain(self._path(tls.cert), self._path(tls.key))
+        if not tls.verify_hostname:
+            ctx.check_hostname = False
+        return ctx
+
+    def subscribe(self, topic: str, handler: Callable[[str, bytes], None]) -> None:
+        """Route messages of one topic to a handler (subscribed on every connect)."""
+        self._handlers[topic] = handler
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # -- connection loop ------------------------------------------------------
+    def _new_client(self) -> mqtt.Client:
+        loop = asyncio.get_running_loop()
+        cid = self.broker.client_id or f"canopy-{self.topics.site}-{self.topics.gateway}"
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cid, clean_session=True)
+        client.max_inflight_messages_set(self.broker.max_inflight)
+        client.max_queued_messages_set(0)
+        if self._tls is not None:
+            client.tls_set_context(self._tls)
+        if self.broker.username:
+            client.username_pw_set(self.broker.username, self._password)
+        client.will_set(self.topics.state, self._state_payload("offline", reason="connection lost"), qos=1, retain=True)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        self._adapter = PahoOnLoop(loop, client)
+        return client
+
+    async def run(self) -> None:
+        backoff = Backoff(self.broker.backoff_initial, self.broker.backoff_max)
+        fail = FailureLog(log, f"broker {self.broker.host}:{self.broker.port}")
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            client = self._new_client()
+            self._client = client
+            self._connack = loop.create_future()
+            self._gone = loop.create_future()
+            try:
+                await asyncio.wait_for(
+                    asyncio.to_thread(client.connect, self.broker.host, self.broker.port, self.broker.keepalive),
+                    timeout=self.broker.connect_timeout,
+                )
+                reason = await asyncio.wait_for(asyncio.shield(self._connack), timeout=self.broker.connect_timeout)
+            except (OSError, asyncio.TimeoutError, ssl.SSLError, ValueError) as exc:
+                self.last_error = _describe(exc)
+                fail.failed(f"cannot connect: {self.last_error}")
+                self._drop(client)
+                await self._pause(backoff.next())
+                continue
+            if reason.is_failure:
+                self.last_error = _refusal(reason)
+                fail.failed(f"broker refused the connection: {self.last_error}")
+                self._drop(client)
+                await self._pause(backoff.next())
+                continue
+            fail.recovered()
+            backoff.reset()
+            self.connects += 1
+            self.last_error = None
+            log.info("connected to broker %s:%s%s", self.broker.host, self.broker.port, " (TLS)" if self._tls else "")
+            self.connected.set()
+            self.publish_state()
+            for topic in self._handlers:
+                client.subscribe(topic, qos=1)
+            pump = asyncio.create_task(self._pump(client), name="uplink-pump")
+            try:
+                await asyncio.shield(self._gone)
+            finally:
+                pump.cancel()
+                self.connected.clear()
+                self._inflight.clear()
+            if not self._stopping:
+                fail.failed(f"connection lost: {self._gone.result()}")
+                self._drop(client)
+                await self._pause(backoff.next())
+
+    async def _pause(self, seconds: float) -> None:
+        if not self._stopping:
+            await asyncio.sleep(seconds)
+
+    def _drop(self, client: mqtt.Client) -> None:
+        try:
+            client.disconnect()
+        except Exception:
+            pass
+        try:
+            client.loop_read()  # let paho notice and close the socket
+        except Exception:
+            pass
+        if self._adapter is not None:
+            self._adapter.detach()
+        sock = client.socket()
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    async def drain(self, timeout: float) -> None:
+        """Give pending records a last chance to reach the broker (clean shutdown)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.connected.is_set() and loop.time() < deadline:
+            if not self._inflight:
+                unsent = [lane for lane in LANES if await self.outbox.fetch(lane, 0, 1)]
+                if not unsent:
+                    return
+            await asyncio.sleep(0.02)
+
+    async def stop(self, timeout: float = 2.0) -> None:
+        """Publish a clean 'offline' state and disconnect (no last will)."""
+        self._stopping = True
+        client = self._client
+        if client is not None and self.connected.is_set():
+            info = client.publish(self.topics.state, self._state_payload("offline", reason="shutdown"), qos=1, retain=True)
+            deadline = asyncio.get_running_loop().time() + timeout
+            while not info.is_published() and asyncio.get_running_loop().time() < deadline and self.connected.is_set():
+                await asyncio.sleep(0.02)
+            client.disconnect()
+            await asyncio.sleep(0.05)
+        if self._gone is not None and not self._gone.done():
+            self._gone.set_result("stopped")
+        if client is not None:
+            self._drop(client)
+
+    # -- paho callbacks (on the loop thread) -------------------------------------
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if self._connack is not None and not self._connack.done():
+            self._connack.set_result(reason_code)
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        if client is not self._client:
+            return
+        if self._connack is not None and not self._connack.done():
+            self._connack.set_exception(ConnectionError(f"disconnected before CONNACK ({reason_code})"))
+        if self._gone is not None and not self._gone.done():
+            self._gone.set_result(str(reason_code))
+        self._wake.set()
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        if client is not self._client:
+            return
+        entry = self._inflight.pop(mid, None)
+        if entry is None:
+            return
+        self.outbox.ack(entry.lane, entry.first, entry.last)
+        self.acked_records[entry.lane] += entry.count
+        self._wake.set()
+
+    def _on_message(self, client, userdata, msg) -> None:
+        handler = self._handlers.get(msg.topic)
+        if handler is not None:
+            try:
+                handler(msg.topic, msg.payload)
+            except Exception:  # a bad message must never take the uplink down
+                log.exception("handler for %s failed", msg.topic)
+
+    # -- sending ----------------------------------------------------------------
+    def publish_state(self, status: str = "online") -> None:
+        client = self._client
+        if client is not None and self.connected.is_set():
+            client.publish(self.topics.state, self._state_payload(status), qos=1, retain=True)
+
+    def _state_payload(self, status: str, **extra) -> bytes:
+        body = {"v": 1, "site": self.topics.site, "gateway": self.topics.gateway, "status": status, **extra}
+        if status == "online":
+            body.update(self.state())
+        else:
+            body["boot"] = self.outbox.boot
+        return orjson.dumps(body)
+
+    async def _pump(self, client: mqtt.Client) -> None:
+        """Publish pending records, highest lane first, within the in-flight window."""
+        cursor = {lane: 0 for lane in LANES}
+        window = self.broker.max_inflight
+        while True:
+            self._wake.clear()
+            sent = False
+            for lane in LANES:
+                limit = max(1, window - _RESERVED[lane])
+                while len(self._inflight) < limit:
+                    rows = await self.outbox.fetch(lane, cursor[lane], self.batch_max_records)
+                    if client is not self._client or not self.connected.is_set():
+                        return
+                    if not rows:
+                        break
+                    rows = self._fit(rows)
+                    payload = self._compose(lane, rows)
+                    info = client.publish(self.topics.for_lane(lane), payload, qos=1)
+                    if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                        return  # connection is going away; _on_disconnect follows
+                    self._inflight[info.mid] = _InFlight(lane, rows[0][0], rows[-1][0], len(rows))
+                    cursor[lane] = rows[-1][0]
+                    self.published[lane] += 1
+                    sent = True
+                    if lane != "alarm" and self.outbox.pending("alarm") and self._wake.is_set():
+                        break  # something new arrived: look at the higher lanes again
+                if sent and self._wake.is_set():
+                    break
+            if not sent:
+                await self._wake.wait()
+
+    def _fit(self, rows: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
+        total = 0
+        for i, (_, body) in enumerate(rows):
+            total += len(body) + 16
+            if total > self.batch_max_bytes and i > 0:
+                return rows[:i]
+        return rows
+
+    def _compose(self, lane: str, rows: list[tuple[int, bytes]]) -> bytes:
+        head = b'{"v":1,"site":%s,"gateway":%s,"lane":"%s","seq":[%d,%d],"records":[' % (
+            orjson.dumps(self.topics.site),
+            orjson.dumps(self.topics.gateway),
+            lane.encode(),
+            rows[0][0],
+            rows[-1][0],
+        )
+        return head + b",".join(b'{"seq":%d,%s' % (seq, body[1:]) for seq, body in rows) + b"]}"
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timed out"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS certificate rejected: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS error: {exc.reason or exc}"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (is the broker running and the port right?)"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _refusal(reason) -> str:
+    text = str(reason)
+    low = text.lower()
+    if "not authori" in low or "bad user" in low or "password" in low:
+        return f"{text}: check broker.username and the password"
+    return text
