@@ -18,6 +18,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 Path_ = tuple[str | int, ...]
@@ -75,6 +76,10 @@ class Source:
 
 
 def _build(node: Node, path: Path_, marks: dict[Path_, int], file: str, problems: list[Problem]) -> Any:
+    if isinstance(node, (MappingNode, SequenceNode)) and node.tag not in _PLAIN_TAGS:
+        problems.append(Problem(file, node.start_mark.line + 1, dotted(path),
+                                f"unsupported YAML tag {node.tag!r} (remove it; plain values only)"))
+        return None
     if isinstance(node, MappingNode):
         out: dict[str, Any] = {}
         merged: list[tuple[dict[str, Any], dict[Path_, int]]] = []

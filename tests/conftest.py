@@ -1,0 +1,80 @@
+"""Shared fixtures: real broker, real simulator (in a thread with its own loop), subscriber."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from tests.support import GatewayProcess, Mosquitto, Subscriber
+
+
+class SimThread:
+    """A simulator site served from its own event loop, so sync tests can drive it."""
+
+    def __init__(self, site: str, speed: float = 0.0, seed: int = 1):
+        from simulator.sites import start_site
+
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name=f"sim-{site}", daemon=True)
+        self.thread.start()
+        self.sim, self.clock = asyncio.run_coroutine_threadsafe(start_site(site, port=0, speed=speed, seed=seed), self.loop).result(10)
+        self.port = self.sim.port
+
+    def device(self, id: str):
+        return self.sim.device(id)
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.sim.stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+@pytest.fixture
+def farm_sim():
+    sim = SimThread("farm", speed=0)
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture
+def community_sim():
+    sim = SimThread("community", speed=0)
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture
+def broker(tmp_path):
+    b = Mosquitto(tmp_path).start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def subscriber_factory():
+    subs = []
+
+    def make(port, **kw):
+        s = Subscriber(port, **kw)
+        subs.append(s)
+        return s
+
+    yield make
+    for s in subs:
+        s.close()
+
+
+@pytest.fixture
+def gateway_factory():
+    procs = []
+
+    def make(config, **kw):
+        g = GatewayProcess(config, **kw)
+        procs.append(g)
+        return g.start()
+
+    yield make
+    for g in procs:
+        g.close()
