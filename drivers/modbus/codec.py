@@ -92,7 +92,27 @@ def decode(registers: list[int] | tuple[int, ...], layout: Layout) -> int | floa
         except UnicodeDecodeError as exc:
             raise DecodeError(f"string is not ASCII: {text!r}") from exc
     fmt, _ = _NUMERIC[layout.type]
-    return struct.unpack(">" + fmt, raw)[0]
+    value = struct.unpack(">" + fmt, raw)[0]
+    return shortest_f32(value) if fmt == "f" else value
+
+
+def shortest_f32(value: float) -> float:
+    """The shortest decimal that is the same float32: 20.86, not 20.860000610351562.
+
+    A float32 carries ~7 significant digits; printing its float64 widening
+    shows noise the sensor never measured.
+    """
+    if value != value or value in (float("inf"), float("-inf")):
+        return value
+    packed = struct.pack(">f", value)
+    for digits in range(6, 10):
+        candidate = float(f"{value:.{digits}g}")
+        try:
+            if struct.pack(">f", candidate) == packed:
+                return candidate
+        except OverflowError:  # rounded up past the float32 maximum
+            continue
+    return value
 
 
 def encode(value: int | float | str | bool, layout: Layout) -> list[int]:
