@@ -12,10 +12,9 @@ import logging
 import os
 import signal
 
-from drivers.modbus.device import ModbusDevice
-from drivers.modbus.tcp import ModbusTcpEndpoint
 from gateway import __version__
 from gateway.broker import EmbeddedBroker
+from gateway.buses import BuiltBus, build_bus
 from gateway.clock import Clock
 from gateway.config import BrokerConfig, LoadedConfig
 from gateway.health import DeviceStatus, Health
@@ -43,7 +42,7 @@ class Gateway:
         )
         self.uplink: Uplink | None = None
         self.embedded: EmbeddedBroker | None = None
-        self.endpoints: list[ModbusTcpEndpoint] = []
+        self.buses: list[BuiltBus] = []
         self.pollers: list[DevicePoller] = []
         self.readings_polled = 0
         self._tasks: list[asyncio.Task] = []
@@ -52,17 +51,12 @@ class Gateway:
 
     # -- assembly ---------------------------------------------------------------
     def _build_devices(self) -> None:
-        for bus in self.site.buses:
-            endpoint = ModbusTcpEndpoint(bus.host, bus.port, timeout=bus.timeout, backoff_initial=bus.backoff_initial,
-                                         backoff_max=bus.backoff_max, clock=self.clock)
-            self.endpoints.append(endpoint)
-            for dev in bus.devices:
-                if not dev.enabled:
-                    continue
-                device = ModbusDevice(dev.id, dev.unit, self.cfg.profiles[dev.profile], endpoint,
-                                      max_read_registers=bus.max_read_registers, max_gap=bus.max_gap, timeout=dev.timeout)
-                self.health.register(dev.id, bus.id)
-                self.pollers.append(DevicePoller(device, dev.poll_interval, self._accept_readings, self.health, self.clock))
+        for bus_cfg in self.site.buses:
+            bus = build_bus(bus_cfg, self.cfg.profiles, self.clock)
+            self.buses.append(bus)
+            for dev_cfg, device in bus.devices:
+                self.health.register(dev_cfg.id, bus.id)
+                self.pollers.append(DevicePoller(device, dev_cfg.poll_interval, self._accept_readings, self.health, self.clock))
 
     async def _accept_readings(self, readings: list[Reading]) -> None:
         self.readings_polled += len(readings)
@@ -111,7 +105,7 @@ class Gateway:
             self._tasks.append(asyncio.create_task(p.run(), name=f"poll-{p.device.id}"))
         self._tasks.append(asyncio.create_task(self._state_loop(), name="state"))
         log.info("canopy %s: site %s gateway %s, %d device(s) on %d bus(es), outbox %s (boot %d)",
-                 __version__, self.site.site, self.site.gateway, len(self.pollers), len(self.endpoints),
+                 __version__, self.site.site, self.site.gateway, len(self.pollers), len(self.buses),
                  self.outbox.path, self.outbox.boot)
 
     async def _state_loop(self) -> None:
@@ -142,8 +136,8 @@ class Gateway:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.outbox.close()
-        for ep in self.endpoints:
-            await ep.close()
+        for bus in self.buses:
+            await bus.transport.close()
         if self.embedded is not None:
             await self.embedded.stop()
         log.info("stopped cleanly")

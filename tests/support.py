@@ -183,15 +183,16 @@ def site_config(tmp: Path, *, sim_port: int, broker: dict | None, devices: list[
 class GatewayProcess:
     """`canopy run` as a real child process."""
 
-    def __init__(self, config: Path, *, log_level: str = "info", env: dict | None = None):
+    def __init__(self, config: Path, *, log_level: str = "info", env: dict | None = None, args: list[str] | None = None):
         self.config = config
+        self.args = args or []
         self.log = config.parent / "gateway.log"
         self.log_level = log_level
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "GatewayProcess":
-        self.proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "-c", str(self.config), "--log-level", self.log_level],
+        self.proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "-c", str(self.config), "--log-level", self.log_level, *self.args],
                                      stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, env=self.env, cwd=ROOT)
         return self
 

@@ -173,3 +173,17 @@ def test_run_refuses_bad_config_with_exit_2(tmp_path, bad, gateway_factory):
     out = gw.output()
     assert f"{cfg}:" in out
     assert ("profile 'nope' not found" in out) if bad == "missing" else ("bogus_key" in out and "unknown key" in out)
+
+
+def test_json_logs_are_one_object_per_line(tmp_path, farm_sim, broker, subscriber_factory, gateway_factory):
+    import json
+
+    farm_sim.device("soil-3").fault = "exception"
+    sub = subscriber_factory(broker.port)
+    cfg = site_config(tmp_path, sim_port=farm_sim.port, broker={"host": "127.0.0.1", "port": broker.port})
+    gw = gateway_factory(cfg, args=["--log-json"])
+    wait_until(lambda: "soil-3" in gw.output() and sub.seqs("telemetry"), 10, what="a device failure logged")
+    gw.terminate()
+    lines = [json.loads(line) for line in gw.output().splitlines() if line.strip()]
+    assert lines and all({"ts", "level", "logger", "msg"} <= set(x) for x in lines)
+    assert any(x["level"] == "warning" and "soil-3" in x["msg"] for x in lines)
