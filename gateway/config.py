@@ -64,6 +64,7 @@ class StoreConfig(Strict):
     path: str = Field("canopy-outbox.sqlite", description="SQLite outbox file (relative to the config file)")
     commit_interval: float = Field(0.5, gt=0, le=10, description="seconds between telemetry commits")
     queue_size: int = Field(10000, ge=10, le=1_000_000, description="poll batches waiting for the writer")
+    status_file: str = Field("canopy-status.json", description="health snapshot for `canopy status` (relative to the config file)")
 
 
 class UplinkConfig(Strict):

@@ -12,6 +12,8 @@ import logging
 import os
 import signal
 
+import orjson
+
 from gateway import __version__
 from gateway.broker import EmbeddedBroker
 from gateway.buses import BuiltBus, build_bus
@@ -83,8 +85,21 @@ class Gateway:
             "ts": round(self.clock.time(), 3),
             "devices": self.health.snapshot(),
             "outbox": {lane: c.as_dict() for lane, c in self.outbox.counters.items()} | {"commits": self.outbox.commits, "commit_errors": self.outbox.commit_errors},
-            "uplink": {"connects": up.connects if up else 0, "published": dict(up.published) if up else {}},
+            "uplink": {"connects": up.connects if up else 0, "connected": bool(up and up.connected.is_set()),
+                       "published": dict(up.published) if up else {}, "last_error": up.last_error if up else None},
+            "buses": {b.id: b.transport.stats() for b in self.buses if hasattr(b.transport, "stats")},
         }
+
+    def write_status(self) -> None:
+        """Atomically write the health snapshot for `canopy status` (no socket needed)."""
+        path = self.cfg.resolve(self.site.store.status_file)
+        tmp = f"{path}.tmp"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(orjson.dumps({"site": self.site.site, "gateway": self.site.gateway, **self.state()}, option=orjson.OPT_INDENT_2))
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.warning("cannot write status file %s: %s", path, exc)
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
@@ -119,6 +134,7 @@ class Gateway:
             self._state_dirty.clear()
             if self.uplink:
                 self.uplink.publish_state()
+            await asyncio.to_thread(self.write_status)
 
     async def stop(self) -> None:
         """Stop polling, commit everything polled, publish 'offline', close (< 5 s)."""

@@ -187,3 +187,25 @@ def test_json_logs_are_one_object_per_line(tmp_path, farm_sim, broker, subscribe
     lines = [json.loads(line) for line in gw.output().splitlines() if line.strip()]
     assert lines and all({"ts", "level", "logger", "msg"} <= set(x) for x in lines)
     assert any(x["level"] == "warning" and "soil-3" in x["msg"] for x in lines)
+
+
+def test_status_command_shows_the_running_gateway(tmp_path, farm_sim, broker, gateway_factory):
+    import subprocess
+    import sys
+
+    from tests.support import ROOT
+
+    cfg = site_config(tmp_path, sim_port=farm_sim.port, broker={"host": "127.0.0.1", "port": broker.port})
+    gw = gateway_factory(cfg)
+    status_file = tmp_path / "canopy-status.json"
+    wait_until(lambda: status_file.exists() and b'"acknowledged"' in status_file.read_bytes(), 10, what="status file")
+    proc = subprocess.run([sys.executable, "-m", "gateway", "status", "-c", str(cfg)], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert "test-site/gw-1" in proc.stdout and "soil-1" in proc.stdout and "telemetry" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "gateway", "status", "-c", str(cfg), "--json"], capture_output=True, text=True, cwd=ROOT)
+    import json
+
+    snap = json.loads(proc.stdout)
+    tel = snap["outbox"]["telemetry"]
+    assert tel["accepted"] > 0 and snap["devices"]["soil-1"]["status"] == "ok"
+    gw.terminate()
