@@ -14,6 +14,7 @@ from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from gateway.alerts.config import RulesConfig, validate_rules
 from gateway.profiles import Profile
 from gateway.yamlsrc import ConfigError, Problem, Source, dotted, load_yaml
 
@@ -122,6 +123,7 @@ class SiteConfig(Strict):
     store: StoreConfig = StoreConfig()
     uplink: UplinkConfig = UplinkConfig()
     buses: list[Bus] = Field(default_factory=list)
+    rules: RulesConfig | None = Field(None, description="local rules, alert classes and escalation (docs/alerts.md)")
 
     @field_validator("buses", mode="before")
     @classmethod
@@ -281,6 +283,8 @@ def load_config(file: str | Path) -> LoadedConfig:
 
     if site.broker is not None:
         problems.extend(_check_broker_files(site.broker, src, base_dir))
+    if site.rules is not None and not problems:
+        problems.extend(validate_rules(site, profiles, src))
     if problems:
         raise ConfigError(problems)
     return LoadedConfig(site=site, profiles=profiles, file=src.file, base_dir=base_dir)

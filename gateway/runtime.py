@@ -15,6 +15,7 @@ import signal
 import orjson
 
 from gateway import __version__
+from gateway.alerts.engine import AlertEngine
 from gateway.broker import EmbeddedBroker
 from gateway.buses import BuiltBus, build_bus
 from gateway.clock import Clock
@@ -43,6 +44,8 @@ class Gateway:
             clock=self.clock,
         )
         self.uplink: Uplink | None = None
+        self.alerts: AlertEngine | None = None
+        self._devices: dict = {}
         self.embedded: EmbeddedBroker | None = None
         self.buses: list[BuiltBus] = []
         self.pollers: list[DevicePoller] = []
@@ -57,11 +60,14 @@ class Gateway:
             bus = build_bus(bus_cfg, self.cfg.profiles, self.clock)
             self.buses.append(bus)
             for dev_cfg, device in bus.devices:
+                self._devices[dev_cfg.id] = device
                 self.health.register(dev_cfg.id, bus.id)
                 self.pollers.append(DevicePoller(device, dev_cfg.poll_interval, self._accept_readings, self.health, self.clock))
 
     async def _accept_readings(self, readings: list[Reading]) -> None:
         self.readings_polled += len(readings)
+        if self.alerts is not None:
+            self.alerts.observe(readings)
         await self.outbox.put("telemetry", [reading_body(r) for r in readings], ts=readings[0].ts if readings else None)
 
     def _device_changed(self, st: DeviceStatus, previous: str) -> None:
@@ -71,6 +77,14 @@ class Gateway:
                           previous=previous, detail=st.detail)
         self._spawn(self.outbox.put("event", [body]))
         self._state_dirty.set()
+
+    async def _emit(self, lane: str, body: bytes) -> None:
+        """Alerts and events from the engine: accepted once durably committed."""
+        await self.outbox.put(lane, [body], wait_commit=True)
+
+    async def write_point(self, device_id: str, point: str, value) -> None:
+        """Drive a local output (sounder relay, valve) through its device's bus."""
+        await self._devices[device_id].write(point, value)
 
     def _spawn(self, coro) -> None:
         task = asyncio.create_task(coro)
@@ -88,6 +102,7 @@ class Gateway:
             "uplink": {"connects": up.connects if up else 0, "connected": bool(up and up.connected.is_set()),
                        "published": dict(up.published) if up else {}, "last_error": up.last_error if up else None},
             "buses": {b.id: b.transport.stats() for b in self.buses if hasattr(b.transport, "stats")},
+            **({"alerts": self.alerts.snapshot()} if self.alerts is not None else {}),
         }
 
     def write_status(self) -> None:
@@ -115,6 +130,11 @@ class Gateway:
                              batch_max_bytes=self.site.uplink.batch_max_bytes, state=self.state)
         self.outbox.on_commit.append(self.uplink.wake)
         self._build_devices()
+        if self.site.rules is not None:
+            self.alerts = AlertEngine(self.cfg, self.clock, self._emit, write_point=self.write_point,
+                                      state_dir=os.path.dirname(self.outbox.path) or ".")
+            self.uplink.subscribe(self.topics.alert_ack, self.alerts.on_ack)
+            self._tasks.append(asyncio.create_task(self.alerts.run(), name="alerts"))
         self._tasks.append(asyncio.create_task(self.uplink.run(), name="uplink"))
         for p in self.pollers:
             self._tasks.append(asyncio.create_task(p.run(), name=f"poll-{p.device.id}"))
