@@ -106,7 +106,8 @@ class Window:
         self.farm = farm
 
     def snap(self, **counters) -> dict:
-        return {"t": time.monotonic(), "cpu": time.process_time(), "broker_cpu": self.broker.cpu_seconds(),
+        t = os.times()
+        return {"t": time.monotonic(), "cpu": t.user + t.system, "sys": t.system, "broker_cpu": self.broker.cpu_seconds(),
                 "sim_cpu": self.farm.cpu_seconds() if self.farm else 0.0, **counters}
 
     @staticmethod
@@ -125,6 +126,7 @@ class Window:
             "pending_at_end": b["polled"] - b["acked"],
             "backlog_growth_per_s": round(((b["polled"] - b["acked"]) - (a["polled"] - a["acked"])) / dt, 1),
             "cpu_pct": round(100 * (b["cpu"] - a["cpu"]) / dt, 1),
+            "cpu_sys_pct": round(100 * (b["sys"] - a["sys"]) / dt, 1),
             # CPU of the whole measured process (producers included) per acknowledged reading,
             # and the rate one fully busy core would carry at that cost (a projection).
             "cpu_us_per_reading": round(1e6 * (b["cpu"] - a["cpu"]) / max(1, b["acked"] - a["acked"]), 2),

@@ -43,3 +43,9 @@ class BadReply(DeviceError):
     """A reply that arrived but cannot be right (length, values)."""
 
     status = "bad_reply"
+
+
+class DeviceQuarantined(DeviceError):
+    """A slave that failed too often in a row: its polls fail fast (no wire time) until a re-probe answers."""
+
+    status = "quarantined"

@@ -23,7 +23,8 @@ class Backoff:
 
     def next(self) -> float:
         """Delay before the next attempt: exponential, capped, with +/- jitter."""
-        base = min(self.maximum, self.initial * (self.factor ** self.attempts))
+        # the exponent is capped: a link can be down for weeks, retried for ever
+        base = min(self.maximum, self.initial * (self.factor ** min(self.attempts, 64)))
         self.attempts += 1
         return max(0.0, base * (1 + self.jitter * (2 * self._rng.random() - 1)))
 

@@ -35,6 +35,12 @@ class EmbeddedBroker:
         self._dir: tempfile.TemporaryDirectory | None = None
 
     async def start(self) -> None:
+        with socket.socket() as probe:
+            try:
+                probe.bind((self.host, self.port))
+            except OSError:
+                raise RuntimeError(f"embedded broker: port {self.host}:{self.port} is already in use "
+                                   "(set CANOPY_EMBEDDED_BROKER_PORT, or configure `broker:` to use that broker)") from None
         exe = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
         if exe:
             self._dir = tempfile.TemporaryDirectory(prefix="canopy-broker-")

@@ -66,7 +66,7 @@ def cmd_status(args) -> int:
     except ConfigError as exc:
         _print_problems(exc)
         return EXIT_CONFIG
-    path = cfg.resolve(cfg.site.store.status_file)
+    path = cfg.status_path
     try:
         status = orjson.loads(open(path, "rb").read())
     except FileNotFoundError:

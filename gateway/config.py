@@ -65,13 +65,21 @@ class StoreConfig(Strict):
     path: str = Field("canopy-outbox.sqlite", description="SQLite outbox file (relative to the config file)")
     commit_interval: float = Field(0.5, gt=0, le=10, description="seconds between telemetry commits")
     queue_size: int = Field(10000, ge=10, le=1_000_000, description="poll batches waiting for the writer")
-    status_file: str = Field("canopy-status.json", description="health snapshot for `canopy status` (relative to the config file)")
+    status_file: str | None = Field(None, description="health snapshot for `canopy status`; default: canopy-status.json beside the outbox")
+    max_bytes: int = Field(256 * 1024 * 1024, ge=1024 * 1024, description="size cap of the outbox file (bytes)")
+    alarm_reserve: float = Field(0.1, ge=0.01, le=0.9, description="share of max_bytes only alarms may use")
+    telemetry_ttl: float | None = Field(7 * 86400, gt=0, description="seconds before unsent telemetry expires (null: never)")
+    event_ttl: float | None = Field(30 * 86400, gt=0, description="seconds before unsent events expire (null: never); alarms never expire")
+    thin_keep_every: int = Field(2, ge=1, le=100, description="over the cap, keep every Nth of the oldest half of telemetry (1: no thinning)")
 
 
 class UplinkConfig(Strict):
     batch_max_records: int = Field(500, ge=1, le=10000, description="records per telemetry message")
     batch_max_bytes: int = Field(128 * 1024, ge=1024, le=16 * 1024 * 1024)
     state_interval: float = Field(30.0, ge=1, le=3600, description="seconds between health updates on …/state")
+    max_messages_per_s: float | None = Field(None, gt=0, description="replay rate limit for events and telemetry (alarms exempt)")
+    max_bytes_per_s: float | None = Field(None, gt=0, description="replay byte-rate limit for events and telemetry (alarms exempt)")
+    max_inflight_bytes: int = Field(1024 * 1024, ge=4096, description="unacknowledged event/telemetry bytes; bounds how long an alarm can queue behind them on a slow link")
 
 
 class Location(Strict):
@@ -111,7 +119,138 @@ class ModbusTcpBus(Strict):
         return [] if v is None else v
 
 
-Bus = Annotated[ModbusTcpBus, Field(discriminator="type")]
+# -- serial buses (RS-485 / RS-232) ---------------------------------------------------------
+STANDARD_BAUDS = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400)
+_PARITY_WORDS = {"n": "N", "none": "N", "e": "E", "even": "E", "o": "O", "odd": "O"}
+
+
+class SerialPortFields(Strict):
+    """How to open a serial port; the port's existence is checked by load_config."""
+
+    port: str = Field(min_length=1, max_length=4096,
+                      description="device path; prefer /dev/serial/by-id/... (stable across reboots and replugs)")
+    baudrate: int = Field(9600, description="bits per second: " + ", ".join(map(str, STANDARD_BAUDS)))
+    bytesize: int = Field(8, description="data bits: 7 or 8")
+    parity: str = Field("N", description="N (none), E (even) or O (odd)")
+    stopbits: int = Field(1, description="stop bits: 1 or 2")
+    backoff_initial: float = Field(1.0, gt=0, le=60, description="first delay before reopening a vanished port")
+    backoff_max: float = Field(30.0, gt=0, le=3600, description="longest delay between reopen attempts")
+
+    @field_validator("baudrate", mode="before")
+    @classmethod
+    def _baud(cls, v):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ValueError(f"baud rate must be a whole number, one of {', '.join(map(str, STANDARD_BAUDS))} (got {v!r})")
+        if v not in STANDARD_BAUDS:
+            raise ValueError(f"baud rate {v} is not a standard rate; use one of {', '.join(map(str, STANDARD_BAUDS))}")
+        return v
+
+    @field_validator("bytesize", mode="before")
+    @classmethod
+    def _bytesize(cls, v):
+        if isinstance(v, bool) or v not in (7, 8):
+            raise ValueError(f"bytesize must be 7 or 8 (got {v!r})")
+        return v
+
+    @field_validator("parity", mode="before")
+    @classmethod
+    def _parity(cls, v):
+        p = _PARITY_WORDS.get(str(v).strip().lower()) if isinstance(v, str) else None
+        if p is None:
+            raise ValueError(f"parity must be N (none), E (even) or O (odd) (got {v!r})")
+        return p
+
+    @field_validator("stopbits", mode="before")
+    @classmethod
+    def _stopbits(cls, v):
+        if isinstance(v, bool) or v not in (1, 2):
+            raise ValueError(f"stopbits must be 1 or 2 (got {v!r})")
+        return v
+
+
+class ModbusRtuBus(SerialPortFields):
+    """Modbus RTU or ASCII slaves sharing one RS-485 line."""
+
+    type: Literal["modbus_rtu"]
+    id: Id
+    framer: Literal["rtu", "ascii"] = Field("rtu", description="rtu (binary, CRC) or ascii (':' hex LRC CR LF)")
+    timeout: float = Field(0.5, gt=0, le=30, description="reply timeout in seconds, counted from the end of the request")
+    max_read_registers: int = Field(125, ge=1, le=125)
+    max_gap: int = Field(8, ge=0, le=125, description="unread registers allowed inside a merged read")
+    quarantine_after: int = Field(5, ge=1, le=1000, description="consecutive failures before a slave is quarantined")
+    reprobe_interval: float = Field(30.0, ge=0.1, le=86400, description="seconds between re-probes of a quarantined slave")
+    slave_backoff_initial: float = Field(0.2, ge=0, le=60, description="first retry delay after a slave fails")
+    slave_backoff_max: float = Field(5.0, ge=0, le=3600, description="longest retry delay before quarantine")
+    engine: Literal["raw", "pymodbus"] = Field("raw", description="raw (own framing, default) or pymodbus (AsyncModbusSerialClient)")
+    devices: list[ModbusDevice] = Field(default_factory=list)
+
+    @field_validator("devices", mode="before")
+    @classmethod
+    def _no_devices(cls, v):  # a null "devices:" means none
+        return [] if v is None else v
+
+    @model_validator(mode="after")
+    def _rtu_is_8_bit(self) -> "ModbusRtuBus":
+        if self.framer == "rtu" and self.bytesize != 8:
+            raise ValueError("Modbus RTU needs bytesize 8 (7 data bits only with framer: ascii)")
+        return self
+
+
+class LinePoint(Strict):
+    """One value taken from a parsed line."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="point name, lower_snake_case")
+    key: str = Field(min_length=1, max_length=64, description="field of the parsed line: 'MDA.5', 'XDR.TempAir', 't'")
+    type: Literal["float", "int", "str", "bool"] = "float"
+    scale: float = Field(1.0, description="engineering = raw * scale + offset (numbers only)")
+    offset: float = 0.0
+    unit: str = ""
+
+    @field_validator("scale")
+    @classmethod
+    def _scale(cls, v: float) -> float:
+        if v == 0:
+            raise ValueError("scale must not be 0")
+        return v
+
+
+class SerialLineDevice(Strict):
+    id: Id
+    poll_interval: float = Field(5.0, ge=0.05, le=86400, description="seconds between published samples")
+    stale_after: float = Field(30.0, gt=0, le=86400, description="a value older than this is not published; no fresh value at all means status 'timeout'")
+    match: dict[str, str] = Field(default_factory=dict, description="only lines whose fields equal these (e.g. {sentence: MDA}, {id: ws1})")
+    points: list[LinePoint] = Field(min_length=1)
+    location: Location | None = None
+    enabled: bool = True
+
+    @model_validator(mode="after")
+    def _unique(self) -> "SerialLineDevice":
+        seen: set[str] = set()
+        for p in self.points:
+            if p.name in seen:
+                raise ValueError(f"point '{p.name}' is defined twice")
+            seen.add(p.name)
+        return self
+
+
+class SerialLineBus(SerialPortFields):
+    """Line-oriented ASCII sensors (NMEA 0183, key=value) on one serial port."""
+
+    type: Literal["serial_line"]
+    id: Id
+    parser: Literal["nmea", "kv"] = Field(description="nmea ($..*hh sentences) or kv (key=value,key=value[*hh])")
+    require_checksum: bool | None = Field(None, description="refuse lines without a checksum; default: yes for nmea, no for kv")
+    max_line: int = Field(256, ge=16, le=4096, description="longest accepted line in bytes; longer ones are dropped and counted")
+    devices: list[SerialLineDevice] = Field(default_factory=list)
+
+    @field_validator("devices", mode="before")
+    @classmethod
+    def _no_devices(cls, v):
+        return [] if v is None else v
+
+
+Bus = Annotated[ModbusTcpBus | ModbusRtuBus | SerialLineBus, Field(discriminator="type")]
+SERIAL_BUS_TYPES = (ModbusRtuBus, SerialLineBus)
 
 
 class SiteConfig(Strict):
@@ -144,6 +283,14 @@ class LoadedConfig(BaseModel):
     def resolve(self, path: str) -> str:
         return path if os.path.isabs(path) else os.path.join(self.base_dir, path)
 
+    @property
+    def status_path(self) -> str:
+        """Where the daemon writes its health snapshot (beside the outbox by default)."""
+        store = self.site.store
+        if store.status_file:
+            return self.resolve(store.status_file)
+        return os.path.join(os.path.dirname(self.resolve(store.path)), "canopy-status.json")
+
     def devices(self):
         for bus in self.site.buses:
             for dev in bus.devices:
@@ -169,6 +316,10 @@ def _problems_from(exc: ValidationError, src: Source, prefix: tuple = ()) -> lis
                 msg = f"unknown {tag_key} {ctx.get('tag')!r}; expected one of: {expected}"
             else:
                 msg = f"required key is missing; one of: {expected}"
+        elif any(isinstance(k, str) and ("password" in k or k == "key") for k in err["loc"]):
+            # never echo a secret into a terminal or a log
+            if err["type"] == "string_type":
+                msg = f"{msg} (put it in quotes to make it text)"
         elif err["type"] == "string_type" and isinstance(err.get("input"), (int, float, bool)):
             msg = f"{msg} (got {err['input']!r}; put it in quotes to make it text)"
         elif err["type"] != "value_error" and "input" in err and not isinstance(err["input"], (dict, list)):
@@ -249,17 +400,24 @@ def load_config(file: str | Path) -> LoadedConfig:
     failed_profiles: set[str] = set()  # reported once, not once per device
     seen_devices: dict[str, tuple] = {}
     seen_buses: dict[str, tuple] = {}
+    seen_ports: dict[str, tuple] = {}
     for b, bus in enumerate(site.buses):
         bpath = ("buses", b, "id")
         if bus.id in seen_buses:
             problems.append(src.problem(bpath, f"duplicate bus id '{bus.id}' (first at line {src.line_of(seen_buses[bus.id])})"))
         seen_buses.setdefault(bus.id, bpath)
         units: dict[int, str] = {}
+        if isinstance(bus, SERIAL_BUS_TYPES):
+            problems.extend(_check_serial_port(bus, b, src, base_dir, seen_ports))
         for d, dev in enumerate(bus.devices):
             dpath = ("buses", b, "devices", d)
             if dev.id in seen_devices:
                 problems.append(src.problem(dpath + ("id",), f"duplicate device id '{dev.id}' (first at line {src.line_of(seen_devices[dev.id])})"))
             seen_devices.setdefault(dev.id, dpath + ("id",))
+            if isinstance(bus, SerialLineBus):
+                continue  # no units or profiles: points are mapped inline
+            if isinstance(bus, ModbusRtuBus) and dev.unit == 0:
+                problems.append(src.problem(dpath + ("unit",), "unit 0 is the RS-485 broadcast address and never answers; use 1..247"))
             if dev.unit in units:
                 problems.append(src.problem(dpath + ("unit",), f"unit {dev.unit} is already used by device '{units[dev.unit]}' on bus '{bus.id}'"))
             units.setdefault(dev.unit, dev.id)
@@ -288,6 +446,44 @@ def load_config(file: str | Path) -> LoadedConfig:
     if problems:
         raise ConfigError(problems)
     return LoadedConfig(site=site, profiles=profiles, file=src.file, base_dir=base_dir)
+
+
+def _serial_ports_hint() -> str:
+    """The serial ports present now, stable names first, for an installer who typed the wrong one."""
+    names: list[str] = []
+    by_id = Path("/dev/serial/by-id")
+    if by_id.is_dir():
+        names += sorted(str(p) for p in by_id.iterdir())
+    try:
+        from serial.tools import list_ports
+
+        names += sorted(p.device for p in list_ports.comports())
+    except Exception:  # pragma: no cover - listing is a courtesy
+        pass
+    return f"; ports present: {', '.join(names[:12])}" if names else "; no serial ports are present (adapter plugged in?)"
+
+
+def _check_serial_port(bus, b: int, src: Source, base_dir: str, seen: dict[str, tuple]) -> list[Problem]:
+    """The port must exist now and be a character device, and only one bus may own it."""
+    path = ("buses", b, "port")
+    port = bus.port
+    if "://" in port:
+        return [src.problem(path, f"{port!r}: URLs are not supported; give a device path such as /dev/serial/by-id/...")]
+    if not os.path.isabs(port):
+        guess = f"/dev/{port}" if "/" not in port else port
+        return [src.problem(path, f"give the full device path, e.g. {guess} or /dev/serial/by-id/... (got {port!r})")]
+    full = port
+    problems = []
+    real = os.path.realpath(full)
+    if real in seen:
+        problems.append(src.problem(path, f"port {port} is already used by bus '{seen[real][1]}' (line {src.line_of(seen[real][0])}); one bus per port"))
+    seen.setdefault(real, (path, bus.id))
+    if not os.path.exists(full):
+        link = " (a broken link: the adapter is unplugged?)" if os.path.islink(full) else ""
+        problems.append(src.problem(path, f"serial port {full} not found{link}{_serial_ports_hint()}"))
+    elif not stat.S_ISCHR(os.stat(full).st_mode):
+        problems.append(src.problem(path, f"{full} is not a serial device (not a character device)"))
+    return problems
 
 
 def _check_broker_files(broker: BrokerConfig, src: Source, base_dir: str) -> list[Problem]:

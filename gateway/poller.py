@@ -45,6 +45,11 @@ class DevicePoller:
         except DeviceError as exc:
             self.health.failed(self.device.id, exc.status, str(exc))
             return None
+        except Exception as exc:  # a driver bug must not stop this device's polling for good
+            if self.health.devices[self.device.id].status != "error":
+                log.exception("device %s: unexpected error while polling", self.device.id)
+            self.health.failed(self.device.id, "error", f"{type(exc).__name__}: {exc}")
+            return None
         self.health.ok(self.device.id, ts, (self.clock.monotonic() - started) * 1000)
         readings = [Reading(ts, self.device.id, point.name, value, point.unit) for point, value in values]
         await self.sink(readings)

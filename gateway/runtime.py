@@ -23,7 +23,7 @@ from gateway.config import BrokerConfig, LoadedConfig
 from gateway.health import DeviceStatus, Health
 from gateway.poller import DevicePoller
 from gateway.records import Reading, event_body, reading_body
-from gateway.store import Outbox
+from gateway.store import Outbox, StorePolicy
 from gateway.topics import Topics
 from gateway.uplink import Uplink
 
@@ -42,6 +42,13 @@ class Gateway:
             commit_interval=self.site.store.commit_interval,
             queue_size=self.site.store.queue_size,
             clock=self.clock,
+            policy=StorePolicy(
+                max_bytes=self.site.store.max_bytes,
+                alarm_reserve=self.site.store.alarm_reserve,
+                telemetry_ttl=self.site.store.telemetry_ttl,
+                event_ttl=self.site.store.event_ttl,
+                thin_keep_every=self.site.store.thin_keep_every,
+            ),
         )
         self.uplink: Uplink | None = None
         self.alerts: AlertEngine | None = None
@@ -98,7 +105,9 @@ class Gateway:
             "boot": self.outbox.boot,
             "ts": round(self.clock.time(), 3),
             "devices": self.health.snapshot(),
-            "outbox": {lane: c.as_dict() for lane, c in self.outbox.counters.items()} | {"commits": self.outbox.commits, "commit_errors": self.outbox.commit_errors},
+            "outbox": {lane: c.as_dict() for lane, c in self.outbox.counters.items()}
+            | {"commits": self.outbox.commits, "commit_errors": self.outbox.commit_errors, "epoch": self.outbox.epoch,
+               "degraded": self.outbox.degraded, "last_error": self.outbox.last_error},
             "uplink": {"connects": up.connects if up else 0, "connected": bool(up and up.connected.is_set()),
                        "published": dict(up.published) if up else {}, "last_error": up.last_error if up else None},
             "buses": {b.id: b.transport.stats() for b in self.buses if hasattr(b.transport, "stats")},
@@ -107,7 +116,7 @@ class Gateway:
 
     def write_status(self) -> None:
         """Atomically write the health snapshot for `canopy status` (no socket needed)."""
-        path = self.cfg.resolve(self.site.store.status_file)
+        path = self.cfg.status_path
         tmp = f"{path}.tmp"
         try:
             with open(tmp, "wb") as f:
@@ -127,7 +136,10 @@ class Gateway:
             broker = BrokerConfig(host=self.embedded.host, port=self.embedded.port)
         self.uplink = Uplink(broker, self.topics, self.outbox, base_dir=self.cfg.base_dir,
                              batch_max_records=self.site.uplink.batch_max_records,
-                             batch_max_bytes=self.site.uplink.batch_max_bytes, state=self.state)
+                             batch_max_bytes=self.site.uplink.batch_max_bytes, state=self.state,
+                             max_messages_per_s=self.site.uplink.max_messages_per_s,
+                             max_bytes_per_s=self.site.uplink.max_bytes_per_s,
+                             max_inflight_bytes=self.site.uplink.max_inflight_bytes)
         self.outbox.on_commit.append(self.uplink.wake)
         self._build_devices()
         if self.site.rules is not None:
@@ -164,7 +176,8 @@ class Gateway:
         await asyncio.gather(*pollers, return_exceptions=True)
         if self._bg:
             await asyncio.wait(self._bg, timeout=1.0)
-        await self.outbox.flush()
+        if self.outbox.is_open:
+            await self.outbox.flush()
         if self.uplink is not None:
             await self.uplink.drain(timeout=1.0)
             await self.uplink.stop()
@@ -185,7 +198,12 @@ async def run_gateway(cfg: LoadedConfig) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await gw.start()
+    try:
+        await gw.start()
+    except Exception as exc:
+        log.error("cannot start: %s", exc, exc_info=log.isEnabledFor(logging.DEBUG))
+        await asyncio.wait_for(gw.stop(), timeout=4.5)
+        return 1
     await stop.wait()
     log.info("shutting down")
     try:

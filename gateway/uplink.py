@@ -37,6 +37,27 @@ class _InFlight:
     first: int
     last: int
     count: int
+    size: int
+
+
+class RateLimit:
+    """Token bucket that may go briefly into debt (one message of burst)."""
+
+    def __init__(self, rate: float | None):
+        self.rate = rate
+        self.tokens = rate or 0.0
+        self._last = 0.0
+
+    def delay(self, now: float) -> float:
+        if not self.rate:
+            return 0.0
+        self.tokens = min(self.rate, self.tokens + (now - self._last) * self.rate)
+        self._last = now
+        return 0.0 if self.tokens > 0 else -self.tokens / self.rate
+
+    def charge(self, amount: float) -> None:
+        if self.rate:
+            self.tokens -= amount
 
 
 class Uplink:
@@ -50,6 +71,9 @@ class Uplink:
         batch_max_records: int = 500,
         batch_max_bytes: int = 128 * 1024,
         state: Callable[[], dict] | None = None,
+        max_messages_per_s: float | None = None,
+        max_bytes_per_s: float | None = None,
+        max_inflight_bytes: int = 1024 * 1024,
     ):
         self.broker = broker
         self.topics = topics
@@ -66,6 +90,10 @@ class Uplink:
         self._client: mqtt.Client | None = None
         self._adapter: PahoOnLoop | None = None
         self._inflight: dict[int, _InFlight] = {}
+        self._inflight_bytes = 0  # of events and telemetry: what an alarm may queue behind
+        self.max_inflight_bytes = max_inflight_bytes
+        self._msg_rate = RateLimit(max_messages_per_s)
+        self._byte_rate = RateLimit(max_bytes_per_s)
         self._wake = asyncio.Event()
         self._stopping = False
         self._connack: asyncio.Future | None = None
@@ -166,6 +194,7 @@ class Uplink:
                 pump.cancel()
                 self.connected.clear()
                 self._inflight.clear()
+                self._inflight_bytes = 0
             if not self._stopping:
                 fail.failed(f"connection lost: {self._gone.result()}")
                 self._drop(client)
@@ -240,6 +269,8 @@ class Uplink:
         entry = self._inflight.pop(mid, None)
         if entry is None:
             return
+        if entry.lane != "alarm":
+            self._inflight_bytes -= entry.size
         self.outbox.ack(entry.lane, entry.first, entry.last)
         self.acked_records[entry.lane] += entry.count
         self._wake.set()
@@ -267,15 +298,29 @@ class Uplink:
         return orjson.dumps(body)
 
     async def _pump(self, client: mqtt.Client) -> None:
-        """Publish pending records, highest lane first, within the in-flight window."""
+        """Publish pending records, highest lane first, within the in-flight window.
+
+        Events and telemetry also respect the replay rate limits and the
+        in-flight byte cap; alarms are exempt and have slots kept for them.
+        """
         cursor = {lane: 0 for lane in LANES}
         window = self.broker.max_inflight
+        loop = asyncio.get_running_loop()
         while True:
             self._wake.clear()
             sent = False
+            retry_in: float | None = None
             for lane in LANES:
                 limit = max(1, window - _RESERVED[lane])
                 while len(self._inflight) < limit:
+                    if lane != "alarm":
+                        if self._inflight_bytes >= self.max_inflight_bytes:
+                            break
+                        now = loop.time()
+                        delay = max(self._msg_rate.delay(now), self._byte_rate.delay(now))
+                        if delay > 0:
+                            retry_in = delay if retry_in is None else min(retry_in, delay)
+                            break
                     rows = await self.outbox.fetch(lane, cursor[lane], self.batch_max_records)
                     if client is not self._client or not self.connected.is_set():
                         return
@@ -286,16 +331,26 @@ class Uplink:
                     info = client.publish(self.topics.for_lane(lane), payload, qos=1)
                     if info.rc != mqtt.MQTT_ERR_SUCCESS:
                         return  # connection is going away; _on_disconnect follows
-                    self._inflight[info.mid] = _InFlight(lane, rows[0][0], rows[-1][0], len(rows))
+                    self._inflight[info.mid] = _InFlight(lane, rows[0][0], rows[-1][0], len(rows), len(payload))
+                    if lane != "alarm":
+                        self._inflight_bytes += len(payload)
+                        self._msg_rate.charge(1)
+                        self._byte_rate.charge(len(payload))
                     cursor[lane] = rows[-1][0]
                     self.published[lane] += 1
                     sent = True
-                    if lane != "alarm" and self.outbox.pending("alarm") and self._wake.is_set():
-                        break  # something new arrived: look at the higher lanes again
+                    if lane != "alarm" and self._wake.is_set():
+                        break  # something new arrived (maybe an alarm): look at the higher lanes again
                 if sent and self._wake.is_set():
                     break
             if not sent:
-                await self._wake.wait()
+                if retry_in is not None:
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), timeout=retry_in)
+                    except asyncio.TimeoutError:
+                        pass
+                else:
+                    await self._wake.wait()
 
     def _fit(self, rows: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
         total = 0
@@ -306,9 +361,10 @@ class Uplink:
         return rows
 
     def _compose(self, lane: str, rows: list[tuple[int, bytes]]) -> bytes:
-        head = b'{"v":1,"site":%s,"gateway":%s,"lane":"%s","seq":[%d,%d],"records":[' % (
+        head = b'{"v":1,"site":%s,"gateway":%s,"epoch":"%s","lane":"%s","seq":[%d,%d],"records":[' % (
             orjson.dumps(self.topics.site),
             orjson.dumps(self.topics.gateway),
+            self.outbox.epoch.encode(),
             lane.encode(),
             rows[0][0],
             rows[-1][0],

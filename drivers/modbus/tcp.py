@@ -66,6 +66,8 @@ class ModbusTcpEndpoint:
             self._retry_at = self.clock.monotonic() + self._backoff.next()
             self._fail.failed(reason)
             raise DeviceUnreachable(f"cannot connect to {self.name}: {reason}")
+        # a silent unit must not make pymodbus drop the connection its neighbours share
+        client.set_max_no_responses(10)
         self._backoff.reset()
         self._fail.recovered()
         self._client = client
@@ -77,6 +79,8 @@ class ModbusTcpEndpoint:
         async with self._lock:
             client = await self._connect()
             self.requests += 1
+            # pymodbus reads its reply timeout per request: honour each device's own
+            client.ctx.comm_params.timeout_connect = timeout
             try:
                 return await asyncio.wait_for(request(client), timeout=timeout + 0.5)
             except asyncio.TimeoutError:

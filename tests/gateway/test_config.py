@@ -741,3 +741,9 @@ def test_tls_file_missing(site_dir):
     p = only_problem(write(site_dir, text))
     assert (p.line, p.key) == (6, "broker.tls.ca")
     assert "not found" in p.message
+
+
+def test_a_password_is_never_echoed_in_an_error(site_dir):
+    text = "site: s\ngateway: g\nbroker:\n  host: h\n  username: u\n  password: 987654\n"
+    p = only_problem(write(site_dir, text))
+    assert "987654" not in str(p) and "quotes" in p.message

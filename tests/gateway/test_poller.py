@@ -203,12 +203,6 @@ async def test_a_device_that_never_answers_does_not_block_others(clock, start):
     assert len(good_sink.batches) == 6
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: DevicePoller.run lets any exception that is not a DeviceError (e.g. the OverflowError "
-    "Backoff.next raises after ~1000 attempts inside ModbusTcpEndpoint._connect, or a driver bug) end the "
-    "poller task: that device is never polled again and its health stays at the last status",
-)
 async def test_unexpected_driver_exception_does_not_stop_polling(clock, start):
     dev = StubDevice("buggy", clock)
     dev.error = OverflowError("(34, 'Numerical result out of range')")

@@ -1,0 +1,167 @@
+"""A pyserial port driven by the event loop: no threads, no polling.
+
+The file descriptor is registered with ``loop.add_reader``; received bytes go
+to a callback with their arrival time, and a vanished device (USB unplugged,
+pty master closed: ``EIO``, end of file, ``ENXIO``) is reported once through
+``on_lost`` so the owner can reopen with backoff.
+
+Pseudo-terminals (the simulator, socat bridges) carry no parity: Linux
+silently drops ``PARENB`` and a later reconfiguration fails with ``EINVAL``.
+A pty is therefore opened with the same character length without parity
+(8E1 -> 8N2, 11 bits), and the timing still uses the configured settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import stat
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+import serial
+
+from drivers.serial_line.settings import SerialSettings
+
+PTY_MAJORS = range(136, 144)  # Unix98 pty slaves (/dev/pts/N)
+
+
+class PortError(OSError):
+    """The port cannot be opened or has gone away."""
+
+
+def is_pty(path: str) -> bool:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return stat.S_ISCHR(st.st_mode) and os.major(st.st_rdev) in PTY_MAJORS
+
+
+def termios_settings(path: str, settings: SerialSettings) -> SerialSettings:
+    """What to ask the kernel for: the settings, or their parity-free twin on a pty."""
+    if settings.parity != "N" and is_pty(path):
+        return replace(settings, parity="N", stopbits=min(2, settings.stopbits + 1))
+    return settings
+
+
+def describe_open_error(path: str, exc: BaseException) -> str:
+    err = getattr(exc, "errno", None)
+    if err is None and exc.args and isinstance(exc.args[0], int):
+        err = exc.args[0]
+    if err == errno.ENOENT or not os.path.exists(path):
+        return f"{path} does not exist (adapter unplugged?)"
+    if err in (errno.EACCES, errno.EPERM):
+        return f"permission denied on {path} (add the service user to the 'dialout' group)"
+    if err in (errno.EBUSY, errno.EWOULDBLOCK) or "lock" in str(exc).lower():
+        return f"{path} is in use by another program"
+    return f"cannot open {path}: {getattr(exc, 'strerror', None) or exc}"
+
+
+class AsyncSerialPort:
+    """One open serial device.  ``on_data(bytes, t)`` and ``on_lost(reason)`` run on the loop."""
+
+    def __init__(self, path: str, settings: SerialSettings, *, on_data: Callable[[bytes, float], None],
+                 on_lost: Callable[[str], None] | None = None, exclusive: bool = True):
+        self.path = path
+        self.settings = settings
+        self.on_data = on_data
+        self.on_lost = on_lost
+        self.exclusive = exclusive
+        self._serial: serial.Serial | None = None
+        self._fd: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.lost_reason: str | None = None
+        self.rx_bytes = 0
+        self.tx_bytes = 0
+
+    @property
+    def is_open(self) -> bool:
+        return self._fd is not None and self.lost_reason is None
+
+    def open(self) -> None:
+        """Open and start reading; raises PortError with an installer-readable reason."""
+        self._loop = asyncio.get_running_loop()
+        eff = termios_settings(self.path, self.settings)
+        try:
+            ser = serial.Serial(None, baudrate=eff.baudrate, bytesize=eff.bytesize, parity=eff.parity,
+                                stopbits=eff.stopbits, timeout=0, write_timeout=0, exclusive=self.exclusive)
+            ser.port = self.path
+            ser.open()
+        except (OSError, serial.SerialException, ValueError) as exc:
+            raise PortError(describe_open_error(self.path, exc)) from None
+        fd = ser.fileno()
+        os.set_blocking(fd, False)
+        try:
+            ser.reset_input_buffer()  # whatever was on the line before we listened is not ours
+        except (OSError, serial.SerialException):
+            pass
+        self._serial, self._fd, self.lost_reason = ser, fd, None
+        self._loop.add_reader(fd, self._readable)
+
+    def _readable(self) -> None:
+        fd = self._fd
+        if fd is None:
+            return
+        try:
+            data = os.read(fd, 4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._lost(f"read failed: {exc.strerror or exc}")
+            return
+        if not data:
+            self._lost("device reported end of file (unplugged?)")
+            return
+        self.rx_bytes += len(data)
+        self.on_data(data, time.monotonic())
+
+    def write(self, data: bytes) -> float:
+        """Queue ``data`` for sending (a tty takes a frame at once); returns the time it was handed over."""
+        if self._fd is None or self.lost_reason is not None:
+            raise PortError(self.lost_reason or f"{self.path} is not open")
+        view = memoryview(data)
+        t = time.monotonic()
+        while view:
+            try:
+                n = os.write(self._fd, view)
+            except (BlockingIOError, InterruptedError):
+                n = 0
+            except OSError as exc:
+                self._lost(f"write failed: {exc.strerror or exc}")
+                raise PortError(self.lost_reason) from None
+            view = view[n:]
+            if view:  # output queue full: only on a stalled adapter; give it a moment
+                time.sleep(0.0005)
+                if time.monotonic() - t > 1.0:
+                    self._lost("write stalled for 1 s")
+                    raise PortError(self.lost_reason)
+        self.tx_bytes += len(data)
+        return t
+
+    def _lost(self, reason: str) -> None:
+        if self.lost_reason is not None:
+            return
+        self.lost_reason = reason
+        self._detach()
+        if self.on_lost is not None:
+            self.on_lost(reason)
+
+    def _detach(self) -> None:
+        if self._fd is not None and self._loop is not None:
+            try:
+                self._loop.remove_reader(self._fd)
+            except (ValueError, OSError, RuntimeError):
+                pass
+
+    def close(self) -> None:
+        self._detach()
+        if self._serial is not None:
+            try:
+                self._serial.close()
+            except (OSError, serial.SerialException):
+                pass
+        self._serial = None
+        self._fd = None
