@@ -11,7 +11,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from drivers.modbus.device import ModbusDevice
+from drivers.modbus.rtu import ModbusRtuLine, RtuDevice
 from drivers.modbus.tcp import ModbusTcpEndpoint
+from drivers.serial_line.bus import LinePointSpec, SerialLineBus
+from drivers.serial_line.parsers import make_parser
+from drivers.serial_line.settings import SerialSettings
 from gateway.clock import Clock
 from gateway.profiles import Profile
 
@@ -49,3 +53,36 @@ def _modbus_tcp(bus, profiles: dict[str, Profile], clock: Clock) -> BuiltBus:
         for dev in bus.devices if dev.enabled
     ]
     return BuiltBus(bus.id, endpoint, devices)
+
+
+def _serial_settings(bus) -> SerialSettings:
+    return SerialSettings(bus.baudrate, bus.bytesize, bus.parity, bus.stopbits)
+
+
+@builder("modbus_rtu")
+def _modbus_rtu(bus, profiles: dict[str, Profile], clock: Clock) -> BuiltBus:
+    line = ModbusRtuLine(bus.port, _serial_settings(bus), framer=bus.framer, timeout=bus.timeout,
+                         quarantine_after=bus.quarantine_after, reprobe_interval=bus.reprobe_interval,
+                         slave_backoff_initial=bus.slave_backoff_initial, slave_backoff_max=bus.slave_backoff_max,
+                         backoff_initial=bus.backoff_initial, backoff_max=bus.backoff_max, engine=bus.engine,
+                         name=bus.id, clock=clock)
+    devices = [
+        (dev, RtuDevice(dev.id, dev.unit, profiles[dev.profile], line.slave(dev.unit, dev.id),
+                        max_read_registers=bus.max_read_registers, max_gap=bus.max_gap, timeout=dev.timeout))
+        for dev in bus.devices if dev.enabled
+    ]
+    return BuiltBus(bus.id, line, devices)
+
+
+@builder("serial_line")
+def _serial_line(bus, profiles: dict[str, Profile], clock: Clock) -> BuiltBus:
+    line = SerialLineBus(bus.port, _serial_settings(bus), make_parser(bus.parser, bus.require_checksum),
+                         max_line=bus.max_line, backoff_initial=bus.backoff_initial, backoff_max=bus.backoff_max,
+                         name=bus.id)
+    devices = []
+    for dev in bus.devices:
+        if not dev.enabled:
+            continue
+        points = [LinePointSpec(p.name, p.key, p.type, p.scale, p.offset, p.unit) for p in dev.points]
+        devices.append((dev, line.sensor(dev.id, points, match=dev.match, stale_after=dev.stale_after)))
+    return BuiltBus(bus.id, line, devices)

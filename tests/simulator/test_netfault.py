@@ -140,6 +140,7 @@ async def test_delay_applies_to_open_connections_and_keeps_order(proxy):
     proxy.passthrough()
     _, again = await roundtrip(r, w, b"z")
     assert again < 0.2, (fast, again)
+    w.close()
 
 
 async def test_throttle_caps_throughput(proxy):
@@ -150,6 +151,7 @@ async def test_throttle_caps_throughput(proxy):
     assert data == payload
     assert elapsed >= 1.6, elapsed
     assert proxy.stats["throttle"] == 100_000
+    w.close()
 
 
 async def test_memory_is_bounded_under_backpressure(proxy):
