@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from drivers.modbus import framing
+from drivers.modbus.installer import parse_units  # noqa: F401 - re-exported for the simulator CLI
 from drivers.serial_line.settings import SerialSettings
 from simulator.modbus_tcp import SimulatedDevice, to_registers
 from simulator.pty_line import PtyLine
@@ -331,18 +332,3 @@ def soil_probes(units: list[int], clock, seed: int = 1, profiles_dir=None) -> li
     profile = _profiles(profiles_dir)("soil_probe")
     return [SimulatedDevice(f"probe-{u}", u, profile, SoilProbe(clock, seed * 100 + u, lambda t: False, lambda t: 0.0))
             for u in units]
-
-
-def parse_units(text: str) -> list[int]:
-    """'1-10' / '3,7,12' / '1-3,9' -> sorted unit ids."""
-    units: set[int] = set()
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if "-" in part:
-            lo, hi = part.split("-", 1)
-            units.update(range(int(lo), int(hi) + 1))
-        else:
-            units.add(int(part))
-    return sorted(units)

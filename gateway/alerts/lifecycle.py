@@ -1,0 +1,123 @@
+"""Alert lifecycle: raised -> delivered -> acknowledged -> resolved.  Pure.
+
+One alert per *episode* (a condition becoming active until it clears) per
+rule and subject.  When a new episode starts, the re-raise policy decides:
+
+- ``each_episode``: a new alert each time (after the previous one resolved);
+- ``once``: one alert until somebody acknowledges it; episodes in between are
+  folded into it (counted, not published);
+- ``dead_time``: a new alert only if the previous one was raised at least
+  ``dead_time`` ago; otherwise the episode is folded into it.
+
+An open alert always absorbs a new episode of its own key (no storm).
+Escalation steps are due at ``raised_at + after`` for as long as the alert is
+neither acknowledged nor resolved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+
+@dataclass
+class Alert:
+    id: str
+    rule: str
+    subject: str
+    severity: str
+    cls: str | None
+    raised_at: float
+    device: str | None = None
+    location: dict = field(default_factory=dict)
+    readings: list = field(default_factory=list)
+    message: str = ""
+    facts: dict = field(default_factory=dict)
+    delivered_at: float | None = None
+    acked_at: float | None = None
+    acked_by: str | None = None
+    note: str | None = None
+    resolved_at: float | None = None
+    resolved_by: str | None = None  # "condition", "ack", "rule removed"
+    condition: bool = True  # the rule's condition holds right now
+    episodes: int = 1  # episodes covered by this alert (re-raise policy folds later ones in)
+    step: int = 0  # escalation step last published (0: the first group)
+    pending: list = field(default_factory=list)  # records decided but not yet committed to the outbox
+    outputs: list = field(default_factory=list)  # local outputs this alert holds: [{device, point, value, release}]
+
+    @property
+    def key(self) -> str:
+        return f"{self.rule}|{self.subject}"
+
+    @property
+    def open(self) -> bool:
+        return self.resolved_at is None
+
+    @property
+    def status(self) -> str:
+        if self.resolved_at is not None:
+            return "resolved"
+        if self.acked_at is not None:
+            return "acknowledged"
+        if self.delivered_at is not None:
+            return "delivered"
+        return "raised"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Alert":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass
+class Episode:
+    """What the engine remembers per rule and subject, across restarts."""
+
+    active: bool = False  # the condition holds (an episode is under way)
+    alert: str | None = None  # the last alert raised for this key
+    raised_at: float | None = None  # when that alert was raised
+    acked: bool = False  # whether that alert has been acknowledged
+    suppressed: int = 0  # episodes folded into that alert since it was raised
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Episode":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def on_new_episode(policy: str, dead_time: float | None, ep: Episode, last_open: bool, now: float) -> str:
+    """``raise`` a new alert, or ``fold`` the episode into the last one."""
+    if ep.alert is not None and last_open:
+        return "fold"
+    if ep.alert is None or ep.raised_at is None:
+        return "raise"
+    if policy == "once":
+        return "raise" if ep.acked else "fold"
+    if policy == "dead_time":
+        return "raise" if now - ep.raised_at >= (dead_time or 0.0) or now < ep.raised_at else "fold"
+    return "raise"
+
+
+@dataclass(frozen=True)
+class ChainStep:
+    group: str
+    after: float
+    recipients: tuple[str, ...]
+
+
+def escalation_due(alert: Alert, chain: list[ChainStep], now: float) -> list[int]:
+    """Steps (indices into ``chain``) to publish now, in order."""
+    if not alert.open or alert.acked_at is not None:
+        return []
+    return [i for i in range(alert.step + 1, len(chain)) if alert.raised_at + chain[i].after <= now]
+
+
+def next_escalation(alert: Alert, chain: list[ChainStep]) -> float | None:
+    if not alert.open or alert.acked_at is not None or alert.step + 1 >= len(chain):
+        return None
+    return alert.raised_at + chain[alert.step + 1].after
