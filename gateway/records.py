@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import math
+
 import orjson
 
 Lane = Literal["alarm", "event", "telemetry"]
@@ -29,7 +31,12 @@ class Reading:
 
 
 def reading_body(r: Reading) -> bytes:
-    body = {"ts": round(r.ts, 3), "device": r.device, "point": r.point, "value": r.value}
+    value = r.value
+    body = {"ts": round(r.ts, 3), "device": r.device, "point": r.point, "value": value}
+    if isinstance(value, float) and not math.isfinite(value):
+        # "sensor not ready" patterns: say so instead of a bare JSON null
+        body["value"] = None
+        body["invalid"] = "nan" if value != value else ("inf" if value > 0 else "-inf")
     if r.unit:
         body["unit"] = r.unit
     return orjson.dumps(body)

@@ -41,6 +41,7 @@ class Alert:
     condition: bool = True  # the rule's condition holds right now
     episodes: int = 1  # episodes covered by this alert (re-raise policy folds later ones in)
     step: int = 0  # escalation step last published (0: the first group)
+    escalated: dict = field(default_factory=dict)  # step (as text) -> when it was published
     pending: list = field(default_factory=list)  # records decided but not yet committed to the outbox
     outputs: list = field(default_factory=list)  # local outputs this alert holds: [{device, point, value, release}]
 

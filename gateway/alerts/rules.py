@@ -120,6 +120,9 @@ class Rule:
     def is_active(self, subject: str) -> bool:
         return False
 
+    def subject_ids(self) -> set[str]:
+        return set()
+
     def active_subjects(self) -> list[str]:
         return []
 
@@ -181,6 +184,9 @@ class DebouncedRule(Rule):
     def is_active(self, subject: str) -> bool:
         deb = self.subjects.get(subject)
         return bool(deb and deb.active)
+
+    def subject_ids(self) -> set[str]:
+        return set(self.subjects)
 
     def active_subjects(self) -> list[str]:
         return [s for s, deb in self.subjects.items() if deb.active]
@@ -337,6 +343,9 @@ class FlowRule(Rule):
     def is_active(self, subject: str) -> bool:
         return self.active.get(subject, False)
 
+    def subject_ids(self) -> set[str]:
+        return set(self.active)
+
     def active_subjects(self) -> list[str]:
         return [d for d, a in self.active.items() if a]
 
@@ -389,6 +398,9 @@ class StaleRule(Rule):
     def is_active(self, subject: str) -> bool:
         return self.active.get(subject, False)
 
+    def subject_ids(self) -> set[str]:
+        return set(self.active)
+
     def active_subjects(self) -> list[str]:
         return [d for d, a in self.active.items() if a]
 
@@ -414,6 +426,7 @@ class InactivityRule(Rule):
         self.last_activity: dict[str, float] = {}
         self.prev: dict[tuple[str, str], float | Any] = {}
         self.active: dict[str, bool] = {s: False for s in groups}
+        self._due: dict[str, tuple[float, float]] = {}
 
     def devices(self) -> set[str]:
         return {d for d, _ in self.by_source}
@@ -466,17 +479,27 @@ class InactivityRule(Rule):
         return out
 
     def due(self, subject: str) -> float:
+        """When the condition comes true if nothing happens (cached per last activity)."""
         last = self._last(subject)
+        cached = self._due.get(subject)
+        if cached is not None and cached[0] == last:
+            return cached[1]
         sched = self.schedules[subject]
         if self.spec.quiet == "pause":
-            return sched.when_active_reaches(last, self.spec.for_)
-        return sched.quiet_until(last + self.spec.for_)
+            due = sched.when_active_reaches(last, self.spec.for_)
+        else:
+            due = sched.quiet_until(last + self.spec.for_)
+        self._due[subject] = (last, due)
+        return due
 
     def deadline(self) -> float | None:
         return min((self.due(s) for s in self.groups if not self.active[s]), default=None)
 
     def is_active(self, subject: str) -> bool:
         return self.active.get(subject, False)
+
+    def subject_ids(self) -> set[str]:
+        return set(self.active)
 
     def active_subjects(self) -> list[str]:
         return [s for s, a in self.active.items() if a]
@@ -552,6 +575,9 @@ class CompositeRule(Rule):
     def is_active(self, subject: str) -> bool:
         deb = self.subjects.get(subject) or self.subjects.get(ALL)
         return bool(deb and deb.active)
+
+    def subject_ids(self) -> set[str]:
+        return set(self.subjects)
 
     def active_subjects(self) -> list[str]:
         return [s for s, deb in self.subjects.items() if deb.active]

@@ -50,9 +50,13 @@ def load(path: str) -> dict | None:
     return data
 
 
-def save(path: str, data: dict) -> None:
+def encode(data: dict) -> bytes:
+    return orjson.dumps({"v": VERSION, **data})
+
+
+def save(path: str, data: dict | bytes) -> None:
     """Atomic, durable replace of the state file (raises OSError on failure)."""
-    body = orjson.dumps({"v": VERSION, **data})
+    body = data if isinstance(data, bytes) else encode(data)
     tmp = f"{path}.tmp"
     with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640), "wb") as f:
         f.write(body)
