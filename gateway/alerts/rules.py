@@ -464,9 +464,9 @@ class InactivityRule(Rule):
         return sched.active_seconds(last, now) if self.spec.quiet == "pause" else now - last
 
     def condition(self, subject: str, now: float) -> bool:
-        if self.inactive_for(subject, now) < self.spec.for_:
-            return False
-        return self.spec.quiet == "pause" or not self.schedules[subject].is_quiet(now)
+        """pause: ``for`` seconds of non-quiet time since the last activity; hold: ``for`` seconds,
+        and not before the quiet hours it ends in are over.  Once true, it stays true until activity."""
+        return now >= self.due(subject)
 
     def evaluate(self, now: float) -> list[Change]:
         out = []
