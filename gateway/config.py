@@ -15,6 +15,8 @@ from typing import Annotated, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gateway.alerts.config import RulesConfig, validate_rules
+from gateway.commands.config import CommandsConfig, validate_commands
+from inference.config import CameraConfig
 from gateway.profiles import Profile
 from gateway.yamlsrc import ConfigError, Problem, Source, dotted, load_yaml
 
@@ -263,6 +265,8 @@ class SiteConfig(Strict):
     uplink: UplinkConfig = UplinkConfig()
     buses: list[Bus] = Field(default_factory=list)
     rules: RulesConfig | None = Field(None, description="local rules, alert classes and escalation (docs/alerts.md)")
+    commands: CommandsConfig | None = Field(None, description="remote commands: issuers, authorisation, valves, locks (docs/commands.md)")
+    cameras: list[CameraConfig] = Field(default_factory=list, description="cameras and their detectors (docs/cameras.md)")
 
     @field_validator("buses", mode="before")
     @classmethod
@@ -443,6 +447,8 @@ def load_config(file: str | Path) -> LoadedConfig:
         problems.extend(_check_broker_files(site.broker, src, base_dir))
     if site.rules is not None and not problems:
         problems.extend(validate_rules(site, profiles, src))
+    if site.commands is not None and not problems:
+        problems.extend(validate_commands(site, profiles, src))
     if problems:
         raise ConfigError(problems)
     return LoadedConfig(site=site, profiles=profiles, file=src.file, base_dir=base_dir)

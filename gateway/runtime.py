@@ -52,6 +52,8 @@ class Gateway:
         )
         self.uplink: Uplink | None = None
         self.alerts: AlertEngine | None = None
+        self.commands = None  # gateway.commands.service.CommandService when configured
+        self.cameras = None  # inference.service.CameraService when cameras are configured
         self._devices: dict = {}
         self.embedded: EmbeddedBroker | None = None
         self.buses: list[BuiltBus] = []
@@ -75,6 +77,8 @@ class Gateway:
         self.readings_polled += len(readings)
         if self.alerts is not None:
             self.alerts.observe(readings)
+        if self.commands is not None:
+            self.commands.observe(readings)
         await self.outbox.put("telemetry", [reading_body(r) for r in readings], ts=readings[0].ts if readings else None)
 
     def _device_changed(self, st: DeviceStatus, previous: str) -> None:
@@ -112,6 +116,8 @@ class Gateway:
                        "published": dict(up.published) if up else {}, "last_error": up.last_error if up else None},
             "buses": {b.id: b.transport.stats() for b in self.buses if hasattr(b.transport, "stats")},
             **({"alerts": self.alerts.snapshot()} if self.alerts is not None else {}),
+            **({"commands": self.commands.snapshot()} if self.commands is not None else {}),
+            **({"cameras": self.cameras.snapshot()} if self.cameras is not None else {}),
         }
 
     def write_status(self) -> None:
@@ -147,6 +153,20 @@ class Gateway:
                                       state_dir=os.path.dirname(self.outbox.path) or ".")
             self.uplink.subscribe(self.topics.alert_ack, self.alerts.on_ack)
             self._tasks.append(asyncio.create_task(self.alerts.run(), name="alerts"))
+        state_dir = os.path.dirname(self.outbox.path) or "."
+        if self.site.commands is not None:
+            from gateway.commands.service import CommandService
+
+            self.commands = CommandService(self.cfg, self.clock, self._emit, self._devices, state_dir, alerts=self.alerts)
+            await self.commands.start()  # fail-safe first: valves closed before anything else
+            self.uplink.subscribe(self.topics.cmd, self.commands.on_command)
+            self.uplink.on_link.append(self.commands.on_link)
+            self._tasks.append(asyncio.create_task(self.commands.run(), name="commands"))
+        if self.site.cameras:
+            from inference.service import CameraService  # OpenCV/LiteRT only where cameras exist
+
+            self.cameras = CameraService(self.cfg, self.clock, self._emit, alerts=self.alerts, state_dir=state_dir)
+            self._tasks.append(asyncio.create_task(self.cameras.run(), name="cameras"))
         self._tasks.append(asyncio.create_task(self.uplink.run(), name="uplink"))
         for p in self.pollers:
             self._tasks.append(asyncio.create_task(p.run(), name=f"poll-{p.device.id}"))
@@ -176,6 +196,13 @@ class Gateway:
         await asyncio.gather(*pollers, return_exceptions=True)
         if self._bg:
             await asyncio.wait(self._bg, timeout=1.0)
+        if self.commands is not None:
+            try:
+                await asyncio.wait_for(self.commands.stop(), timeout=2.0)  # actuators to their safe state
+            except Exception:
+                log.exception("commands: clean shutdown failed")
+        if self.cameras is not None:
+            await self.cameras.stop()
         if self.outbox.is_open:
             await self.outbox.flush()
         if self.uplink is not None:

@@ -101,6 +101,7 @@ class Uplink:
         self._password = self._load_password()
         self._tls = self._tls_context()
         self._handlers: dict[str, Callable[[str, bytes], None]] = {}
+        self.on_link: list[Callable[[bool], None]] = []  # told when the broker link comes and goes
 
     # -- configuration -------------------------------------------------------
     def _path(self, p: str) -> str:
@@ -184,6 +185,7 @@ class Uplink:
             self.last_error = None
             log.info("connected to broker %s:%s%s", self.broker.host, self.broker.port, " (TLS)" if self._tls else "")
             self.connected.set()
+            self._tell_link(True)
             self.publish_state()
             for topic in self._handlers:
                 client.subscribe(topic, qos=1)
@@ -193,12 +195,20 @@ class Uplink:
             finally:
                 pump.cancel()
                 self.connected.clear()
+                self._tell_link(False)
                 self._inflight.clear()
                 self._inflight_bytes = 0
             if not self._stopping:
                 fail.failed(f"connection lost: {self._gone.result()}")
                 self._drop(client)
                 await self._pause(backoff.next())
+
+    def _tell_link(self, up: bool) -> None:
+        for cb in self.on_link:
+            try:
+                cb(up)
+            except Exception:
+                log.exception("link callback failed")
 
     async def _pause(self, seconds: float) -> None:
         if not self._stopping:
@@ -327,8 +337,11 @@ class Uplink:
                     if not rows:
                         break
                     rows = self._fit(rows)
+                    topic = self.topics.for_lane(lane)
+                    if lane != "telemetry":
+                        topic, rows = self._route(topic, rows)
                     payload = self._compose(lane, rows)
-                    info = client.publish(self.topics.for_lane(lane), payload, qos=1)
+                    info = client.publish(topic, payload, qos=1)
                     if info.rc != mqtt.MQTT_ERR_SUCCESS:
                         return  # connection is going away; _on_disconnect follows
                     self._inflight[info.mid] = _InFlight(lane, rows[0][0], rows[-1][0], len(rows), len(payload))
@@ -351,6 +364,24 @@ class Uplink:
                         pass
                 else:
                     await self._wake.wait()
+
+    def _route(self, default: str, rows: list[tuple[int, bytes]]) -> tuple[str, list[tuple[int, bytes]]]:
+        """Event/alarm records may name their own topic suffix (``"topic": "cmd/result"``).
+
+        A message carries records of one topic only: the batch is cut where
+        the topic changes.
+        """
+        def topic_of(body: bytes) -> str:
+            if b'"topic":' not in body:
+                return default
+            suffix = orjson.loads(body).get("topic")
+            return f"{self.topics.base}/{suffix}" if isinstance(suffix, str) and suffix else default
+
+        first = topic_of(rows[0][1])
+        for i in range(1, len(rows)):
+            if topic_of(rows[i][1]) != first:
+                return first, rows[:i]
+        return first, rows
 
     def _fit(self, rows: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
         total = 0

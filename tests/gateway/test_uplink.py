@@ -325,3 +325,17 @@ async def test_subscribed_handler_receives_messages_and_a_raising_handler_is_con
     assert rig.uplink.connected.is_set() and rig.uplink.connects == 1
     await rig.outbox.put("alarm", [event_body(1.0, "fall")], wait_commit=True)
     await until(lambda: sub.records("alarm"), what="delivery after the handler raised")
+
+
+async def test_event_records_can_name_their_own_topic(broker, quick_subscribers, rig_factory):
+    """Command results and escalations go to their own topics, still through the outbox."""
+    sub = await subscribe(quick_subscribers, broker.port)
+    rig = await rig_factory(broker.port)
+    bodies = [b'{"ts":1.0,"type":"device.status"}', b'{"ts":1.0,"type":"cmd.result","topic":"cmd/result"}',
+              b'{"ts":1.0,"type":"cmd.result","topic":"cmd/result"}', b'{"ts":1.0,"type":"device.status"}']
+    await rig.outbox.put("event", bodies, wait_commit=True)
+    rig.start()
+    await until(lambda: len(sub.records("event")) + len(sub.of("cmd/result")) >= 3, what="routed events")
+    await until(lambda: sum(len(m["records"]) for m in sub.of("cmd/result")) == 2, what="cmd results")
+    assert [r["seq"] for m in sub.of("cmd/result") for r in m["records"]] == [2, 3]
+    assert [r["seq"] for r in sub.records("event")] == [1, 4]

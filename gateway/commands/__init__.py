@@ -1,0 +1,1 @@
+"""Signed remote commands for valves and locks, with fail-safes enforced on the board."""
