@@ -42,6 +42,8 @@ class EmbeddedBroker:
                 raise RuntimeError(f"embedded broker: port {self.host}:{self.port} is already in use "
                                    "(set CANOPY_EMBEDDED_BROKER_PORT, or configure `broker:` to use that broker)") from None
         exe = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
+        if os.environ.get("CANOPY_EMBEDDED_BROKER") == "amqtt":
+            exe = None
         if exe:
             self._dir = tempfile.TemporaryDirectory(prefix="canopy-broker-")
             conf = os.path.join(self._dir.name, "mosquitto.conf")
@@ -61,7 +63,8 @@ class EmbeddedBroker:
                                   "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}}})
             await self._amqtt.start()
             self.kind = "amqtt"
-        await self._wait_ready()
+        if self._proc is not None:
+            await self._wait_ready()  # amqtt is listening once start() returned
         log.info("embedded %s broker on %s:%d (loopback only, no authentication: demo use)", self.kind, self.host, self.port)
 
     async def _wait_ready(self, timeout: float = 10.0) -> None:
