@@ -186,7 +186,11 @@ class Outbox:
     async def open(self) -> None:
         try:
             await self._open_db()
-        except sqlite3.DatabaseError as exc:
+        except sqlite3.OperationalError as exc:
+            # locked (another instance?), I/O error, cannot open: not corruption, never move aside
+            await self._discard_connections()
+            raise RuntimeError(f"cannot open outbox {self.path}: {exc}") from None
+        except sqlite3.DatabaseError as exc:  # not a database / malformed / quick_check failed
             await self._discard_connections()
             self.recovered_from = self._move_aside(str(exc))
             await self._open_db()
@@ -201,6 +205,7 @@ class Outbox:
 
     async def _open_db(self) -> None:
         self._db = db = await aiosqlite.connect(self.path, isolation_level=None)
+        await db.execute("PRAGMA busy_timeout=5000")
         async with db.execute("PRAGMA quick_check") as cur:
             result = [r[0] for r in await cur.fetchall()]
         if result != ["ok"]:

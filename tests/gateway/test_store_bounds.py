@@ -152,3 +152,24 @@ async def test_a_damaged_page_is_detected_by_quick_check(tmp_path, outboxes):
     ob2 = await make(outboxes, path)
     assert ob2.recovered_from, "a damaged page must not go unnoticed"
     assert ob2.counters["alarm"].pending == 1
+
+
+async def test_a_locked_outbox_is_not_mistaken_for_a_corrupt_one(tmp_path, outboxes):
+    path = tmp_path / "o.sqlite"
+    ob = await make(outboxes, path)
+    await ob.put("alarm", [body(1)], wait_commit=True)
+    await ob.close()
+    outboxes.remove(ob)
+    holder = sqlite3.connect(path, timeout=0)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        other = Outbox(str(path))
+        with pytest.raises(RuntimeError, match="cannot open outbox"):
+            await other.open()
+        assert not list(tmp_path.glob("o.sqlite.corrupt-*")), "a locked file must never be moved aside"
+    finally:
+        holder.rollback()
+        holder.close()
+    again = await make(outboxes, path)
+    assert again.counters["alarm"].pending == 1 and not again.recovered_from
