@@ -7,8 +7,12 @@ Faults (switchable at any time; they apply to open connections at once):
 * ``passthrough()``   forward bytes as they come
 * ``delay(s)``        every chunk is forwarded ``s`` seconds after it arrived (each direction)
 * ``throttle(bps)``   token bucket of ``bps`` bytes/s per direction and connection
-* ``blackhole()``     connections stay open, every byte (both ways) is swallowed;
-                      new connections are accepted and swallowed too
+* ``blackhole()``     nothing gets through, both ways, on open and new connections;
+                      bytes are held (TCP backpressure), as when packets vanish and TCP
+                      retransmits: when the hole closes they arrive in order, unless the
+                      endpoints' own timeouts killed the connection meanwhile.  A proxy
+                      that dropped bytes and resumed would corrupt the stream, which no
+                      real network does to a live TCP connection.
 * ``reset()``         every open connection is aborted with RST (SO_LINGER 0) on both
                       sides, then passthrough for new connections
 * ``refuse(on)``      new connections are accepted by the kernel and closed at once with RST
@@ -110,9 +114,6 @@ class _Pipe:
                 self.queue.append((now, None))
                 self.poke()
                 return
-            if self.proxy._mode == "blackhole":
-                self.proxy._dropped += len(data)
-                continue
             self.queue.append((now, data))
             self.buffered += len(data)
             self.poke()
@@ -144,12 +145,11 @@ class _Pipe:
             arrived, data = self.queue[0]
             mode = proxy._mode
             if mode == "blackhole":
-                if data is None:  # hold the EOF until the hole closes
-                    await self._wait(None)
-                    continue
-                self.queue.popleft()
-                self._consumed(len(data))
-                proxy._dropped += len(data)
+                # Packets vanish, TCP retransmits: nothing is delivered while the hole
+                # lasts, then everything arrives in order (or the connection dies of
+                # its own timeouts).  Bytes are held, never dropped from a live stream:
+                # real TCP cannot lose bytes in the middle of a connection.
+                await self._wait(None)
                 continue
             if mode == "delay":
                 wait = arrived + proxy._delay - loop.time()
