@@ -80,6 +80,26 @@ def proc_cpu_seconds(pid: int) -> float:
         return 0.0
 
 
+def cpu_busy_ticks() -> dict[int, tuple[int, int]]:
+    """Per-CPU (busy, total) jiffies from /proc/stat, to see who else used our cores."""
+    out = {}
+    try:
+        with open("/proc/stat") as f:
+            for line in f:
+                if line.startswith("cpu") and line[3:4].isdigit():
+                    name, *vals = line.split()
+                    v = [int(x) for x in vals]
+                    idle = v[3] + (v[4] if len(v) > 4 else 0)
+                    out[int(name[3:])] = (sum(v[:8]) - idle, sum(v[:8]))
+    except OSError:
+        pass
+    return out
+
+
+def busy_pct(a: dict, b: dict) -> dict[int, float]:
+    return {c: round(100 * (b[c][0] - a[c][0]) / max(1, b[c][1] - a[c][1]), 1) for c in a if c in b}
+
+
 # -- facts -------------------------------------------------------------------------
 def machine() -> dict:
     model = ""
@@ -329,6 +349,110 @@ class LoopPaho:
             except (ValueError, OSError):
                 pass
             sock.close()
+
+
+# -- additions for bench/backlog.py (slow link, percentiles, RSS sampling) ------------
+def current_rss_bytes(pid: int | None = None) -> int:
+    """Resident set of a process now (VmRSS), in bytes; 0 if unknown."""
+    try:
+        with open(f"/proc/{pid or 'self'}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..100) of a list; None for an empty list."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, int(-(-q * len(ordered) // 100)) - 1))
+    return ordered[k]
+
+
+class NetFault:
+    """``python -m simulator.netfault`` as a child process pinned off the measured core.
+
+    Sits between a client and ``127.0.0.1:target_port``; faults are switched by
+    writing the CLI's stdin commands (``throttle 1000000``, ``pass``, ...).
+    """
+
+    def __init__(self, target_port: int, cpu_set: set[int] | None = None):
+        self.target_port = target_port
+        self.cpu_set = cpu_set if cpu_set is not None else other_cpus()
+        self.proc: subprocess.Popen | None = None
+        self.port: int | None = None
+
+    def start(self, timeout: float = 10.0) -> "NetFault":
+        self.proc = subprocess.Popen([sys.executable, "-m", "simulator.netfault", "--target", f"127.0.0.1:{self.target_port}"],
+                                     cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+                                     preexec_fn=pin_child_preexec(self.cpu_set))
+        hello = self._readline(timeout)
+        try:
+            self.port = int(json.loads(hello)["port"])
+        except (ValueError, KeyError, TypeError):
+            self.stop()
+            raise RuntimeError(f"netfault did not start: {hello!r}") from None
+        wait_listening(self.port, self.proc, what="netfault")
+        return self
+
+    def _readline(self, timeout: float) -> str:
+        import select
+
+        assert self.proc is not None and self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not ready:
+            raise RuntimeError("netfault did not answer")
+        return self.proc.stdout.readline().strip()
+
+    def command(self, line: str, timeout: float = 5.0) -> str:
+        assert self.proc is not None and self.proc.stdin is not None
+        self.proc.stdin.write(line.strip() + "\n")
+        self.proc.stdin.flush()
+        reply = self._readline(timeout)
+        if reply.startswith("error"):
+            raise RuntimeError(f"netfault {line!r}: {reply}")
+        return reply
+
+    def throttle(self, bytes_per_s: int) -> None:
+        self.command(f"throttle {int(bytes_per_s)}")
+
+    def passthrough(self) -> None:
+        self.command("pass")
+
+    def stats(self) -> dict:
+        return json.loads(self.command("stats"))
+
+    def cpu_seconds(self) -> float:
+        return proc_cpu_seconds(self.proc.pid) if self.proc else 0.0
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        try:
+            if proc.poll() is None and proc.stdin is not None:
+                proc.stdin.write("quit\n")
+                proc.stdin.flush()
+                proc.wait(3)
+        except (OSError, ValueError, subprocess.TimeoutExpired):
+            pass
+        stop_process(proc)
+        for stream in (proc.stdin, proc.stdout):
+            try:
+                if stream is not None:
+                    stream.close()
+            except OSError:
+                pass
+
+    def __enter__(self) -> "NetFault":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

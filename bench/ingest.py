@@ -16,7 +16,7 @@ Modes
 
 Baseline (same process, same core, same broker, right after Canopy's run): the
 same producers feeding hand-written code - aiosqlite ``executemany`` of the same
-JSON bodies committed every 0.5 s, a reader connection selecting 500-record
+JSON bodies committed every 0.5 s (WAL, synchronous=FULL like the Outbox), a reader connection selecting 500-record
 batches, a plain paho client (VERSION2, driven from the asyncio loop) publishing
 them at QoS 1 with 32 in flight, deleting ranges after ``on_publish``.
 
@@ -38,6 +38,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -47,6 +48,8 @@ from bench.common import (  # noqa: E402
     Broker,
     LoopPaho,
     ModbusFarm,
+    busy_pct,
+    cpu_busy_ticks,
     cpus,
     log,
     machine,
@@ -107,7 +110,7 @@ class Window:
 
     def snap(self, **counters) -> dict:
         t = os.times()
-        return {"t": time.monotonic(), "cpu": t.user + t.system, "sys": t.system, "broker_cpu": self.broker.cpu_seconds(),
+        return {"t": time.monotonic(), "cpu": t.user + t.system, "sys": t.system, "cores": cpu_busy_ticks(), "broker_cpu": self.broker.cpu_seconds(),
                 "sim_cpu": self.farm.cpu_seconds() if self.farm else 0.0, **counters}
 
     @staticmethod
@@ -133,11 +136,37 @@ class Window:
             "one_core_projection_per_s": round((b["acked"] - a["acked"]) / max(1e-9, b["cpu"] - a["cpu"])),
             "broker_cpu_pct": round(100 * (b["broker_cpu"] - a["broker_cpu"]) / dt, 1),
         }
+        cores = busy_pct(a["cores"], b["cores"])
+        out["core_busy_pct"] = {str(c): v for c, v in cores.items()}
+        if 0 in cores:  # core 0 time used by other processes (shared machine): > ~5 % taints the run
+            out["core0_others_pct"] = round(max(0.0, cores[0] - out["cpu_pct"]), 1)
         if "requests" in a:
             out["modbus_requests_per_s"] = per_s("requests")
             out["modbus_errors"] = b["errors"] - a["errors"]
             out["sim_cpu_pct"] = round(100 * (b["sim_cpu"] - a["sim_cpu"]) / dt, 1)
         return out
+
+
+async def cancel_all(tasks: list[asyncio.Task], rounds: int = 50) -> int:
+    """Cancel tasks until they are done; returns how many survived the first cancel().
+
+    On Python <= 3.11 ``asyncio.wait_for`` can swallow a cancellation that arrives
+    as the inner operation completes, so one cancel() is not always enough.
+    """
+    for t in tasks:
+        t.cancel()
+    done, pending = await asyncio.wait(tasks, timeout=0.5) if tasks else (set(), set())
+    survivors = len(pending)
+    if os.environ.get("BENCH_DEBUG_STUCK") and pending:
+        for t in list(pending)[:3]:
+            log(f"stuck task {t.get_name()}: " + " <- ".join(f"{f.f_code.co_filename.rsplit('/', 2)[-1]}:{f.f_lineno}" for f in t.get_stack(limit=8)))
+    for _ in range(rounds):
+        if not pending:
+            break
+        for t in pending:
+            t.cancel()
+        done, pending = await asyncio.wait(pending, timeout=0.2)
+    return survivors
 
 
 # -- Canopy ------------------------------------------------------------------------------
@@ -157,6 +186,16 @@ async def run_canopy(args, broker: Broker, farm: ModbusFarm | None, workdir: Pat
     uplink = Uplink(BrokerConfig(host="127.0.0.1", port=broker.port, max_inflight=INFLIGHT, client_id="canopy-bench"),
                     Topics("bench", "gw-1"), outbox, batch_max_records=BATCH, state=lambda: {})
     outbox.on_commit.append(uplink.wake)  # as runtime.Gateway.start wires it
+    commit_ms: list[float] = []
+    inner_commit = getattr(outbox, "_commit", None)
+    if inner_commit is not None:  # observe (not change) how long each commit transaction takes
+        async def timed_commit(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return await inner_commit(*a, **k)
+            finally:
+                commit_ms.append((time.perf_counter() - t0) * 1000)
+        outbox._commit = timed_commit
     health = Health()
     polled = 0
 
@@ -188,6 +227,7 @@ async def run_canopy(args, broker: Broker, farm: ModbusFarm | None, workdir: Pat
 
     uplink_task = asyncio.create_task(uplink.run(), name="uplink")
     pollers: list[asyncio.Task] = []
+    out: dict = {}
     try:
         await asyncio.wait_for(uplink.connected.wait(), 10)
         pollers = [asyncio.create_task(DevicePoller(d, args.interval, accept, health, clock).run(), name=f"poll-{d.id}")
@@ -204,6 +244,7 @@ async def run_canopy(args, broker: Broker, farm: ModbusFarm | None, workdir: Pat
 
         await asyncio.sleep(WARMUP)
         a = snap()
+        commit_ms.clear()
         if profiler is not None:
             profiler.enable()
         await asyncio.sleep(args.seconds)
@@ -211,6 +252,9 @@ async def run_canopy(args, broker: Broker, farm: ModbusFarm | None, workdir: Pat
             profiler.disable()
         b = snap()
         out = Window.rates(a, b)
+        if commit_ms:
+            cm = sorted(commit_ms)
+            out["commit_ms"] = {"p50": round(cm[len(cm) // 2], 1), "max": round(cm[-1], 1), "n": len(cm)}
         out["outbox_pending"] = outbox.counters["telemetry"].pending
         out["acked_total"] = uplink.acked_records["telemetry"]
         out["published_msgs"] = uplink.published["telemetry"]
@@ -219,9 +263,10 @@ async def run_canopy(args, broker: Broker, farm: ModbusFarm | None, workdir: Pat
         out["rss_mb"] = rss_mb()
         return out
     finally:
-        for t in pollers:
-            t.cancel()
-        await asyncio.gather(*pollers, return_exceptions=True)
+        stuck = await cancel_all(pollers)
+        out["pollers_ignoring_first_cancel"] = stuck
+        if stuck:
+            log(f"note: {stuck} poller task(s) ignored their first cancel() and had to be cancelled again")
         try:
             await asyncio.wait_for(uplink.stop(timeout=1.0), 3)
         except Exception:
@@ -244,7 +289,7 @@ async def run_baseline(args, broker: Broker, farm: ModbusFarm | None, workdir: P
     path = str(workdir / "baseline.sqlite")
     db = await aiosqlite.connect(path, isolation_level=None)
     await db.execute("PRAGMA journal_mode=WAL")
-    await db.execute("PRAGMA synchronous=NORMAL")
+    await db.execute(f"PRAGMA synchronous={args.baseline_sync}")  # Outbox commits with FULL
     await db.execute("CREATE TABLE IF NOT EXISTS t (seq INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, body BLOB NOT NULL)")
     rd = await aiosqlite.connect(path, isolation_level=None)
 
@@ -380,9 +425,7 @@ async def run_baseline(args, broker: Broker, farm: ModbusFarm | None, workdir: P
         out = Window.rates(a, b)
         return out
     finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_all(tasks)
         glue.close()
         for c in clients:
             c.close()
@@ -401,6 +444,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--endpoints", type=int, default=0,
                    help="modbus mode: Modbus TCP endpoints the devices are spread over (default: one per 25 devices)")
     p.add_argument("--skip-baseline", action="store_true")
+    p.add_argument("--baseline-sync", choices=("FULL", "NORMAL"), default="FULL",
+                   help="baseline's PRAGMA synchronous (the Outbox commits with FULL)")
     p.add_argument("--cprofile", metavar="FILE", help="write cProfile stats of Canopy's steady window to FILE")
     p.add_argument("--json-only", action="store_true", help="no progress on stderr")
     a = p.parse_args(argv)
@@ -451,15 +496,32 @@ def main(argv=None) -> int:
     helpers = other_cpus(0)
     workdir = Path(tempfile.mkdtemp(prefix="canopy-bench-"))
     broker = farm = None
+    children: list = []
+
+    def watchdog() -> None:  # a hung run must not leave children behind or block forever
+        log("watchdog: run took too long; stopping children and exiting")
+        for ch in children:
+            ch.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+        os._exit(3)
+
+    limit = 2 * (WARMUP + args.seconds) * (1 if args.skip_baseline else 2) + 60
+    timer = threading.Timer(limit, watchdog)
+    timer.daemon = True
+    timer.start()
+    load_before = os.getloadavg()
     try:
         broker = Broker(workdir, helpers).start()
+        children.append(broker)
         say(f"mosquitto on 127.0.0.1:{broker.port} (cpu {sorted(helpers)}), measured process on cpu "
             f"{0 if pinned else sorted(available)}")
         if args.mode == "modbus":
             farm = ModbusFarm(args.devices, args.endpoints, helpers).start()
+            children.append(farm)
             say(f"modbus simulator: {args.devices} soil probes on {len(farm.layout)} endpoint(s), pid {farm.proc.pid}")
         res = asyncio.run(run_all(args, broker, farm, workdir, say))
     finally:
+        timer.cancel()
         if farm is not None:
             farm.stop()
         if broker is not None:
@@ -478,11 +540,17 @@ def main(argv=None) -> int:
         "readings_per_s": c["readings_per_s"],
         "baseline_readings_per_s": b["readings_per_s"] if b else None,
         "ratio": round(c["readings_per_s"] / b["readings_per_s"], 3) if b and b["readings_per_s"] else None,
+        # baseline CPU per reading / Canopy CPU per reading: 1.0 = no framework overhead
+        "cpu_efficiency_ratio": round(b["cpu_us_per_reading"] / c["cpu_us_per_reading"], 3)
+        if b and c["cpu_us_per_reading"] else None,
         "commits_per_s": c["commits_per_s"],
         "pending_at_end": c["pending_at_end"],
+        # CPU time other processes took on the measured core during each window (shared machine)
+        "core0_others_pct": [c.get("core0_others_pct"), b.get("core0_others_pct") if b else None],
         "rss_mb": c["rss_mb"]["peak"],
         "rss_current_mb": c["rss_mb"]["current"],
-        "machine": {**machine(), "pinned_core": 0 if pinned else None},
+        "machine": {**machine(), "pinned_core": 0 if pinned else None,
+                    "loadavg_1m": [round(load_before[0], 2), round(os.getloadavg()[0], 2)]},
         "target_readings_per_s": TARGET,
         "canopy": {k: v for k, v in c.items() if k != "rss_mb"},
         "baseline": b,
@@ -491,6 +559,9 @@ def main(argv=None) -> int:
         out["endpoints"] = args.endpoints
         out["modbus_requests_per_s"] = c.get("modbus_requests_per_s")
     print(json.dumps(out, separators=(",", ":")), flush=True)
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        sys.stderr.flush()
+        os._exit(0)  # a worker thread (e.g. an unclosed aiosqlite connection) must not hang the exit
     return 0
 
 

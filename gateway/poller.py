@@ -36,6 +36,7 @@ class DevicePoller:
         self.sink = sink
         self.health = health
         self.clock = clock or Clock()
+        self.stopping = False  # checked between polls: a swallowed cancel still ends the loop
 
     async def poll_once(self) -> list[Reading] | None:
         started = self.clock.monotonic()
@@ -57,10 +58,12 @@ class DevicePoller:
 
     async def run(self) -> None:
         next_at = self.clock.monotonic()
-        while True:
+        while not self.stopping:
             delay = next_at - self.clock.monotonic()
             if delay > 0:
                 await self.clock.sleep(delay)
+            if self.stopping:
+                return
             await self.poll_once()
             next_at += self.interval
             now = self.clock.monotonic()

@@ -190,10 +190,10 @@ class Gateway:
 
     async def stop(self) -> None:
         """Stop polling, commit everything polled, publish 'offline', close (< 5 s)."""
+        for p in self.pollers:
+            p.stopping = True
         pollers = [t for t in self._tasks if t.get_name().startswith("poll-")]
-        for t in pollers:
-            t.cancel()
-        await asyncio.gather(*pollers, return_exceptions=True)
+        await cancel_all(pollers, deadline=1.0)
         if self._bg:
             await asyncio.wait(self._bg, timeout=1.0)
         if self.commands is not None:
@@ -208,15 +208,31 @@ class Gateway:
         if self.uplink is not None:
             await self.uplink.drain(timeout=1.0)
             await self.uplink.stop()
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_all(self._tasks, deadline=1.0)
         await self.outbox.close()
         for bus in self.buses:
             await bus.transport.close()
         if self.embedded is not None:
             await self.embedded.stop()
         log.info("stopped cleanly")
+
+
+async def cancel_all(tasks: list[asyncio.Task], deadline: float) -> None:
+    """Cancel tasks and wait for them, cancelling again if one swallowed it.
+
+    pymodbus's internal wait_for can swallow a cancel that lands as a reply
+    arrives (CPython gh-86296); a shutdown must not hang on that, or the
+    valves would not be closed in time.
+    """
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline
+    pending = {t for t in tasks if not t.done()}
+    while pending and loop.time() < end:
+        for t in pending:
+            t.cancel()
+        _, pending = await asyncio.wait(pending, timeout=min(0.1, max(0.0, end - loop.time())))
+    if pending:
+        log.warning("%d task(s) did not stop within %.1fs: %s", len(pending), deadline, sorted(t.get_name() for t in pending))
 
 
 async def run_gateway(cfg: LoadedConfig) -> int:

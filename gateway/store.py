@@ -383,6 +383,7 @@ class Outbox:
             while not self._queue.empty():
                 items.append(self._queue.get_nowait())
             acks = {lane: self._acked[lane].items() for lane in LANES}
+            started = self.clock.monotonic()
             try:
                 await self._commit(items, acks)
             except sqlite3.Error as exc:
@@ -416,7 +417,7 @@ class Outbox:
                 log.info("outbox commits work again after %d failure(s)", failures)
             failures = 0
             self.degraded = False
-            last_commit = self.clock.monotonic()
+            last_commit = started  # pace commits from their start: a slow commit does not stretch the cycle
             for lane, ranges in acks.items():
                 self._acked[lane].remove(ranges)
             for it in items:
