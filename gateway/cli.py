@@ -107,6 +107,13 @@ def cmd_demo(args) -> int:
 
 
 # -- installer tools: RS-485 -------------------------------------------------------------------
+def _quiet_line_log() -> None:
+    """The installer tools print their own one-line errors; the daemon's failure log would repeat them."""
+    import logging
+
+    logging.getLogger("canopy.modbus.rtu").setLevel(logging.ERROR)
+
+
 def _port_problem(port: str) -> str | None:
     import os
 
@@ -126,6 +133,7 @@ def cmd_scan(args) -> int:
 
     from drivers.modbus.installer import UsageError, parse_bauds, parse_parities, parse_units, scan, snippet
 
+    _quiet_line_log()
     console = Console(stderr=args.json)
     try:
         bauds, parities, units = parse_bauds(args.baud), parse_parities(args.parity), parse_units(args.units)
@@ -184,10 +192,11 @@ def cmd_probe(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from drivers.errors import DeviceError
+    from drivers.errors import DeviceError, DeviceUnreachable
     from drivers.modbus.installer import UsageError, parse_bauds, parse_parities, probe
     from drivers.serial_line.settings import SerialSettings
 
+    _quiet_line_log()
     try:
         baud = parse_bauds(args.baud)[0]
         parity = parse_parities(args.parity)[0]
@@ -205,6 +214,9 @@ def cmd_probe(args) -> int:
                                 word_order=args.word_order, byte_order=args.byte_order, timeout=args.timeout,
                                 framer=args.framer))
     except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except DeviceUnreachable as exc:  # the port itself: missing, busy, no permission
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except DeviceError as exc:
@@ -237,6 +249,7 @@ def cmd_bus(args) -> int:
     import time
 
     import orjson
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
@@ -247,7 +260,7 @@ def cmd_bus(args) -> int:
     except ConfigError as exc:
         _print_problems(exc)
         return EXIT_CONFIG
-    path = cfg.resolve(cfg.site.store.status_file)
+    path = (cfg.status_path if hasattr(cfg, "status_path") else cfg.resolve(cfg.site.store.status_file))
     try:
         status = orjson.loads(open(path, "rb").read())
     except FileNotFoundError:
@@ -274,7 +287,7 @@ def cmd_bus(args) -> int:
             console.print(f"  lines {st.get('lines')} valid {st.get('valid_lines')} · checksum errors {st.get('checksum_errors')} · "
                           f"framing {st.get('framing_errors')} · overlong {st.get('overlong')} · unmatched {st.get('unmatched')} · "
                           f"value errors {st.get('value_errors')} · last line {st.get('last_line_age_s')}s ago")
-            t = Table()
+            t = Table(box=box.SIMPLE_HEAD, pad_edge=False)
             for col in ("sensor", "status", "updates", "last update"):
                 t.add_column(col)
             for sid, s in (st.get("sensors") or {}).items():
@@ -286,16 +299,19 @@ def cmd_bus(args) -> int:
                       f"queue {st.get('queue')} · transactions {st.get('transactions')} · timeouts {st.get('timeouts')} · "
                       f"CRC {st.get('crc_errors')} · garbled {st.get('garbled')} · truncated {st.get('truncated')} · "
                       f"exceptions {st.get('exceptions')} · reopened {max(0, st.get('opens', 0) - 1)}x")
-        t = Table()
-        for col in ("unit", "device", "state", "success", "latency avg / p95", "failures", "quarantines", "next probe"):
-            t.add_column(col, justify="right" if col not in ("device", "state") else "left")
+        t = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+        t.add_column("unit", justify="right")
+        t.add_column("device", overflow="fold", min_width=8)
+        t.add_column("state", no_wrap=True, min_width=11)
+        for col in ("ok %", "avg ms", "p95 ms", "fails", "quar.", "probe"):
+            t.add_column(col, justify="right", no_wrap=True)
         for unit, s in (st.get("slaves") or {}).items():
             sstate = s.get("state", "?")
             colour = {"ok": "green", "quarantined": "red", "backoff": "yellow", "failing": "yellow"}.get(sstate, "white")
             rate = s.get("success_rate")
             lat = s.get("latency_ms") or {}
             t.add_row(unit, s.get("device") or "", f"[{colour}]{sstate}[/]", f"{100 * rate:.1f}%" if rate is not None else "-",
-                      f"{lat['avg']:.1f} / {lat['p95']:.1f} ms" if lat else "-", str(s.get("failures")),
+                      f"{lat['avg']:.1f}" if lat else "-", f"{lat['p95']:.1f}" if lat else "-", str(s.get("failures")),
                       str(s.get("quarantines")), f"{s['next_probe_in_s']:.0f}s" if "next_probe_in_s" in s else "")
         console.print(t)
     return 0
@@ -360,6 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--config", required=True, help="site config YAML of the gateway")
     p.add_argument("--json", action="store_true", help="print the bus statistics as JSON")
     p.set_defaults(func=cmd_bus)
+    from gateway.commands.cli import add_parsers as add_command_parsers
+
+    add_command_parsers(sub)
     return parser
 
 

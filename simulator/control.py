@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from simulator.modbus_tcp import ModbusTcpSimulator
-from simulator.physics import DoorLock, SmokeGasDetector, WaterMeter
+from simulator.physics import DoorLock, SmokeGasDetector, TankLevel, WaterMeter, WeatherStation
 
 HELP = (
     "fault ID silent|exception|none; smoke ID on|off; gas ID on|off; "
-    "tap ID on|off; door ID open|close|tamper|untamper"
+    "tap ID on|off; door ID open|close|tamper|untamper; rain ID on|off; "
+    "tank ID LEVEL_M; pump ID on|off"
 )
 
 
@@ -38,6 +39,20 @@ def apply_command(sim: ModbusTcpSimulator, line: str) -> str:
     elif verb == "door" and isinstance(model, DoorLock) and arg in ("open", "close", "tamper", "untamper"):
         {"open": model.open_door, "close": model.close_door,
          "tamper": model.tamper, "untamper": lambda: model.tamper(False)}[arg]()
+    elif verb == "rain" and isinstance(model, WeatherStation) and arg in ("on", "off"):
+        model.set_rain(arg == "on")
+    elif verb == "tank" and isinstance(model, TankLevel) and _is_number(arg):
+        model.set_level(float(arg))
+    elif verb == "pump" and isinstance(model, TankLevel) and arg in ("on", "off"):
+        model.set_pump_ok(arg == "on")
     else:
         return f"error: {verb!r} {arg!r} does not apply to {dev_id} ({device.profile.name}); {HELP}"
     return "ok"
+
+
+def _is_number(text: str) -> bool:
+    try:
+        value = float(text)
+    except ValueError:
+        return False
+    return value == value and value not in (float("inf"), float("-inf"))

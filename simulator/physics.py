@@ -108,6 +108,28 @@ class WeatherStation(Model):
         self.pressure += (1013 - 4 * raining - self.pressure) * 0.0005 + r.gauss(0, 0.01)
         self.pressure = clamp(self.pressure, 980, 1040)
 
+    def set_rain(self, on: bool, mm_h: float = 4.0) -> None:
+        """Operator control: start a shower that lasts until ``set_rain(False)`` (interlock tests)."""
+        now = self.clock.now()
+        self.advance(now)
+        t = self.t  # the grid time the state has reached
+        if on:
+            if t >= self.rain_until:
+                self.rain_until = math.inf
+                self.rain_mm_h = mm_h
+                self.episodes.append((t, math.inf, mm_h))
+            else:
+                self.rain_until = math.inf
+                if self.episodes:
+                    start, _end, rate = self.episodes[-1]
+                    self.episodes[-1] = (start, math.inf, rate)
+        elif t < self.rain_until:
+            self.rain_until = t
+            if self.episodes:
+                start, end, rate = self.episodes[-1]
+                if end > t:
+                    self.episodes[-1] = (start, t, rate)
+
     def rain_rate(self, t: float) -> float:
         """mm/h falling at time ``t``: the soil probes' view of the sky."""
         self.advance(t)
@@ -250,35 +272,87 @@ class TankLevel(Model):
         out = self.outflow(t) if self.outflow else 0.2  # livestock trough when no valves
         self.level = clamp(self.level + (inflow - out) * dt / 3600 / self.area, 0, self.height)
 
+    def set_level(self, level: float) -> None:
+        """Operator control: the tank is at this level now (m)."""
+        self.advance(self.clock.now())
+        self.level = clamp(float(level), 0, self.height)
+        self.pump_on = self.level <= self.low
+
+    def set_pump_ok(self, ok: bool) -> None:
+        """Operator control: a failed refill pump lets the tank run dry."""
+        self.advance(self.clock.now())
+        self.pump_ok = ok
+
     def read(self, now: float) -> dict[str, int | float | bool | str]:
         level = round(self.level, 2)
         return {"level": level, "volume": round(level * self.area, 1)}
 
 
 class ValveRelay(Model):
-    """Zone coils; keeps when each changed so flow and soil can ask 'open at time t?'."""
+    """Zone coils; keeps when each changed so flow and soil can ask 'open at time t?'.
+
+    Pulse (delay-off) mode, as many relay modules offer: holding register
+    ``zone_N_pulse`` holds seconds; switching zone N on while it is non-zero
+    switches it off again by itself that many seconds later (0: stay on).  A
+    new write to the coil restarts or cancels the pulse.
+    """
+
+    PULSE_MAX = 65535
 
     def __init__(self, clock: SimClock, seed: int, zones: int = 4) -> None:
         super().__init__(clock, seed)
         self.changes: list[list[tuple[float, bool]]] = [[] for _ in range(zones)]
+        self.pulse: list[int] = [0] * zones
+        self.off_at: list[float | None] = [None] * zones  # pending device-side switch-off
 
     def is_open(self, zone: int, t: float) -> bool:
         changes = self.changes[zone - 1]
         i = bisect.bisect_right(changes, t, key=lambda c: c[0])
-        return changes[i - 1][1] if i else False
+        if not i:
+            return False
+        on = changes[i - 1][1]
+        off_at = self.off_at[zone - 1]
+        if on and i == len(changes) and off_at is not None and t >= off_at:
+            return False
+        return on
 
     def open_count(self, t: float) -> int:
         return sum(self.is_open(z + 1, t) for z in range(len(self.changes)))
 
+    def _zone(self, point: str, suffix: str = "") -> int | None:
+        if not point.startswith("zone_") or not point.endswith(suffix):
+            return None
+        number = point[5 : len(point) - len(suffix)] if suffix else point[5:]
+        if not number.isdigit() or not 1 <= int(number) <= len(self.changes):
+            return None
+        return int(number)
+
     def write(self, point: str, value: int | float | bool | str, now: float) -> None:
-        if not point.startswith("zone_") or not 1 <= int(point[5:]) <= len(self.changes):
+        if (zone := self._zone(point, "_pulse")) is not None:
+            seconds = int(value)
+            if not 0 <= seconds <= self.PULSE_MAX:
+                raise ValueError(f"{point}: {value} is out of range")
+            self.pulse[zone - 1] = seconds
+            return
+        zone = self._zone(point)
+        if zone is None:
             raise ValueError(f"{point} is not writable")
-        changes = self.changes[int(point[5:]) - 1]
-        changes.append((max(now, changes[-1][0]) if changes else now, bool(value)))
+        i = zone - 1
+        changes = self.changes[i]
+        at = max(now, changes[-1][0]) if changes else now
+        off_at = self.off_at[i]
+        if off_at is not None and off_at <= at and changes and changes[-1][1]:
+            changes.append((max(off_at, changes[-1][0]), False))  # the pulse ended before this write
+        self.off_at[i] = None
+        changes.append((at, bool(value)))
+        if value and self.pulse[i] > 0:
+            self.off_at[i] = at + self.pulse[i]
         del changes[:-256]
 
     def read(self, now: float) -> dict[str, int | float | bool | str]:
-        return {f"zone_{z + 1}": self.is_open(z + 1, now) for z in range(len(self.changes))}
+        out: dict[str, int | float | bool | str] = {f"zone_{z + 1}": self.is_open(z + 1, now) for z in range(len(self.changes))}
+        out.update({f"zone_{z + 1}_pulse": self.pulse[z] for z in range(len(self.changes))})
+        return out
 
 
 class SmokeGasDetector(Model):
@@ -335,7 +409,11 @@ class SmokeGasDetector(Model):
 
 
 class DoorLock(Model):
-    """Lock with door contact: remote unlock relocks by itself once the door is shut."""
+    """Lock with door contact: remote unlock relocks by itself once the door is shut.
+
+    Holding register ``relock_time`` (seconds, 0 = never by itself) sets the
+    device-side auto-relock; it starts at ``relock_after`` (10 s).
+    """
 
     def __init__(self, clock: SimClock, seed: int, relock_after: float = 10.0, daily_use: bool = False) -> None:
         super().__init__(clock, seed)
@@ -355,7 +433,7 @@ class DoorLock(Model):
 
     def _unlock(self, t: float) -> None:
         self.locked = False
-        self.relock_at = max(self.relock_at or t, t + self.relock_after)
+        self.relock_at = None if math.isinf(self.relock_after) else max(self.relock_at or t, t + self.relock_after)
         self.battery = max(0.0, self.battery - 0.01)
 
     def _open(self, t: float) -> None:
@@ -379,6 +457,13 @@ class DoorLock(Model):
         self._settle(t)
 
     def write(self, point: str, value: int | float | bool | str, now: float) -> None:
+        if point == "relock_time":
+            seconds = int(value)
+            if not 0 <= seconds <= 65535:
+                raise ValueError(f"relock_time: {value} is out of range")
+            self.advance(now)
+            self.relock_after = float(seconds) if seconds else math.inf  # 0: no automatic relock
+            return
         if point != "unlock":
             raise ValueError(f"{point} is not writable")
         self.advance(now)
@@ -411,6 +496,7 @@ class DoorLock(Model):
             "battery": int(self.battery),
             "open_count": self.open_count,
             "unlock": not self.locked,
+            "relock_time": 0 if math.isinf(self.relock_after) else int(self.relock_after),
         }
 
 
