@@ -4,17 +4,21 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DURATION ?= 0
-EXTRAS ?= test,broker
+EXTRAS ?= test,broker,camera
 
-.PHONY: demo test setup system-deps bench clean lint
+.PHONY: demo test setup system-deps models bench clean lint
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip==24.3.1
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# Pinned artefacts (LiteRT pose model, a sample photo for the camera simulator), sha256-verified.
+models: setup
+	$(PY) scripts/fetch_models.py
 
 # mosquitto (real broker for tests) and socat (pty pairs); installed when missing and we may.
 system-deps:
@@ -27,14 +31,18 @@ system-deps:
 	  fi; \
 	fi
 
-demo: setup
+demo: setup models
 	$(PY) -m gateway demo --duration $(DURATION)
 
-test: system-deps setup
+test: system-deps setup models
 	$(PY) -m pytest -q
 
-bench: system-deps setup
+bench: system-deps setup models
 	$(PY) bench/ingest.py
+	$(PY) bench/backlog.py
+	$(PY) bench/rtu_bus.py
+	$(PY) bench/camera.py
+	$(PY) bench/chaos.py --cycles 500
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache

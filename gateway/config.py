@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from gateway.alerts.config import RulesConfig, validate_rules
 from gateway.commands.config import CommandsConfig, validate_commands
-from inference.config import CameraConfig
+from inference.config import CameraConfig, validate_cameras
 from gateway.profiles import Profile
 from gateway.yamlsrc import ConfigError, Problem, Source, dotted, load_yaml
 
@@ -181,8 +181,8 @@ class ModbusRtuBus(SerialPortFields):
     max_gap: int = Field(8, ge=0, le=125, description="unread registers allowed inside a merged read")
     quarantine_after: int = Field(5, ge=1, le=1000, description="consecutive failures before a slave is quarantined")
     reprobe_interval: float = Field(30.0, ge=0.1, le=86400, description="seconds between re-probes of a quarantined slave")
-    slave_backoff_initial: float = Field(0.2, ge=0, le=60, description="first retry delay after a slave fails")
-    slave_backoff_max: float = Field(5.0, ge=0, le=3600, description="longest retry delay before quarantine")
+    slave_backoff_initial: float = Field(1.0, ge=0, le=60, description="first retry delay after a slave fails (doubles per failure)")
+    slave_backoff_max: float = Field(10.0, ge=0, le=3600, description="longest retry delay before quarantine")
     engine: Literal["raw", "pymodbus"] = Field("raw", description="raw (own framing, default) or pymodbus (AsyncModbusSerialClient)")
     devices: list[ModbusDevice] = Field(default_factory=list)
 
@@ -224,6 +224,11 @@ class SerialLineDevice(Strict):
     points: list[LinePoint] = Field(min_length=1)
     location: Location | None = None
     enabled: bool = True
+
+    @property
+    def profile(self) -> None:
+        """Line sensors have no Modbus profile: their points are inline (``points``)."""
+        return None
 
     @model_validator(mode="after")
     def _unique(self) -> "SerialLineDevice":
@@ -449,6 +454,8 @@ def load_config(file: str | Path) -> LoadedConfig:
         problems.extend(validate_rules(site, profiles, src))
     if site.commands is not None and not problems:
         problems.extend(validate_commands(site, profiles, src))
+    if site.cameras and not problems:
+        problems.extend(validate_cameras(site, src, base_dir))
     if problems:
         raise ConfigError(problems)
     return LoadedConfig(site=site, profiles=profiles, file=src.file, base_dir=base_dir)

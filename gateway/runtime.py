@@ -166,6 +166,7 @@ class Gateway:
             from inference.service import CameraService  # OpenCV/LiteRT only where cameras exist
 
             self.cameras = CameraService(self.cfg, self.clock, self._emit, alerts=self.alerts, state_dir=state_dir)
+            self.cameras.on_change = self._state_dirty.set
             self._tasks.append(asyncio.create_task(self.cameras.run(), name="cameras"))
         self._tasks.append(asyncio.create_task(self.uplink.run(), name="uplink"))
         for p in self.pollers:

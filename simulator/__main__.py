@@ -5,7 +5,8 @@ operator commands from stdin when stdin is a terminal or a pipe.
 
 ``python -m simulator rtu farm|community|probes [--units 1-10] [--baud ...]``
 serves the same devices as Modbus RTU/ASCII slaves on a pty (serial) line;
-``python -m simulator serial nmea|kv`` a line-oriented weather sensor on a pty.
+``python -m simulator serial nmea|kv`` a line-oriented weather sensor on a pty;
+``python -m simulator camera --out DIR`` writes the camera scenario videos (simulator/camera.py).
 """
 
 from __future__ import annotations
@@ -233,6 +234,10 @@ async def run_serial(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["camera"]:  # scenario videos for the camera pipeline (needs the camera extra)
+        from simulator.camera import main as camera_main
+
+        return camera_main(argv[1:])
     if argv[:1] in (["rtu"], ["serial"]):
         return asyncio.run(run_serial(parse_serial_args(argv)))
     return asyncio.run(run(parse_args(argv)))
