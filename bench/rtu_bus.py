@@ -24,7 +24,11 @@ Theoretical maximum per transaction (Modbus over Serial Line v1.02)::
 The slaves are ``python -m simulator rtu probes`` in a separate process on
 another core, on a real pty, answering only when the bytes would have
 crossed the wire (request + turnaround of t3.5 + reply).  The gateway side
-runs pinned to core 0.  Line settings are the shipped defaults (timeout
+runs pinned to core 0.  Both run at nice -10 when allowed, so other programs
+on a shared machine do not delay their wake-ups.  ``ratio`` is over the whole window; ``ratio_median_1s``
+is the median of its one-second slices, which resists other programs' bursts
+on a shared machine (the summary's ``pass`` uses the whole-window figures).
+Line settings are the shipped defaults (timeout
 0.5 s, quarantine after 5 failures) except reprobe_interval = 5 s, so the
 steady window of the silent case contains re-probes.
 """
@@ -34,6 +38,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -50,6 +56,23 @@ REQUEST_CHARS = 8
 RESPONSE_CHARS = 5 + 2 * 6
 
 
+NICE = -10
+
+
+def raise_priority() -> bool:
+    """Run ahead of unrelated programs on a shared machine (needs root or CAP_SYS_NICE).
+
+    Both sides of the line mostly sleep; what other programs steal is wake-up
+    latency, which on a wire measured in milliseconds is throughput.  On a
+    board the daemon's unit file can do the same (``Nice=-10``).
+    """
+    try:
+        os.nice(NICE)
+        return True
+    except (PermissionError, OSError):
+        return False
+
+
 class RtuSimProcess:
     def __init__(self, baud: int, units: str, link: Path):
         self.cmd = [sys.executable, "-m", "simulator", "rtu", "probes", "--units", units, "--baud", str(baud),
@@ -58,8 +81,14 @@ class RtuSimProcess:
         self.port = ""
 
     def start(self) -> "RtuSimProcess":
+        pin = pin_child_preexec(other_cpus())
+
+        def prepare() -> None:
+            pin()
+            raise_priority()
+
         self.proc = subprocess.Popen(self.cmd, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                     preexec_fn=pin_child_preexec(other_cpus()))
+                                     preexec_fn=prepare)
         hello = self.proc.stdout.readline()
         if not hello:
             raise RuntimeError("RTU simulator did not start")
@@ -87,6 +116,7 @@ async def run_case(port: str, baud: int, n: int, *, engine: str = "raw", silent_
     line = ModbusRtuLine(port, settings, engine=engine, reprobe_interval=5.0)
     devices = [RtuDevice(f"probe-{u}", u, profile, line.slave(u, f"probe-{u}")) for u in range(1, n + 1)]
     counts = {d.id: 0 for d in devices}  # successful polls inside the measured window
+    stamps: list[tuple[float, str]] = []  # (completion time, device) inside the window
     total = {d.id: 0 for d in devices}  # all successful polls
     phase = {"t": "warmup"}
     stop = asyncio.Event()
@@ -105,6 +135,7 @@ async def run_case(port: str, baud: int, n: int, *, engine: str = "raw", silent_
             total[dev.id] += 1
             if phase["t"] == "window":
                 counts[dev.id] += 1
+                stamps.append((time.monotonic(), dev.id))
 
     tasks = [asyncio.create_task(poll(d)) for d in devices]
     try:
@@ -131,11 +162,21 @@ async def run_case(port: str, baud: int, n: int, *, engine: str = "raw", silent_
     theory = theoretical_polls_per_s(settings, REQUEST_CHARS, RESPONSE_CHARS)
     healthy_ids = [d.id for d in devices if silent_unit is None or d.unit != silent_unit]
     achieved = sum(counts[i] for i in healthy_ids) / elapsed
+    # per-second rates inside the window: the median resists other programs' bursts on a shared machine
+    healthy_set = set(healthy_ids)
+    bins = [0] * max(1, int(elapsed))
+    for t, dev_id in stamps:
+        k = int(t - w0)
+        if dev_id in healthy_set and k < len(bins):
+            bins[k] += 1
+    median_1s = statistics.median(bins)
     out = {
         "baud": baud, "format": "8E1", "slaves": n, "engine": engine,
         "polls_per_s": round(achieved, 2),
         "theoretical_per_s": round(theory, 2),
         "ratio": round(achieved / theory, 3),
+        "ratio_median_1s": round(median_1s / theory, 3),
+        "ratio_min_1s": round(min(bins) / theory, 3),
         "per_slave_per_s": round(achieved / len(healthy_ids), 3),
         "window_s": round(elapsed, 2),
         "frame_chars": [REQUEST_CHARS, RESPONSE_CHARS],
@@ -178,6 +219,8 @@ async def bench(bauds: list[int], quick: bool) -> list[dict]:
                 healthy = by_case["healthy-10"]["per_slave_per_s"]
                 row["case"] = "silent-1of10"
                 row["others_vs_healthy"] = round(row["per_slave_per_s"] / healthy, 3)
+                row["others_vs_healthy_median_1s"] = round(
+                    row["ratio_median_1s"] / 9 / (by_case["healthy-10"]["ratio_median_1s"] / 10), 3)
                 row["build_up_others_vs_healthy"] = round(row["build_up_others_per_s"] / 9 / healthy, 3)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
@@ -195,19 +238,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="shorter windows (smoke test)")
     args = parser.parse_args(argv)
     pinned = pin_self()
-    log(f"machine {machine()}, gateway pinned to core 0: {pinned}")
+    niced = raise_priority()
+    log(f"machine {machine()}, gateway pinned to core 0: {pinned}, nice {NICE}: {niced}, "
+        f"load average {os.getloadavg()[0]:.2f}")
     t0 = time.monotonic()
     rows = asyncio.run(bench([int(b) for b in args.baud.split(",")], args.quick))
     healthy = [r for r in rows if r["case"].startswith("healthy")]
     silent = [r for r in rows if r["case"] == "silent-1of10"]
+    pm = [r for r in rows if r["case"].startswith("pymodbus-")]
     summary = {
         "case": "summary",
+        "engine": "raw",
         "min_ratio_healthy": min(r["ratio"] for r in healthy),
+        "min_ratio_pymodbus_engine": min(r["ratio"] for r in pm) if pm else None,
         "target_ratio": 0.85,
         "min_others_vs_healthy": min(r["others_vs_healthy"] for r in silent),
         "target_others": 0.75,
         "pass": min(r["ratio"] for r in healthy) >= 0.85 and min(r["others_vs_healthy"] for r in silent) >= 0.75,
+        "min_ratio_healthy_median_1s": min(r["ratio_median_1s"] for r in healthy),
+        "min_others_vs_healthy_median_1s": min(r["others_vs_healthy_median_1s"] for r in silent),
         "seconds": round(time.monotonic() - t0, 1),
+        "loadavg_1m_at_end": round(os.getloadavg()[0], 2),
+        "pinned_core0": pinned,
+        "nice": NICE if niced else 0,
+        "machine": machine(),
     }
     print(json.dumps(summary), flush=True)
     return 0 if summary["pass"] else 1

@@ -38,7 +38,7 @@ def cmd_run(args) -> int:
 
     logs.setup(json=args.log_json, level=args.log_level)
     try:
-        cfg = load_config(args.config)
+        cfg = load_config(args.config, missing_ports_ok=True)
     except ConfigError as exc:
         _print_problems(exc)
         return EXIT_CONFIG

@@ -7,6 +7,7 @@ Everything is validated before anything starts; unknown keys are errors.
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from pathlib import Path
@@ -392,7 +393,7 @@ def read_secret(path: str, what: str) -> str:
     return Path(path).read_text(encoding="utf-8").strip()
 
 
-def load_config(file: str | Path) -> LoadedConfig:
+def load_config(file: str | Path, *, missing_ports_ok: bool = False) -> LoadedConfig:
     """Load and validate a site file and the profiles it names."""
     src = load_yaml(file)
     if not isinstance(src.data, dict):
@@ -417,7 +418,7 @@ def load_config(file: str | Path) -> LoadedConfig:
         seen_buses.setdefault(bus.id, bpath)
         units: dict[int, str] = {}
         if isinstance(bus, SERIAL_BUS_TYPES):
-            problems.extend(_check_serial_port(bus, b, src, base_dir, seen_ports))
+            problems.extend(_check_serial_port(bus, b, src, base_dir, seen_ports, missing_ok=missing_ports_ok))
         for d, dev in enumerate(bus.devices):
             dpath = ("buses", b, "devices", d)
             if dev.id in seen_devices:
@@ -476,8 +477,13 @@ def _serial_ports_hint() -> str:
     return f"; ports present: {', '.join(names[:12])}" if names else "; no serial ports are present (adapter plugged in?)"
 
 
-def _check_serial_port(bus, b: int, src: Source, base_dir: str, seen: dict[str, tuple]) -> list[Problem]:
-    """The port must exist now and be a character device, and only one bus may own it."""
+def _check_serial_port(bus, b: int, src: Source, base_dir: str, seen: dict[str, tuple], missing_ok: bool = False) -> list[Problem]:
+    """The port must exist now and be a character device, and only one bus may own it.
+
+    ``missing_ok`` (for `canopy run`): an adapter that is unplugged at boot is
+    a warning, not a reason to keep the whole gateway (alarms, other buses)
+    down; the bus keeps trying to open it.  `canopy validate` reports it.
+    """
     path = ("buses", b, "port")
     port = bus.port
     if "://" in port:
@@ -493,7 +499,11 @@ def _check_serial_port(bus, b: int, src: Source, base_dir: str, seen: dict[str, 
     seen.setdefault(real, (path, bus.id))
     if not os.path.exists(full):
         link = " (a broken link: the adapter is unplugged?)" if os.path.islink(full) else ""
-        problems.append(src.problem(path, f"serial port {full} not found{link}{_serial_ports_hint()}"))
+        problem = src.problem(path, f"serial port {full} not found{link}{_serial_ports_hint()}")
+        if missing_ok:
+            logging.getLogger("canopy.config").warning("%s; starting anyway, the bus will keep trying to open it", problem)
+        else:
+            problems.append(problem)
     elif not stat.S_ISCHR(os.stat(full).st_mode):
         problems.append(src.problem(path, f"{full} is not a serial device (not a character device)"))
     return problems

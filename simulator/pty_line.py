@@ -239,8 +239,3 @@ class PtyLine:
     def reset(self) -> None:
         """Forget frames in progress (the line was unplugged)."""
 
-
-def precise_sleep_until(t: float) -> None:
-    delay = t - time.monotonic()
-    if delay > 0:
-        time.sleep(delay)

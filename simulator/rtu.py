@@ -289,7 +289,6 @@ class RtuLineSimulator(PtyLine):
             self.counters["crc_errors"] += 1
             return
         unit, pdu = raw[0], raw[1:]
-        now = None
         if unit == 0:  # broadcast: every slave acts, nobody answers
             self.counters["broadcasts"] += 1
             for s in self.slaves.values():

@@ -124,7 +124,7 @@ class SlaveState:
             return "backoff"
         if self.consecutive:
             return "failing"
-        return "ok" if self.ok else "unknown"
+        return "ok" if self.ok or self.exceptions else "unknown"
 
     def as_dict(self, now: float) -> dict:
         attempts = self.ok + self.failures + self.exceptions
@@ -190,7 +190,7 @@ class _LineClient(ModbusClientMixin):
 class ModbusRtuLine:
     def __init__(self, port: str, settings: SerialSettings | None = None, *, framer: Framer = "rtu",
                  timeout: float = 0.5, quarantine_after: int = 5, reprobe_interval: float = 30.0,
-                 slave_backoff_initial: float = 0.2, slave_backoff_max: float = 5.0,
+                 slave_backoff_initial: float = 1.0, slave_backoff_max: float = 10.0,
                  backoff_initial: float = 1.0, backoff_max: float = 30.0, engine: Engine = "raw",
                  name: str | None = None, clock: Any = None):
         if framer not in ("rtu", "ascii"):
@@ -214,6 +214,8 @@ class ModbusRtuLine:
         self._queue: asyncio.PriorityQueue[_Job] | None = None
         self._seq = itertools.count()
         self._task: asyncio.Task | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._closed = False
         self._slaves: dict[int, SlaveState] = {}
         # port
@@ -288,7 +290,19 @@ class ModbusRtuLine:
         return result
 
     async def close(self) -> None:
+        """Stop: queued requests fail as unreachable; a transaction on the wire is allowed to finish
+        (bounded by its timeout), so its reply cannot collide with whoever opens the port next."""
         self._closed = True
+        if self._queue is not None:
+            while not self._queue.empty():
+                job = self._queue.get_nowait()
+                if not job.future.done():
+                    job.future.set_exception(DeviceUnreachable(f"line {self.name} closed"))
+        if self._task is not None and not self._idle.is_set():
+            try:
+                await asyncio.wait_for(self._idle.wait(), timeout=self._timeout_now + 0.2)
+            except asyncio.TimeoutError:
+                pass
         if self._task is not None:
             self._task.cancel()
             try:
@@ -381,8 +395,11 @@ class ModbusRtuLine:
 
     # -- the owner task -------------------------------------------------------------------------
     def _start(self) -> None:
+        if self._task is not None and self._task.done():
+            self._task = None  # ended unexpectedly: start a new owner
         if self._task is None:
-            self._queue = asyncio.PriorityQueue()
+            if self._queue is None:
+                self._queue = asyncio.PriorityQueue()
             self._task = asyncio.get_running_loop().create_task(self._run(), name=f"rtu-line-{self.name}")
 
     async def _run(self) -> None:
@@ -391,36 +408,52 @@ class ModbusRtuLine:
             job = await self._queue.get()
             if job.future.done():  # the caller gave up while queued
                 continue
-            try:
-                await self._ensure_open()
-            except DeviceUnreachable as exc:
-                job.future.set_exception(exc)
+            if self._closed:
+                job.future.set_exception(DeviceUnreachable(f"line {self.name} closed"))
                 continue
-            self._timeout_now = job.timeout
-            if job.priority == COMMAND:
-                self.counters["commands"] += 1
+            self._idle.clear()
             try:
-                if self.engine == "raw":
-                    result = await job.fn(self._client)
-                else:
-                    result = await self._pm_execute(job)
-            except DeviceError as exc:
-                if not job.future.done():
-                    job.future.set_exception(exc)
-            except PortLost as exc:
-                self._port_lost(str(exc))
-                if not job.future.done():
-                    job.future.set_exception(DeviceUnreachable(f"{self.port}: {exc}"))
+                await self._run_job(job)
             except asyncio.CancelledError:
-                if not job.future.done():
-                    job.future.set_exception(DeviceUnreachable(f"line {self.name} closed"))
                 raise
-            except Exception as exc:  # a bad request (e.g. count out of range): the caller's problem
+            except Exception as exc:  # a bug here must not stop the line: every caller would hang
+                log.exception("%s: line owner failed on a request", self.name)
                 if not job.future.done():
-                    job.future.set_exception(exc)
+                    job.future.set_exception(DeviceUnreachable(f"line {self.name} internal error: {exc}"))
+            finally:
+                self._idle.set()
+
+    async def _run_job(self, job: _Job) -> None:
+        try:
+            await self._ensure_open()
+        except DeviceUnreachable as exc:
+            job.future.set_exception(exc)
+            return
+        self._timeout_now = job.timeout
+        if job.priority == COMMAND:
+            self.counters["commands"] += 1
+        try:
+            if self.engine == "raw":
+                result = await job.fn(self._client)
             else:
-                if not job.future.done():
-                    job.future.set_result(result)
+                result = await self._pm_execute(job)
+        except DeviceError as exc:
+            if not job.future.done():
+                job.future.set_exception(exc)
+        except PortLost as exc:
+            self._port_lost(str(exc))
+            if not job.future.done():
+                job.future.set_exception(DeviceUnreachable(f"{self.port}: {exc}"))
+        except asyncio.CancelledError:
+            if not job.future.done():
+                job.future.set_exception(DeviceUnreachable(f"line {self.name} closed"))
+            raise
+        except Exception as exc:  # a bad request (e.g. count out of range): the caller's problem
+            if not job.future.done():
+                job.future.set_exception(exc)
+        else:
+            if not job.future.done():
+                job.future.set_result(result)
 
     # -- port lifecycle ---------------------------------------------------------------------------
     def _is_open(self) -> bool:

@@ -5,10 +5,11 @@ to a callback with their arrival time, and a vanished device (USB unplugged,
 pty master closed: ``EIO``, end of file, ``ENXIO``) is reported once through
 ``on_lost`` so the owner can reopen with backoff.
 
-Pseudo-terminals (the simulator, socat bridges) carry no parity: Linux
-silently drops ``PARENB`` and a later reconfiguration fails with ``EINVAL``.
-A pty is therefore opened with the same character length without parity
-(8E1 -> 8N2, 11 bits), and the timing still uses the configured settings.
+Pseudo-terminals (the simulator, socat bridges) carry no parity and no
+7-bit characters: Linux forces CS8, drops ``PARENB``, and a later
+reconfiguration to parity fails with ``EINVAL``.  A pty is therefore opened
+8-bit without parity with the same character length (8E1 -> 8N2, 11 bits;
+7E1 -> 8N1), and the timing still uses the configured settings.
 """
 
 from __future__ import annotations
@@ -41,10 +42,16 @@ def is_pty(path: str) -> bool:
 
 
 def termios_settings(path: str, settings: SerialSettings) -> SerialSettings:
-    """What to ask the kernel for: the settings, or their parity-free twin on a pty."""
-    if settings.parity != "N" and is_pty(path):
-        return replace(settings, parity="N", stopbits=min(2, settings.stopbits + 1))
-    return settings
+    """What to ask the kernel for: the settings, or on a pty their 8-bit, parity-free twin.
+
+    Linux ptys force CS8 and clear PARENB; the character length (what the
+    simulator can check, and what the timing uses) is kept with stop bits:
+    8E1 -> 8N2, 7E1 -> 8N1, 7E2 -> 8N2.
+    """
+    if (settings.parity == "N" and settings.bytesize == 8) or not is_pty(path):
+        return settings
+    stop = min(2, max(1, settings.char_bits - 9))
+    return replace(settings, bytesize=8, parity="N", stopbits=stop)
 
 
 def describe_open_error(path: str, exc: BaseException) -> str:
