@@ -76,24 +76,28 @@ class AlertClass(Strict):
 # --------------------------------------------------------------------------- quiet hours
 
 
-class WindowModel(Strict):
-    from_: str = Field(alias="from")
-    to: str
-    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] | None = None
-
-    @model_validator(mode="after")
-    def _parse(self) -> "WindowModel":
-        parse_window(self)
-        return self
-
-
-def _window_text(v):
+def _window_item(v):
+    """A quiet window: ``"22:00-07:00"`` or ``{from: "22:00", to: "07:00", days: [sat, sun]}``."""
     if isinstance(v, str):
         parse_window(v)
-    return v
+        return v
+    if isinstance(v, dict):
+        extra = sorted(set(v) - {"from", "to", "days"})
+        if extra:
+            raise ValueError(f"unknown key(s) {', '.join(extra)} in a window (keys: from, to, days)")
+        for k in ("from", "to"):
+            if isinstance(v.get(k), int):  # YAML 1.1 reads an unquoted 22:00 as the number 1320
+                raise ValueError(f"put the time in quotes: {k}: \"HH:MM\"")
+        days = v.get("days")
+        if days is not None:
+            if not isinstance(days, list) or any(d not in WEEKDAYS for d in days):
+                raise ValueError(f"days is a list of {', '.join(WEEKDAYS)}")
+        parse_window(v)
+        return v
+    raise ValueError("a quiet-hours window is text like '22:00-07:00' or {from: '22:00', to: '07:00', days: [sat, sun]}")
 
 
-QuietItem = Union[Annotated[str, BeforeValidator(_window_text)], WindowModel]
+QuietItem = Annotated[Any, BeforeValidator(_window_item)]
 
 
 class ScheduleModel(Strict):
@@ -262,6 +266,25 @@ Rule = Annotated[
 ]
 
 
+class ExternalSource(Strict):
+    """Alerts raised by other parts of the gateway (``camera.fall``): their class, outputs and text."""
+
+    class_: Name | None = Field(None, alias="class", description="alert class: its escalation chain")
+    severity: Severity | None = Field(None, description="overrides the severity the source gives")
+    reraise: Literal["each_episode", "once", "dead_time"] = "each_episode"
+    dead_time: PositiveDuration | None = None
+    outputs: list[Output] = Field(default_factory=list)
+    message: Messages | None = None
+
+    @model_validator(mode="after")
+    def _dead_time(self):
+        if self.reraise == "dead_time" and self.dead_time is None:
+            raise ValueError("reraise: dead_time needs a dead_time (e.g. dead_time: 30m)")
+        if self.reraise != "dead_time" and self.dead_time is not None:
+            raise ValueError("dead_time only applies with reraise: dead_time")
+        return self
+
+
 class RulesConfig(Strict):
     timezone: str | None = Field(None, description="IANA zone for quiet hours, e.g. Asia/Shanghai; default: the board's")
     history: int = Field(100, ge=0, le=10000, description="closed alerts kept in the local state file")
@@ -269,6 +292,7 @@ class RulesConfig(Strict):
     classes: dict[Name, AlertClass] = Field(default_factory=dict)
     schedules: dict[Name, ScheduleModel] = Field(default_factory=dict)
     households: dict[str, Household] = Field(default_factory=dict)
+    external: dict[Name, ExternalSource] = Field(default_factory=dict, description="alerts from cameras and other services")
     rules: list[Rule] = Field(default_factory=list)
 
     @field_validator("timezone")
@@ -282,7 +306,7 @@ class RulesConfig(Strict):
             raise ValueError(f"unknown time zone {v!r} (use an IANA name such as Asia/Shanghai or UTC)") from None
         return v
 
-    @field_validator("groups", "classes", "schedules", "households", "rules", mode="before")
+    @field_validator("groups", "classes", "schedules", "households", "external", "rules", mode="before")
     @classmethod
     def _null_is_empty(cls, v, info):
         if v is None:
@@ -382,6 +406,20 @@ def validate_rules(site, profiles, src) -> list:
     for hh, spec in rc.households.items():
         if spec.schedule is not None and spec.schedule not in rc.schedules:
             problem(("households", hh, "schedule"), f"unknown schedule '{spec.schedule}'")
+
+    for name, ext in rc.external.items():
+        path = ("external", name)
+        if ext.class_ is not None and ext.class_ not in rc.classes:
+            problem(path + ("class",), f"unknown class '{ext.class_}' (classes: {', '.join(sorted(rc.classes)) or 'none'})")
+        for o, out in enumerate(ext.outputs):
+            pt = check_point(path + ("outputs", o), out.device, out.point, ("device",), ("point",))
+            if pt is not None and not pt.writable:
+                problem(path + ("outputs", o, "point"), f"point '{out.point}' of '{out.device}' is not writable")
+        if ext.message is not None:
+            for lang in ("en", "zh"):
+                text = getattr(ext.message, lang)
+                if text is not None and (msg := _template_problem(text)):
+                    problem(path + ("message", lang), msg)
 
     ids: dict[str, int] = {}
     for i, rule in enumerate(rc.rules):

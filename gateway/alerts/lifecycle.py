@@ -44,6 +44,7 @@ class Alert:
     escalated: dict = field(default_factory=dict)  # step (as text) -> when it was published
     pending: list = field(default_factory=list)  # records decided but not yet committed to the outbox
     outputs: list = field(default_factory=list)  # local outputs this alert holds: [{device, point, value, release}]
+    source: str = "rule"  # "rule": from the site's rules; "external": raise_alert() (cameras)
 
     @property
     def key(self) -> str:

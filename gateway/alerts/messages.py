@@ -26,23 +26,27 @@ DEFAULTS = {
         "rate.rise": "{device} {point} rose by {change} within {window} (now {value}){where_sep}{where}",
         "rate.fall": "{device} {point} fell by {change} within {window} (now {value}){where_sep}{where}",
         "state": "{device} {point} is now {value}{where_sep}{where}",
-        "flow": "water running without a pause for {duration} ({device}): a tap left running or a leak{where_sep}{where}",
-        "inactivity": "welfare check: no activity for {duration}; please call or visit{where_sep}{where}",
+        "flow": "Water running without a pause for {duration} ({device}): a tap left running or a leak{where_sep}{where}",
+        "inactivity": "Welfare check: no activity for {duration}; please call or visit{where_sep}{where}",
         "stale": "{device} has sent no valid reading for {duration}{where_sep}{where}",
         "all": "{rule}: {components}{where_sep}{where}",
         "any": "{rule}: {components}{where_sep}{where}",
+        "camera.fall": "Possible fall ({device}): please check at once{where_sep}{where}",
+        "external": "{rule} ({device}){where_sep}{where}",
     },
     "zh": {
-        "threshold.above": "{where}{device} {point} 为 {value}，高于 {threshold}",
-        "threshold.below": "{where}{device} {point} 为 {value}，低于 {threshold}",
-        "rate.rise": "{where}{device} {point} 在 {window} 内上升 {change}（当前 {value}）",
-        "rate.fall": "{where}{device} {point} 在 {window} 内下降 {change}（当前 {value}）",
-        "state": "{where}{device} {point} 变为 {value}",
+        "threshold.above": "{where}{where_sep}{device} {point} 为 {value}，高于 {threshold}",
+        "threshold.below": "{where}{where_sep}{device} {point} 为 {value}，低于 {threshold}",
+        "rate.rise": "{where}{where_sep}{device} {point} 在 {window} 内上升 {change}（当前 {value}）",
+        "rate.fall": "{where}{where_sep}{device} {point} 在 {window} 内下降 {change}（当前 {value}）",
+        "state": "{where}{where_sep}{device} {point} 变为 {value}",
         "flow": "{where}用水已连续 {duration} 未停（{device}），可能未关水龙头或漏水",
         "inactivity": "关爱提醒：{where}已 {duration} 无活动，请电话联系或上门查看",
-        "stale": "{where}{device} 已 {duration} 无有效数据",
-        "all": "{where}{rule}：{components}",
-        "any": "{where}{rule}：{components}",
+        "stale": "{where}{where_sep}{device} 已 {duration} 无有效数据",
+        "all": "{where}{where_sep}{rule}：{components}",
+        "any": "{where}{where_sep}{rule}：{components}",
+        "camera.fall": "{where}{where_sep}疑似有人跌倒（{device}），请立即查看",
+        "external": "{where}{where_sep}{rule}（{device}）",
     },
 }
 
@@ -56,7 +60,7 @@ def where(location: dict, lang: str) -> str:
     if lang == "zh":
         text = "".join(x for x in (f"{b}栋" if b else "", f"{u}单元" if u else "", f"{h}室" if h else "") if x)
         extra = " ".join(x for x in (f"网格{g}" if g else "", z or "") if x)
-        return (text + (" " if text and extra else "") + extra + " ") if (text or extra) else ""
+        return text + (" " if text and extra else "") + extra
     parts = [f"building {b}" if b else "", f"unit {u}" if u else "", f"household {h}" if h else "",
              f"grid {g}" if g else "", z or ""]
     return ", ".join(p for p in parts if p)
@@ -81,6 +85,8 @@ def template_key(rule_spec) -> str:
         return "threshold.above" if rule_spec.above is not None else "threshold.below"
     if t == "rate":
         return "rate.rise" if rule_spec.rise is not None else "rate.fall"
+    if t == "external":
+        return rule_spec.id if rule_spec.id in DEFAULTS["en"] else "external"
     return t
 
 
@@ -104,7 +110,7 @@ def fields_for(rule_spec, facts: dict, location: dict, severity: str, lang: str)
     )
     if not f["household"] and facts.get("household"):
         f["household"] = facts["household"]
-    f["where_sep"] = " at " if f["where"] else ""
+    f["where_sep"] = (" " if lang == "zh" else " at ") if f["where"] else ""
     return f
 
 
@@ -117,8 +123,7 @@ def render_body(rule_spec, facts: dict, location: dict, severity: str, lang: str
             return string.Formatter().vformat(custom, (), f).strip()
         except (ValueError, KeyError, IndexError, AttributeError, TypeError) as exc:
             log.warning("rule %s: message template failed (%s); using the default", rule_spec.id, exc)
-    text = DEFAULTS[lang][template_key(rule_spec)].format_map(f).strip()
-    return text[:1].upper() + text[1:] if lang == "en" else text
+    return DEFAULTS[lang][template_key(rule_spec)].format_map(f).strip()
 
 
 def render(rule_spec, facts: dict, location: dict, severity: str, lang: str, resolved: bool = False) -> str:
