@@ -39,6 +39,7 @@ test: system-deps setup models
 
 bench: system-deps setup models
 	$(PY) bench/ingest.py
+	$(PY) bench/startup.py
 	$(PY) bench/backlog.py
 	$(PY) bench/rtu_bus.py
 	$(PY) bench/camera.py
