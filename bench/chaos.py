@@ -26,11 +26,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--cycles", type=int, default=500)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--site", choices=["farm", "community"], default="community",
+                    help="community: smoke alarms raised by a rule during the chaos")
     args = ap.parse_args()
-    sim = SimThread("farm", speed=0)
+    sim = SimThread(args.site, speed=0)
     try:
         with tempfile.TemporaryDirectory(prefix="canopy-chaos-") as d:
-            result = run_chaos(Path(d), sim, cycles=args.cycles, seed=args.seed,
+            result = run_chaos(Path(d), sim, cycles=args.cycles, seed=args.seed, site=args.site,
                                log=lambda m: print(m, file=sys.stderr, flush=True))
     finally:
         sim.stop()

@@ -376,8 +376,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--config", required=True, help="site config YAML of the gateway")
     p.add_argument("--json", action="store_true", help="print the bus statistics as JSON")
     p.set_defaults(func=cmd_bus)
+    from gateway.alerts.cli import add_parsers as add_alert_parsers
     from gateway.commands.cli import add_parsers as add_command_parsers
 
+    add_alert_parsers(sub)
     add_command_parsers(sub)
     return parser
 

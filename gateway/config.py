@@ -15,7 +15,7 @@ from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from gateway.alerts.config import RulesConfig, validate_rules
+from gateway.alerts.config import RULE_TYPES, RulesConfig, validate_rules
 from gateway.commands.config import CommandsConfig, validate_commands
 from inference.config import CameraConfig, validate_cameras
 from gateway.profiles import Profile
@@ -321,7 +321,12 @@ def _problems_from(exc: ValidationError, src: Source, prefix: tuple = ()) -> lis
             # a tagged union (buses): point at the tag itself, in plain words
             tag_key = str(ctx.get("discriminator", "type")).strip("'\"")
             path = path + (tag_key,)
-            expected = ctx.get("expected_tags") or ", ".join(repr(t) for t in _bus_types())
+            if ctx.get("expected_tags"):
+                expected = ctx["expected_tags"]
+            elif tuple(err["loc"][:2]) == ("rules", "rules"):
+                expected = ", ".join(repr(t) for t in RULE_TYPES)
+            else:
+                expected = ", ".join(repr(t) for t in _bus_types())
             if err["type"] == "union_tag_invalid":
                 msg = f"unknown {tag_key} {ctx.get('tag')!r}; expected one of: {expected}"
             else:

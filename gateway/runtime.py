@@ -89,9 +89,9 @@ class Gateway:
         self._spawn(self.outbox.put("event", [body]))
         self._state_dirty.set()
 
-    async def _emit(self, lane: str, body: bytes) -> None:
-        """Alerts and events from the engine: accepted once durably committed."""
-        await self.outbox.put(lane, [body], wait_commit=True)
+    async def _emit(self, lane: str, body: bytes) -> list[int] | None:
+        """Alerts and events from the services: accepted once durably committed; returns the seqs."""
+        return await self.outbox.put(lane, [body], wait_commit=True)
 
     async def write_point(self, device_id: str, point: str, value) -> None:
         """Drive a local output (sounder relay, valve) through its device's bus."""
@@ -151,6 +151,8 @@ class Gateway:
         if self.site.rules is not None:
             self.alerts = AlertEngine(self.cfg, self.clock, self._emit, write_point=self.write_point,
                                       state_dir=os.path.dirname(self.outbox.path) or ".")
+            self.alerts.on_change = self._state_dirty.set
+            self.uplink.on_acked.append(self.alerts.on_delivered)
             self.uplink.subscribe(self.topics.alert_ack, self.alerts.on_ack)
             self._tasks.append(asyncio.create_task(self.alerts.run(), name="alerts"))
         state_dir = os.path.dirname(self.outbox.path) or "."

@@ -43,6 +43,7 @@ class _Item:
     ts: float
     bodies: list[bytes]
     done: asyncio.Future | None = None
+    seqs: list[int] = field(default_factory=list)  # given at commit
 
 
 @dataclass
@@ -285,14 +286,14 @@ class Outbox:
         return self._db is not None and not self._closing
 
     # -- producers ---------------------------------------------------------
-    async def put(self, lane: Lane, bodies: list[bytes], *, wait_commit: bool = False, ts: float | None = None) -> None:
+    async def put(self, lane: Lane, bodies: list[bytes], *, wait_commit: bool = False, ts: float | None = None) -> list[int] | None:
         """Queue records for the writer.
 
         Telemetry waits while its queue is full (backpressure), unless commits
         are failing, in which case the oldest queued telemetry is shed (counted)
         so polling goes on.  Alarms and events never wait behind telemetry.
         With ``wait_commit`` it returns only once the records are committed,
-        i.e. accepted.
+        i.e. accepted, and returns their sequence numbers.
         """
         if self._closing:
             raise RuntimeError("outbox is closing")
@@ -310,7 +311,8 @@ class Outbox:
             self._urgent.set()
         self._wakeup.set()
         if done is not None:
-            await done
+            return await done
+        return None
 
     def _shed(self, item: _Item, reason: str) -> None:
         c = self.counters[item.lane]
@@ -422,7 +424,7 @@ class Outbox:
                 self._acked[lane].remove(ranges)
             for it in items:
                 if it.done is not None and not it.done.done():
-                    it.done.set_result(None)
+                    it.done.set_result(it.seqs)
             for cb in self.on_commit:
                 cb()
             await self._maybe_prune()
@@ -458,6 +460,13 @@ class Outbox:
                 async with db.execute("SELECT seq FROM sqlite_sequence WHERE name=?", (lane,)) as cur:
                     seqs[lane] = (await cur.fetchone())[0]
         await db.execute("COMMIT")
+        for lane, last in seqs.items():
+            # AUTOINCREMENT keys of one transaction are consecutive, in insertion order
+            nxt = last - len(rows[lane]) + 1
+            for it in items:
+                if it.lane == lane:
+                    it.seqs = list(range(nxt, nxt + len(it.bodies)))
+                    nxt += len(it.bodies)
         self.commits += 1
         for lane in LANES:
             c = self.counters[lane]

@@ -102,6 +102,7 @@ class Uplink:
         self._tls = self._tls_context()
         self._handlers: dict[str, Callable[[str, bytes], None]] = {}
         self.on_link: list[Callable[[bool], None]] = []  # told when the broker link comes and goes
+        self.on_acked: list[Callable[[str, int, int], None]] = []  # (lane, first, last) of each PUBACKed message
 
     # -- configuration -------------------------------------------------------
     def _path(self, p: str) -> str:
@@ -283,6 +284,11 @@ class Uplink:
             self._inflight_bytes -= entry.size
         self.outbox.ack(entry.lane, entry.first, entry.last)
         self.acked_records[entry.lane] += entry.count
+        for cb in self.on_acked:
+            try:
+                cb(entry.lane, entry.first, entry.last)
+            except Exception:
+                log.exception("PUBACK callback failed")
         self._wake.set()
 
     def _on_message(self, client, userdata, msg) -> None:

@@ -24,6 +24,30 @@ from tests.support import GatewayProcess, Mosquitto, Subscriber, site_config, wa
 LANES = ("alarm", "event", "telemetry")
 FAULTS = ("kill9", "broker_restart", "blackhole", "reset", "slow", "device")
 
+# The community site: smoke detectors whose alarm bit raises an alarm each episode.
+COMMUNITY_DEVICES = [
+    {"id": "smoke-shed", "unit": 1, "profile": "smoke_gas_detector", "poll_interval": 0.2},
+    {"id": "smoke-hall", "unit": 2, "profile": "smoke_gas_detector", "poll_interval": 0.2},
+    {"id": "door-101", "unit": 10, "profile": "door_lock", "poll_interval": 0.3},
+    {"id": "meter-101", "unit": 20, "profile": "water_meter", "poll_interval": 0.3},
+    {"id": "sounder", "unit": 30, "profile": "relay_module", "poll_interval": 0.5},
+]
+COMMUNITY_RULES = {"rules": [{"id": "smoke-alarm", "type": "state", "devices": ["smoke-shed", "smoke-hall"], "point": "alarm",
+                              "to": True, "severity": "critical", "reraise": "each_episode",
+                              "outputs": [{"device": "sounder", "point": "sounder"}]}]}
+FAULTY_DEVICES = {"farm": ["soil-1", "soil-2", "weather", "tank"], "community": ["door-101", "meter-101"]}
+
+
+def smoke_alarms(sim):
+    """Each cycle, toggle a smoke detector: every new episode is an alarm."""
+    def source(rng):
+        dev = sim.device(rng.choice(["smoke-shed", "smoke-hall"])).model
+        if rng.random() < 0.5:
+            dev.trigger_smoke()
+        else:
+            dev.clear()
+    return source
+
 
 @dataclass
 class ChaosResult:
@@ -62,7 +86,7 @@ class ChaosResult:
 
 
 def run_chaos(workdir: Path, sim, *, cycles: int = 30, seed: int = 1, cycle_seconds: tuple[float, float] = (0.6, 1.6),
-              log=lambda msg: None, alarm_source=None) -> ChaosResult:
+              log=lambda msg: None, alarm_source=None, site: str = "farm") -> ChaosResult:
     """Run ``cycles`` random faults against a gateway polling ``sim`` (a SimThread).
 
     ``alarm_source(rng)``, if given, is called every cycle and may make the
@@ -73,10 +97,13 @@ def run_chaos(workdir: Path, sim, *, cycles: int = 30, seed: int = 1, cycle_seco
     broker = Mosquitto(workdir).start()
     proxy = FaultProxyThread("127.0.0.1", broker.port)
     sub = Subscriber(broker.port, client_id=f"chaos-sub-{seed}")
+    extra = {"rules": COMMUNITY_RULES} if site == "community" else {}
+    if site == "community" and alarm_source is None:
+        alarm_source = smoke_alarms(sim)
     cfg = site_config(
         workdir, sim_port=sim.port,
         broker={"host": "127.0.0.1", "port": proxy.port, "keepalive": 5, "max_inflight": 16, "connect_timeout": 3},
-        devices=None, store={"commit_interval": 0.2},
+        devices=COMMUNITY_DEVICES if site == "community" else None, store={"commit_interval": 0.2}, **extra,
     )
     gw = GatewayProcess(cfg).start()
     faults: Counter = Counter()
@@ -112,18 +139,21 @@ def run_chaos(workdir: Path, sim, *, cycles: int = 30, seed: int = 1, cycle_seco
                 time.sleep(hold)
                 proxy.passthrough()
             elif fault == "device":
-                dev = rng.choice(["soil-1", "soil-2", "weather", "tank"])
+                dev = rng.choice(FAULTY_DEVICES[site])
                 sim.device(dev).fault = rng.choice(["silent", "exception", None])
                 time.sleep(hold)
             log(f"cycle {i + 1}/{cycles}: {fault}")
-        for dev in ("soil-1", "soil-2", "weather", "tank"):
-            sim.device(dev).fault = None
         proxy.passthrough()
         if not gw.alive():
             gw = GatewayProcess(cfg).start()
-        # heal and drain: everything accepted must arrive
+        # Heal the link and stop new readings (every device answers with an exception:
+        # a finite number of status events, no telemetry), so the outbox can drain to
+        # a true zero; everything accepted must then have arrived.
+        for dev in sim.sim.devices:
+            dev.fault = "exception"
         store = workdir / "outbox.sqlite"
-        wait_until(lambda: _pending(store) == 0, 120, interval=0.5, what="outbox drained after the chaos")
+        wait_until(lambda: _pending(store) == 0 and (time.sleep(0.6) or _pending(store) == 0), 90, interval=0.3,
+                   what="outbox drained after the chaos")
         rc, _ = gw.terminate()
         if rc != 0:
             notes.append(f"gateway exit code {rc}")

@@ -134,8 +134,10 @@ class Subscriber:
             return [m for t, m, _ in self.messages if t.endswith("/" + suffix)]
 
     def records(self, lane: str) -> list[dict]:
-        suffix = "telemetry" if lane == "telemetry" else "event"
-        return [r for m in self.of(suffix) if m.get("lane") == lane for r in m["records"]]
+        """Every record of a lane, whatever topic it came on (alerts go to …/alert/{group})."""
+        with self.lock:
+            msgs = [m for t, m, _ in self.messages if isinstance(m, dict) and m.get("lane") == lane and "records" in m]
+        return [r for m in msgs for r in m["records"]]
 
     def seqs(self, lane: str) -> list[int]:
         return [r["seq"] for r in self.records(lane)]

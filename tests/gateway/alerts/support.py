@@ -1,0 +1,171 @@
+"""Helpers for alert tests: community/farm site configs with rules, and an engine harness on a FakeClock."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import orjson
+import yaml
+
+from gateway.alerts.engine import AlertEngine
+from gateway.clock import FakeClock
+from gateway.config import LoadedConfig, load_config
+from gateway.records import Reading
+from tests.support import PROFILES
+
+# 2023-11-14 22:13:20 UTC: FakeClock's default start
+T0 = 1_700_000_000.0
+
+
+def community_devices(poll: float = 0.2) -> list[dict]:
+    return [
+        {"id": "smoke-shed", "unit": 1, "profile": "smoke_gas_detector", "poll_interval": poll,
+         "location": {"building": "3", "zone": "e-bike-shed"}},
+        {"id": "smoke-hall", "unit": 2, "profile": "smoke_gas_detector", "poll_interval": poll,
+         "location": {"building": "3", "zone": "hall"}},
+        {"id": "door-101", "unit": 10, "profile": "door_lock", "poll_interval": poll,
+         "location": {"building": "3", "unit": "1", "household": "101", "grid": "G7"}},
+        {"id": "meter-101", "unit": 20, "profile": "water_meter", "poll_interval": poll,
+         "location": {"building": "3", "unit": "1", "household": "101", "grid": "G7"}},
+        {"id": "sounder", "unit": 30, "profile": "relay_module", "poll_interval": poll, "location": {"building": "3"}},
+    ]
+
+
+def farm_devices(poll: float = 0.2) -> list[dict]:
+    return [
+        {"id": f"soil-{n}", "unit": n, "profile": "soil_probe", "poll_interval": poll, "location": {"zone": f"zone-{n}"}}
+        for n in (1, 2, 3)
+    ] + [
+        {"id": "weather", "unit": 10, "profile": "weather_station", "poll_interval": poll},
+        {"id": "meter-farm", "unit": 20, "profile": "water_meter", "poll_interval": poll},
+        {"id": "tank", "unit": 30, "profile": "tank_level", "poll_interval": poll},
+        {"id": "valves", "unit": 40, "profile": "valve_relay", "poll_interval": poll},
+    ]
+
+
+GROUPS = {
+    "property-office": {"recipients": ["duty-desk"]},
+    "volunteers": {"recipients": ["vol-wang", "vol-li"]},
+    "grid-leader": {"recipients": ["grid-7-leader"]},
+}
+
+
+def chain(*afters: float) -> dict:
+    names = ["property-office", "volunteers", "grid-leader"]
+    return {"escalation": [{"group": names[i], "after": a} for i, a in enumerate(afters)]}
+
+
+def site_data(tmp: Path, rules: dict, *, devices: list[dict] | None = None, sim_port: int = 5021,
+              broker: dict | None = None, language: str = "en", store: dict | None = None, site: str = "sunny-court") -> dict:
+    data = {
+        "site": site,
+        "gateway": "gw-3",
+        "language": language,
+        "profiles_dir": str(PROFILES),
+        "store": {"path": str(tmp / "outbox.sqlite"), "commit_interval": 0.2, **(store or {})},
+        "uplink": {"state_interval": 1},
+        "buses": [{"id": "block-3", "type": "modbus_tcp", "host": "127.0.0.1", "port": sim_port, "timeout": 0.3,
+                   "backoff_initial": 0.2, "backoff_max": 1.0, "devices": devices or community_devices()}],
+        "rules": rules,
+    }
+    if broker is not None:
+        data["broker"] = {"backoff_initial": 0.2, "backoff_max": 1.0, **broker}
+    return data
+
+
+def write_site(tmp: Path, rules: dict, name: str = "site.yaml", **kw) -> Path:
+    path = tmp / name
+    path.write_text(yaml.safe_dump(site_data(tmp, rules, **kw), sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def load_site(tmp: Path, rules: dict, **kw) -> LoadedConfig:
+    return load_config(write_site(tmp, rules, **kw))
+
+
+class Harness:
+    """An engine on a FakeClock; records and output writes are collected."""
+
+    def __init__(self, cfg: LoadedConfig, state_dir: str | None = None, clock: FakeClock | None = None,
+                 fail_writes: int = 0, fail_emits: int = 0):
+        self.clock = clock or FakeClock(T0)
+        self.records: list[tuple[str, dict]] = []
+        self.writes: list[tuple[str, str, object]] = []
+        self.fail_writes = fail_writes
+        self.fail_emits = fail_emits
+        self.engine = AlertEngine(cfg, self.clock, self._emit, self._write, state_dir)
+
+    async def _emit(self, lane: str, body: bytes):
+        if self.fail_emits > 0:
+            self.fail_emits -= 1
+            raise RuntimeError("outbox is closing")
+        self.records.append((lane, orjson.loads(body)))
+        return len(self.records)
+
+    async def _write(self, device: str, point: str, value) -> None:
+        if self.fail_writes > 0:
+            self.fail_writes -= 1
+            raise ConnectionError("relay does not answer")
+        self.writes.append((device, point, value))
+
+    def feed(self, device: str, point: str, value, unit: str = "") -> None:
+        self.engine.observe([Reading(self.clock.time(), device, point, value, unit)])
+
+    async def settle(self) -> None:
+        self.engine.tick()
+        await self.engine.drain()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        await self.engine.drain()
+
+    async def advance(self, seconds: float, step: float | None = None) -> None:
+        """Move time, ticking the engine every ``step`` seconds (default: once at the end)."""
+        step = step or seconds
+        done = 0.0
+        while done < seconds - 1e-9:
+            d = min(step, seconds - done)
+            await self.clock.advance(d)
+            done += d
+            await self.settle()
+
+    def of(self, type_: str, **match) -> list[dict]:
+        return [r for _, r in self.records if r["type"] == type_ and all(r.get(k) == v for k, v in match.items())]
+
+    def lanes(self, type_: str) -> set[str]:
+        return {lane for lane, r in self.records if r["type"] == type_}
+
+
+# --------------------------------------------------------------------------- scenario helpers (real broker)
+
+
+def alert_messages(sub) -> list[tuple[str, dict]]:
+    """(topic, envelope) of every lane message the broker delivered, whatever its topic."""
+    with sub.lock:
+        return [(t, m) for t, m, _ in sub.messages if isinstance(m, dict) and m.get("lane") in ("alarm", "event")]
+
+
+def alert_records(sub, type_: str | None = None, **match) -> list[dict]:
+    """Alert records the broker delivered (both lanes, every topic), without re-delivered duplicates.
+
+    Each record gets ``_topic``: the topic it came on.
+    """
+    seen: set[tuple[str, int]] = set()
+    out = []
+    for topic, m in alert_messages(sub):
+        for r in m["records"]:
+            if (m["lane"], r["seq"]) in seen or not str(r.get("type", "")).startswith("alert."):
+                continue
+            seen.add((m["lane"], r["seq"]))
+            if (type_ is None or r["type"] == type_) and all(r.get(k) == v for k, v in match.items()):
+                out.append({**r, "_topic": topic})
+    return sorted(out, key=lambda r: r["ts"])
+
+
+def online(sub, *devices: str):
+    """The latest …/state if the gateway is online and has polled ``devices`` successfully."""
+    st = sub.latest_state()
+    if not st or st.get("status") != "online":
+        return None
+    devs = st.get("devices", {})
+    return st if all(devs.get(d, {}).get("status") == "ok" for d in devices) else None

@@ -1,0 +1,174 @@
+"""Community scenarios (issue 5): the real daemon, the community simulator, a real mosquitto.
+
+Time mapping.  The daemon runs on real time, so rule durations are scaled
+down; each test says how ("1 s ≙ 3 h" means a rule of 4 s stands for 12 h).
+Where the simulated physics matter (water flow) the simulator runs
+accelerated by the same factor.  Escalation delays "2 min / 5 min" become
+seconds.  The rule logic is the same code that runs with real durations; its
+exact timing is unit-tested on a controllable clock (tests/gateway/alerts).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+
+import pytest
+
+from gateway.alerts.cli import add_parsers, cmd_ack
+from tests.conftest import SimThread
+from tests.gateway.alerts.support import GROUPS, alert_messages, alert_records, chain, online, write_site
+from tests.support import wait_until
+
+SMOKE = {"id": "smoke-alarm", "type": "state", "devices": ["smoke-shed", "smoke-hall"], "point": "alarm", "to": True,
+         "severity": "critical", "class": "fire", "outputs": [{"device": "sounder", "point": "sounder"}],
+         "message": {"en": "Smoke alarm at {where} ({device})", "zh": "{where}（{device}）烟雾报警"}}
+
+
+def ack(cfg, alert_id: str, by: str, *extra: str) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_parsers(parser.add_subparsers(dest="command"))
+    return cmd_ack(parser.parse_args(["ack", alert_id, "--by", by, "-c", str(cfg), *extra]))
+
+
+@pytest.fixture
+def sim_fast():
+    """The community simulator at 600x: a simulated minute every 0.1 s (water flows, doors open)."""
+    sim = SimThread("community", speed=600)
+    yield sim
+    sim.stop()
+
+
+def test_smoke_is_a_critical_alarm_within_2s_sounds_the_sounder_and_escalates_until_acked(
+        tmp_path, community_sim, broker, subscriber_factory, gateway_factory):
+    """(a) smoke -> critical alarm on the broker < 2 s, sounder coil set; (d) escalation at the delays, ack stops it.
+
+    Chain: property office at once, volunteers after 1.5 s, grid leader after 3 s (for 2 min / 5 min).
+    """
+    sub = subscriber_factory(broker.port)
+    rules = {"groups": GROUPS, "classes": {"fire": chain(0, 1.5, 3.0)}, "rules": [SMOKE]}
+    cfg = write_site(tmp_path, rules, sim_port=community_sim.port, broker={"host": "127.0.0.1", "port": broker.port})
+    gateway_factory(cfg)
+    wait_until(lambda: online(sub, "smoke-shed", "smoke-hall", "sounder"), 15, what="gateway online and polling")
+    sounder = community_sim.device("sounder").model
+
+    t0 = time.monotonic()
+    community_sim.device("smoke-shed").model.trigger_smoke()
+    shed = wait_until(lambda: alert_records(sub, "alert.raised", device="smoke-shed"), 5, 0.02, what="smoke alarm on the broker")[0]
+    latency = time.monotonic() - t0
+    assert latency < 2.0, f"alarm took {latency:.2f} s"
+    assert shed["severity"] == "critical" and shed["rule"] == "smoke-alarm"
+    assert shed["location"] == {"site": "sunny-court", "building": "3", "zone": "e-bike-shed"}
+    assert shed["readings"][0]["point"] == "alarm" and shed["readings"][0]["value"] is True
+    assert shed["message"] == "[CRITICAL] Smoke alarm at building 3, e-bike-shed (smoke-shed)"
+    assert shed["group"] == "property-office" and shed["recipients"] == ["duty-desk"]
+    assert shed["_topic"] == "canopy/v1/sunny-court/gw-3/alert/property-office"
+    wait_until(lambda: sounder.outputs["sounder"], 2, 0.02, what="sounder coil set")
+    assert any(m["lane"] == "alarm" and any(r["type"] == "alert.raised" for r in m["records"])
+               for _, m in alert_messages(sub)), "alerts travel in the alarm lane"
+
+    community_sim.device("smoke-hall").model.trigger_smoke()
+    hall = wait_until(lambda: alert_records(sub, "alert.raised", device="smoke-hall"), 5, what="second alarm")[0]
+    wait_until(lambda: alert_records(sub, "alert.escalated", alert=hall["alert"]), 4, what="hall: second group")
+    assert ack(cfg, hall["alert"], "vol-wang", "--note", "on my way") == 0
+    acked = alert_records(sub, "alert.acknowledged", alert=hall["alert"])
+    assert acked[0]["by"] == "vol-wang"
+
+    # the unacknowledged shed alarm goes on to the third group, on time
+    steps = wait_until(lambda: (s := alert_records(sub, "alert.escalated", alert=shed["alert"])) and len(s) >= 2 and s,
+                       6, what="shed: third group")
+    assert [(r["step"], r["group"], r["recipients"], r["_topic"].rsplit("/", 1)[1]) for r in steps] == [
+        (1, "volunteers", ["vol-wang", "vol-li"], "volunteers"), (2, "grid-leader", ["grid-7-leader"], "grid-leader")]
+    for r, after in zip(steps, (1.5, 3.0)):
+        assert after <= r["ts"] - shed["raised_at"] < after + 0.6, f"step {r['step']} at +{r['ts'] - shed['raised_at']:.2f} s"
+    # the acked hall alarm did not: wait past its third step
+    time.sleep(max(0.0, hall["raised_at"] + 3.0 + 0.8 - time.time()))
+    assert [r["step"] for r in alert_records(sub, "alert.escalated", alert=hall["alert"])] == [1]
+    assert sounder.outputs["sounder"], "still held by the unacknowledged shed alarm"
+
+    assert ack(cfg, shed["alert"], "duty-desk", "--resolve") == 0
+    wait_until(lambda: not sounder.outputs["sounder"], 3, what="sounder released")
+    res = alert_records(sub, "alert.resolved", alert=shed["alert"])
+    assert res[0]["resolved_by"] == "ack:duty-desk" and res[0]["_topic"].endswith("/event")
+    assert len({r["alert"] for r in alert_records(sub, "alert.raised")}) == 2
+
+
+def test_restart_mid_episode_no_duplicate_and_escalation_resumes(tmp_path, community_sim, broker, subscriber_factory, gateway_factory):
+    """(e) kill -9 between the second and third group: after the restart no second alert, the third group on time,
+    and the sounder driven again."""
+    sub = subscriber_factory(broker.port)
+    rules = {"groups": GROUPS, "classes": {"fire": chain(0, 1.0, 5.0)}, "rules": [SMOKE]}
+    cfg = write_site(tmp_path, rules, sim_port=community_sim.port, broker={"host": "127.0.0.1", "port": broker.port})
+    gw = gateway_factory(cfg)
+    wait_until(lambda: online(sub, "smoke-shed"), 15, what="gateway online")
+    sounder = community_sim.device("sounder").model
+    community_sim.device("smoke-shed").model.trigger_smoke()
+    raised = wait_until(lambda: alert_records(sub, "alert.raised"), 5, what="alarm")[0]
+    wait_until(lambda: alert_records(sub, "alert.escalated"), 4, what="second group")
+    gw.kill9()
+    sounder.outputs["sounder"] = False  # somebody silenced the relay by hand while the gateway was down
+    gw2 = gateway_factory(cfg)
+    wait_until(lambda: sounder.outputs["sounder"], 10, what="sounder driven again after the restart")
+    steps = wait_until(lambda: (s := alert_records(sub, "alert.escalated")) and len(s) >= 2 and s, 10, what="third group")
+    assert [(r["alert"], r["step"]) for r in steps] == [(raised["alert"], 1), (raised["alert"], 2)]
+    assert 5.0 <= steps[1]["ts"] - raised["raised_at"] < 5.6, "the third group is due 5 s after the raise, not after the restart"
+    time.sleep(0.5)
+    assert {r["alert"] for r in alert_records(sub, "alert.raised")} == {raised["alert"]}, "raised twice"
+    assert gw2.alive()
+    assert "state restored: 1 open alert" in gw2.output()
+
+
+def test_welfare_check_once_after_12_hours_of_no_activity_never_during_quiet_hours(
+        tmp_path, community_sim, broker, subscriber_factory, gateway_factory):
+    """(b) 1 s ≙ 3 h: `for: 4s` is 12 hours.  Quiet hours end 3 s after the start (the last 9 hours of the night).
+
+    The simulator is frozen (speed 0): household 101 neither opens its door nor runs water.
+    Quiet time does not count (quiet: pause), so the alert is due 4 s after the quiet hours end.
+    """
+    sub = subscriber_factory(broker.port)
+    now = time.time()
+    hms = lambda t: datetime.fromtimestamp(t, timezone.utc).strftime("%H:%M:%S")  # noqa: E731
+    quiet_end = float(int(now) + 3)  # whole seconds: the window is written HH:MM:SS
+    welfare = {"id": "welfare-check", "type": "inactivity", "per": "household", "for": "4s", "quiet": "pause",
+               "sources": [{"device": "door-101", "point": "door_open"}, {"device": "meter-101", "point": "flow_rate", "above": 0.01}],
+               "severity": "warning", "class": "welfare"}
+    rules = {"timezone": "UTC", "groups": GROUPS, "classes": {"welfare": chain(0, 60)},
+             "households": {"101": {"quiet_hours": [f"{hms(now - 3600)}-{hms(quiet_end)}"]}}, "rules": [welfare]}
+    cfg = write_site(tmp_path, rules, sim_port=community_sim.port, broker={"host": "127.0.0.1", "port": broker.port})
+    gateway_factory(cfg)
+    wait_until(lambda: online(sub, "door-101", "meter-101"), 15, what="gateway online")
+    rec = wait_until(lambda: alert_records(sub, "alert.raised"), 15, what="welfare alert")[0]
+    assert rec["raised_at"] >= quiet_end + 4.0 - 0.05, f"raised {rec['raised_at'] - quiet_end:.2f} s after the quiet hours ended"
+    assert rec["raised_at"] < quiet_end + 4.0 + 1.0
+    assert rec["subject"] == "101" and rec["rule"] == "welfare-check"
+    assert rec["location"] == {"site": "sunny-court", "building": "3", "unit": "1", "household": "101", "grid": "G7"}
+    assert rec["message"].startswith("[WARNING] Welfare check: no activity for")
+    time.sleep(1.0)
+    assert len(alert_records(sub, "alert.raised")) == 1, "one welfare alert, no storm"
+
+
+def test_tap_left_running_30_minutes_is_one_water_alert(tmp_path, sim_fast, broker, subscriber_factory, gateway_factory):
+    """(c) simulator at 600x, rule `for: 3s` ≙ 30 min.  Everyday water use (showers of a few simulated
+    minutes, i.e. well under a real second) never triggers it; a tap left running does, once."""
+    sub = subscriber_factory(broker.port)
+    water = {"id": "water-running", "type": "flow", "device": "meter-101", "point": "flow_rate", "above": 0.01,
+             "for": "3s", "severity": "warning", "class": "welfare"}
+    rules = {"groups": GROUPS, "classes": {"welfare": chain(0, 60)}, "rules": [water]}
+    cfg = write_site(tmp_path, rules, sim_port=sim_fast.port, broker={"host": "127.0.0.1", "port": broker.port}, language="zh")
+    gateway_factory(cfg)
+    wait_until(lambda: online(sub, "meter-101"), 15, what="gateway online")
+    meter = sim_fast.device("meter-101").model
+    sim_fast.loop.call_soon_threadsafe(meter.set_tap_running, True)
+    t0 = time.time()
+    rec = wait_until(lambda: alert_records(sub, "alert.raised"), 8, what="water alert")[0]
+    assert 3.0 <= rec["raised_at"] - t0 < 4.0
+    assert rec["rule"] == "water-running" and rec["device"] == "meter-101"
+    assert "用水已连续" in rec["message"] and rec["message"].startswith("【警告】3栋1单元101室")
+    time.sleep(1.0)
+    assert len(alert_records(sub, "alert.raised")) == 1
+    sim_fast.loop.call_soon_threadsafe(meter.set_tap_running, False)
+    res = wait_until(lambda: alert_records(sub, "alert.resolved"), 5, what="resolved once the tap is off")
+    assert res[0]["alert"] == rec["alert"] and res[0]["resolved_by"] == "condition"
+    assert res[0]["message"].startswith("【已解除】")
