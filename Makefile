@@ -4,6 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DURATION ?= 0
+SITE ?= farm
 EXTRAS ?= test,broker,camera
 
 .PHONY: demo test setup system-deps models bench clean lint
@@ -32,7 +33,7 @@ system-deps:
 	fi
 
 demo: setup models
-	$(PY) -m gateway demo --duration $(DURATION)
+	$(PY) -m gateway demo --site $(SITE) --duration $(DURATION)
 
 test: system-deps setup models
 	$(PY) -m pytest -q

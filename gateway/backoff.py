@@ -49,3 +49,21 @@ class FailureLog:
         if self.failures:
             self.log.info("%s: recovered after %d failure(s)", self.what, self.failures)
         self.failures = 0
+
+
+class RateLimitedLog:
+    """Log the first few of a kind of bad input, then every 100th (counters have them all).
+
+    A stream of malformed commands or acks must not fill an SD card.
+    """
+
+    def __init__(self, logger: logging.Logger, first: int = 5, every: int = 100):
+        self.log = logger
+        self.first = first
+        self.every = every
+        self.seen: dict[str, int] = {}
+
+    def __call__(self, kind: str, msg: str, *args) -> None:
+        n = self.seen[kind] = self.seen.get(kind, 0) + 1
+        if n <= self.first or n % self.every == 0:
+            self.log.warning(msg + (f" ({n} so far)" if n > 1 else ""), *args)

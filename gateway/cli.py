@@ -62,7 +62,7 @@ def cmd_status(args) -> int:
     from gateway.config import ConfigError, load_config
 
     try:
-        cfg = load_config(args.config)
+        cfg = load_config(args.config, missing_ports_ok=True)
     except ConfigError as exc:
         _print_problems(exc)
         return EXIT_CONFIG
@@ -256,7 +256,7 @@ def cmd_bus(args) -> int:
     from gateway.config import ConfigError, load_config
 
     try:
-        cfg = load_config(args.config)
+        cfg = load_config(args.config, missing_ports_ok=True)
     except ConfigError as exc:
         _print_problems(exc)
         return EXIT_CONFIG

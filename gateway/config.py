@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from gateway.alerts.config import RULE_TYPES, RulesConfig, validate_rules
 from gateway.commands.config import CommandsConfig, validate_commands
 from inference.config import CameraConfig, validate_cameras
-from gateway.profiles import Profile
+from gateway.profiles import Profile, require_unique_points
 from gateway.yamlsrc import ConfigError, Problem, Source, dotted, load_yaml
 
 Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
@@ -233,11 +233,7 @@ class SerialLineDevice(Strict):
 
     @model_validator(mode="after")
     def _unique(self) -> "SerialLineDevice":
-        seen: set[str] = set()
-        for p in self.points:
-            if p.name in seen:
-                raise ValueError(f"point '{p.name}' is defined twice")
-            seen.add(p.name)
+        require_unique_points(self.points)
         return self
 
 

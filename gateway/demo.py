@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import sys
 import time
@@ -24,6 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from gateway.broker import free_port
+from gateway.yamlsrc import load_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 FAULTY = {"farm": "soil-3", "community": "meter-101"}
@@ -38,6 +40,7 @@ class Watch:
         self.telemetry_records = 0
         self.seqs: set[int] = set()
         self.events: list[dict] = []
+        self.new_events: list[dict] = []  # not yet printed (non-interactive view)
         self.state: dict = {}
         self.final: dict = {}
         self.started = time.monotonic()
@@ -53,9 +56,11 @@ class Watch:
                 self.telemetry_records += 1
                 self.seqs.add(r["seq"])
                 self.latest[(r["device"], r["point"])] = (r["value"], r.get("unit", ""), r["ts"])
-        elif msg.topic.endswith("/event"):
+        elif body.get("lane") in ("alarm", "event") and "records" in body:  # …/event, …/alert/{group}, …/cmd/result
             self.events.extend(body["records"])
             self.events = self.events[-6:]
+            self.new_events.extend(body["records"])
+            del self.new_events[:-50]
         elif msg.topic.endswith("/state"):
             if body.get("status") == "online":
                 self.state = body
@@ -96,8 +101,7 @@ class Watch:
                               f"{v:.2f}" if isinstance(v, float) else str(v), unit)
         events = Table(show_header=False, show_edge=False, box=None)
         for e in self.events:
-            events.add_row(Text(f"event #{e['seq']}", style="magenta"),
-                           f"{e.get('type')}: {e.get('device', '')} {e.get('previous', '')} → {e.get('status', '')} {e.get('detail', '')}")
+            events.add_row(Text(f"#{e['seq']}", style="magenta"), describe(e))
         return Group(head, flow, table, Text("recent events", style="bold"), events)
 
     def summary_line(self) -> str:
@@ -107,8 +111,22 @@ class Watch:
                 f"acknowledged {outbox.get('acknowledged', 0)}; sequence gaps {self.gaps()}; events {len(self.events)}")
 
 
+def describe(e: dict) -> str:
+    """One line for a record of the event or alarm lane."""
+    kind = e.get("type", "")
+    if kind == "device.status":
+        return f"{kind}: {e.get('device', '')} {e.get('previous', '')} → {e.get('status', '')} {e.get('detail', '')}"
+    if kind.startswith("alert."):
+        msg = e.get("message") or e.get("rule", "")
+        if isinstance(msg, dict):
+            msg = msg.get("en") or next(iter(msg.values()), "")
+        return f"{kind} [{e.get('severity', '')}] {e.get('group') or ''} {msg}".strip()
+    return f"{kind}: " + ", ".join(f"{k}={v}" for k, v in e.items() if k not in ("seq", "ts", "type"))[:120]
+
+
 def _demo_config(site: str, workdir: Path, sim_port: int) -> Path:
-    data = yaml.safe_load((ROOT / "config" / f"{site}.yaml").read_text())
+    # Canopy's own loader: PyYAML's safe_load would turn keys like `on:` into True
+    data = load_yaml(ROOT / "config" / f"{site}.yaml").data
     data["profiles_dir"] = str(ROOT / "config" / "profiles")
     data["store"] = {**data.get("store", {}), "path": str(workdir / f"{site}-outbox.sqlite")}
     for bus in data["buses"]:
@@ -123,19 +141,19 @@ async def run_demo(site: str = "farm", duration: float = 0) -> int:
     from simulator.sites import start_site
 
     console = Console()
-    workdir = ROOT / ".demo"
-    workdir.mkdir(exist_ok=True)
-    for f in workdir.glob(f"{site}-outbox.sqlite*"):
-        f.unlink()
+    workdir = ROOT / ".demo" / site
+    if workdir.exists():
+        shutil.rmtree(workdir)  # a demo starts from nothing: outbox, alert and command state
+    workdir.mkdir(parents=True)
     sim, _clock = await start_site(site, port=0, speed=60)
     broker_port = free_port()
     cfg = _demo_config(site, workdir, sim.port)
     env = dict(os.environ, CANOPY_EMBEDDED_BROKER_PORT=str(broker_port))
-    log_file = open(workdir / "gateway.log", "wb")
+    log_file = open(workdir / "gateway.log", "wb")  # .demo/<site>/gateway.log
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "gateway", "run", "-c", str(cfg),
                                                 stdout=log_file, stderr=log_file, env=env)
     console.print(f"[bold]Canopy demo[/]: {site} simulator on 127.0.0.1:{sim.port} (60× time), embedded broker on "
-                  f"127.0.0.1:{broker_port}, gateway pid {proc.pid} (log: .demo/gateway.log)")
+                  f"127.0.0.1:{broker_port}, gateway pid {proc.pid} (log: .demo/{site}/gateway.log)")
     watch = Watch()
     sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"canopy-demo-{os.getpid()}")
     sub.on_message = watch.on_message
@@ -147,7 +165,7 @@ async def run_demo(site: str = "farm", duration: float = 0) -> int:
             break
         except OSError:
             if time.monotonic() > deadline or proc.returncode is not None:
-                console.print("[red]the gateway's embedded broker did not come up; see .demo/gateway.log[/]")
+                console.print("[red]the gateway's embedded broker did not come up; see .demo/<site>/gateway.log[/]")
                 proc.terminate()
                 await sim.stop()
                 return 1
@@ -168,9 +186,13 @@ async def run_demo(site: str = "farm", duration: float = 0) -> int:
         elapsed = time.monotonic() - t0
         if elapsed > 6 and not fault_on:
             sim.device(faulty).fault = "silent"
+            if site == "community":
+                sim.device("smoke-shed").model.trigger_smoke()  # C2: a smoke alarm, the sounder, escalation
             fault_on = True
         if elapsed > 11 and not fault_off:
             sim.device(faulty).fault = None
+            if site == "community":
+                sim.device("smoke-shed").model.clear()
             fault_off = True
 
     try:
@@ -184,6 +206,9 @@ async def run_demo(site: str = "farm", duration: float = 0) -> int:
             next_line = 0.0
             while not stop.is_set() and (duration == 0 or time.monotonic() - t0 < duration):
                 await tick()
+                for e in watch.new_events[:]:
+                    print(f"           {e.get('type', '')} #{e.get('seq')}: {describe(e)}", flush=True)
+                watch.new_events.clear()
                 if time.monotonic() - t0 >= next_line:
                     print(watch.summary_line(), flush=True)
                     next_line += 2
@@ -204,5 +229,5 @@ async def run_demo(site: str = "farm", duration: float = 0) -> int:
     print(f"gateway exited with code {rc}; last state: {watch.final.get('status', '?')} ({watch.final.get('reason', '')})")
     ok = watch.telemetry_records > 0 and watch.gaps() == 0 and rc == 0
     print("demo OK: readings flowed end to end and were acknowledged by the broker" if ok else
-          "demo FAILED: see .demo/gateway.log")
+          "demo FAILED: see .demo/<site>/gateway.log")
     return 0 if ok else 1

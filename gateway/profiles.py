@@ -16,6 +16,15 @@ from drivers.modbus.codec import Layout
 Table = Literal["coil", "discrete", "holding", "input"]
 
 
+def require_unique_points(points) -> None:
+    """A point name must mean one value: refuse a name given twice."""
+    seen: set[str] = set()
+    for p in points:
+        if p.name in seen:
+            raise ValueError(f"point '{p.name}' is defined twice")
+        seen.add(p.name)
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -101,11 +110,7 @@ class Profile(Strict):
 
     @model_validator(mode="after")
     def _unique(self) -> "Profile":
-        seen: set[str] = set()
-        for p in self.points:
-            if p.name in seen:
-                raise ValueError(f"point '{p.name}' is defined twice")
-            seen.add(p.name)
+        require_unique_points(self.points)
         return self
 
     def point(self, name: str) -> Point:

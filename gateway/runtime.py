@@ -24,6 +24,7 @@ from gateway.health import DeviceStatus, Health
 from gateway.poller import DevicePoller
 from gateway.records import Reading, event_body, reading_body
 from gateway.store import Outbox, StorePolicy
+from gateway.tasks import cancel_all
 from gateway.topics import Topics
 from gateway.uplink import Uplink
 
@@ -160,6 +161,7 @@ class Gateway:
             from gateway.commands.service import CommandService
 
             self.commands = CommandService(self.cfg, self.clock, self._emit, self._devices, state_dir, alerts=self.alerts)
+            self.commands.on_change = self._state_dirty.set
             await self.commands.start()  # fail-safe first: valves closed before anything else
             self.uplink.subscribe(self.topics.cmd, self.commands.on_command)
             self.uplink.on_link.append(self.commands.on_link)
@@ -180,6 +182,7 @@ class Gateway:
 
     async def _state_loop(self) -> None:
         interval = self.site.uplink.state_interval
+        await asyncio.to_thread(self.write_status)  # `canopy status` works from the first second
         while True:
             try:
                 await asyncio.wait_for(self._state_dirty.wait(), timeout=interval)
@@ -218,24 +221,6 @@ class Gateway:
         if self.embedded is not None:
             await self.embedded.stop()
         log.info("stopped cleanly")
-
-
-async def cancel_all(tasks: list[asyncio.Task], deadline: float) -> None:
-    """Cancel tasks and wait for them, cancelling again if one swallowed it.
-
-    pymodbus's internal wait_for can swallow a cancel that lands as a reply
-    arrives (CPython gh-86296); a shutdown must not hang on that, or the
-    valves would not be closed in time.
-    """
-    loop = asyncio.get_running_loop()
-    end = loop.time() + deadline
-    pending = {t for t in tasks if not t.done()}
-    while pending and loop.time() < end:
-        for t in pending:
-            t.cancel()
-        _, pending = await asyncio.wait(pending, timeout=min(0.1, max(0.0, end - loop.time())))
-    if pending:
-        log.warning("%d task(s) did not stop within %.1fs: %s", len(pending), deadline, sorted(t.get_name() for t in pending))
 
 
 async def run_gateway(cfg: LoadedConfig) -> int:

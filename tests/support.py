@@ -43,6 +43,20 @@ def wait_until(cond, timeout: float = 10.0, interval: float = 0.05, what: str = 
         time.sleep(interval)
 
 
+async def until(cond, timeout: float = 10.0, what: str = "condition", interval: float = 0.02):
+    """``wait_until`` for async tests: polls without blocking the event loop."""
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
 class Mosquitto:
     """A real mosquitto on a free loopback port; can be stopped and restarted on the same port."""
 

@@ -51,6 +51,7 @@ from drivers.modbus.device import ModbusDevice
 from drivers.serial_line.port import AsyncSerialPort, PortError
 from drivers.serial_line.settings import SerialSettings
 from gateway.backoff import Backoff, FailureLog
+from gateway.tasks import cancel_and_wait
 
 log = logging.getLogger("canopy.modbus.rtu")
 logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
@@ -303,13 +304,8 @@ class ModbusRtuLine:
                 await asyncio.wait_for(self._idle.wait(), timeout=self._timeout_now + 0.2)
             except asyncio.TimeoutError:
                 pass
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         if self._queue is not None:
             while not self._queue.empty():
                 job = self._queue.get_nowait()

@@ -26,6 +26,7 @@ from drivers.serial_line.parsers import LineError, LineParser
 from drivers.serial_line.port import AsyncSerialPort, PortError
 from drivers.serial_line.settings import SerialSettings
 from gateway.backoff import Backoff, FailureLog
+from gateway.tasks import cancel_and_wait
 
 log = logging.getLogger("canopy.serial_line")
 
@@ -232,13 +233,8 @@ class SerialLineBus:
 
     async def close(self) -> None:
         self._closed = True
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         if self._port is not None:
             self._port.close()
             self._port = None

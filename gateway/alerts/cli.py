@@ -57,7 +57,7 @@ def _load(path: str):
     from gateway.config import ConfigError, load_config
 
     try:
-        return load_config(path)
+        return load_config(path, missing_ports_ok=True)
     except ConfigError as exc:
         print(f"configuration error ({len(exc.problems)} problem{'s' if len(exc.problems) != 1 else ''}):", file=sys.stderr)
         for p in exc.problems:

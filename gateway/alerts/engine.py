@@ -40,6 +40,7 @@ from gateway.alerts.messages import render
 from gateway.alerts.outputs import Outputs
 from gateway.alerts.rules import ALL, Change, InactivityRule, build_rules
 from gateway.records import event_body
+from gateway.backoff import RateLimitedLog
 
 log = logging.getLogger("canopy.alerts")
 
@@ -49,17 +50,6 @@ ACK_FIELD_MAX = 64
 NOTE_MAX = 500
 REJECTIONS_PER_MINUTE = 10
 
-
-class _RateLog:
-    """Log the first few of a kind of bad input, then every 100th (the counters have them all)."""
-
-    def __init__(self):
-        self.seen: dict[str, int] = {}
-
-    def __call__(self, kind: str, msg: str, *args) -> None:
-        n = self.seen[kind] = self.seen.get(kind, 0) + 1
-        if n <= 5 or n % 100 == 0:
-            log.warning(msg + (f" ({n} so far)" if n > 1 else ""), *args)
 
 
 class AlertEngine:
@@ -106,7 +96,7 @@ class AlertEngine:
         self._tasks: set[asyncio.Task] = set()
         self._seq_alert: dict[tuple[str, int], str] = {}
         self._rejections: list[float] = []
-        self._ratelog = _RateLog()
+        self._ratelog = RateLimitedLog(log)
         self._has_inactivity = any(isinstance(r, InactivityRule) for r in self.ruleset.rules)
         now = clock.time()
         self.ruleset.start(now)

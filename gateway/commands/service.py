@@ -52,6 +52,7 @@ from gateway.commands.config import (
 from gateway.commands.envelope import Malformed, Unsigned, load_public_key, parse, peek, verify
 from gateway.commands.store import CommandStore
 from gateway.records import event_body
+from gateway.backoff import RateLimitedLog
 
 log = logging.getLogger("canopy.commands")
 
@@ -68,15 +69,6 @@ def _describe(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text if len(text) <= 200 else text[:197] + "..."
 
-
-class _RateLog:
-    def __init__(self):
-        self.seen: dict[str, int] = {}
-
-    def __call__(self, kind: str, msg: str, *args) -> None:
-        n = self.seen[kind] = self.seen.get(kind, 0) + 1
-        if n <= 5 or n % 100 == 0:
-            log.warning(msg + (f" ({n} so far)" if n > 1 else ""), *args)
 
 
 class Valve:
@@ -137,6 +129,7 @@ class CommandService:
         self.gateway = cfg.site.gateway
         self.clock = clock
         self.emit = emit  # async (lane, body) -> committed
+        self.on_change = None  # the runtime sets it: republish …/state when a valve or lock changes
         self.devices = devices
         self.state_dir = state_dir
         self.alerts = alerts
@@ -178,7 +171,7 @@ class CommandService:
         self._runs_cache: dict[tuple[str, str], int] = {}
         self._stopping = False
         self._started = False
-        self._ratelog = _RateLog()
+        self._ratelog = RateLimitedLog(log)
 
     # ================================================================ lifecycle
     async def start(self) -> None:
@@ -1086,6 +1079,8 @@ class CommandService:
     async def _emit(self, lane: str, body: bytes) -> None:
         try:
             await self.emit(lane, body)
+            if self.on_change is not None and (b'"type":"valve.' in body or b'"type":"lock.' in body):
+                self.on_change()
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from gateway.store import Outbox, _Ranges
+from tests.support import until  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,16 +38,6 @@ def rows_on_disk(path: Path, lane: str) -> list[tuple[int, bytes]]:
 def bodies(n: int, tag: str = "r") -> list[bytes]:
     return [b'{"%s":%d}' % (tag.encode(), i) for i in range(n)]
 
-
-async def until(cond, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 class Gate:

@@ -19,20 +19,11 @@ from gateway.records import Reading, event_body, reading_body
 from gateway.store import Outbox
 from gateway.topics import Topics
 from gateway.uplink import Uplink
+from tests.support import until  # noqa: E402
 
 SITE, GW = "s", "g"
 TOPICS = Topics(SITE, GW)
 
-
-async def until(cond, timeout: float = 10.0, what: str = "condition", interval: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(interval)
 
 
 def reading(i: int) -> bytes:

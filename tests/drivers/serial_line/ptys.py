@@ -12,6 +12,7 @@ from gateway.config import load_profile
 from simulator.clock import SimClock
 from simulator.modbus_tcp import SimulatedDevice
 from simulator.rtu import RtuLineSimulator, soil_probes
+from tests.support import until
 
 ROOT = Path(__file__).resolve().parents[3]
 PROFILES = ROOT / "config" / "profiles"
@@ -36,11 +37,4 @@ def rtu_line(tmp_path: Path, units=(1,), settings: SerialSettings | None = None,
 
 
 async def eventually(cond, timeout: float = 5.0, interval: float = 0.01, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(interval)
+    return await until(cond, timeout=timeout, what=what, interval=interval)
