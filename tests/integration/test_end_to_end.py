@@ -198,7 +198,16 @@ def test_status_command_shows_the_running_gateway(tmp_path, farm_sim, broker, ga
     cfg = site_config(tmp_path, sim_port=farm_sim.port, broker={"host": "127.0.0.1", "port": broker.port})
     gw = gateway_factory(cfg)
     status_file = tmp_path / "canopy-status.json"
-    wait_until(lambda: status_file.exists() and b'"acknowledged"' in status_file.read_bytes(), 10, what="status file")
+    import json as _json
+
+    def snapshot_with_data():
+        try:
+            snap = _json.loads(status_file.read_bytes())
+        except (FileNotFoundError, ValueError):
+            return None
+        return snap if snap["outbox"]["telemetry"]["accepted"] > 0 and snap["devices"]["soil-1"]["status"] == "ok" else None
+
+    wait_until(snapshot_with_data, 15, what="status file with committed readings")
     proc = subprocess.run([sys.executable, "-m", "gateway", "status", "-c", str(cfg)], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     assert "test-site/gw-1" in proc.stdout and "soil-1" in proc.stdout and "telemetry" in proc.stdout
