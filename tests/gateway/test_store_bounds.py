@@ -173,3 +173,37 @@ async def test_a_locked_outbox_is_not_mistaken_for_a_corrupt_one(tmp_path, outbo
         holder.close()
     again = await make(outboxes, path)
     assert again.counters["alarm"].pending == 1 and not again.recovered_from
+
+
+async def test_a_full_store_still_delivers_alarms_to_the_broker(tmp_path, outboxes, broker):
+    """Full store (SQLITE_FULL, as from a full disk) while the link is down; then the link returns."""
+    import asyncio
+
+    from gateway.config import BrokerConfig
+    from gateway.topics import Topics
+    from gateway.uplink import Uplink
+    from tests.support import Subscriber, until
+
+    ob = await make(outboxes, tmp_path / "o.sqlite",
+                    policy=StorePolicy(max_bytes=1 * MiB, alarm_reserve=0.1, prune_interval=3600, thin_keep_every=2))
+    for i in range(60):  # well past the cap, nothing sent yet
+        await ob.put("telemetry", [body(i * 100 + j, 400) for j in range(100)])
+    await ob.flush()
+    await ob.put("alarm", [orjson.dumps({"type": "smoke.alarm", "n": 1})], wait_commit=True)
+    sub = await asyncio.to_thread(Subscriber, broker.port)
+    uplink = Uplink(BrokerConfig(host="127.0.0.1", port=broker.port, backoff_initial=0.1, backoff_max=0.5),
+                    Topics("s", "g"), ob)
+    ob.on_commit.append(uplink.wake)
+    task = asyncio.create_task(uplink.run())
+    try:
+        await until(lambda: sub.records("alarm"), 10, what="the alarm on the broker")
+        assert sub.records("alarm")[0]["type"] == "smoke.alarm"
+        t = ob.counters["telemetry"]
+        assert sum(t.dropped.values()) + sum(t.shed.values()) > 0 and ob.commit_errors >= 1
+        await until(lambda: ob.counters["telemetry"].pending == 0 and ob.counters["alarm"].pending == 0, 20,
+                    what="the rest drained")
+        assert_reconciles(ob)
+    finally:
+        await uplink.stop()
+        task.cancel()
+        await asyncio.to_thread(sub.close)
