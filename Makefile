@@ -35,7 +35,7 @@ system-deps:
 demo: setup models
 	$(PY) -m gateway demo --site $(SITE) --duration $(DURATION)
 
-test: system-deps setup models
+test: system-deps setup models lint
 	$(PY) -m pytest -q
 
 bench: system-deps setup models
@@ -45,6 +45,10 @@ bench: system-deps setup models
 	$(PY) bench/rtu_bus.py
 	$(PY) bench/camera.py
 	$(PY) bench/chaos.py --cycles 500
+
+# pyflakes-level checks: undefined names, unused imports and variables
+lint: setup
+	$(PY) -m ruff check --select F --output-format concise .
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache

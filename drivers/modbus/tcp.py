@@ -91,7 +91,7 @@ class ModbusTcpEndpoint:
                 self._client = None
                 client.close()
                 raise DeviceUnreachable(f"connection to {self.name} lost: {exc}") from None
-            except ModbusIOException as exc:
+            except ModbusIOException:
                 self.errors += 1
                 if not client.connected:
                     self._client = None

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import random
 
-import pytest
 
 from gateway.backoff import Backoff, FailureLog
 

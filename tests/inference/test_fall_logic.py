@@ -130,7 +130,6 @@ def test_getting_up_before_the_window_closes_does_not_fire():
 
 def test_moving_on_the_floor_restarts_the_window():
     # after the fall the person rolls for 3 s (hip moves), then lies still
-    keys = FALL[:-2] + [(3.5, 90, FLOOR_HIP), (6.5, 90, FLOOR_HIP)]
     tr = FallTracker()
     out = []
     for i in range(0, 160):

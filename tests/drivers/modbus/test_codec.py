@@ -8,7 +8,6 @@ that is symmetric in encode and decode still fails here.
 from __future__ import annotations
 
 import math
-import struct
 
 import pytest
 

@@ -14,7 +14,6 @@ from gateway.cli import main
 from simulator.clock import SimClock
 from simulator.modbus_tcp import SimulatedDevice
 from simulator.physics import DoorLock, ValveRelay, WeatherStation
-from simulator.rtu import soil_probes
 from tests.drivers.serial_line.ptys import PROFILES, profile, rtu_line
 
 E19200 = SerialSettings(19200, 8, "E", 1)

@@ -22,7 +22,7 @@ from simulator.clock import SimClock
 from simulator.modbus_tcp import SimulatedDevice
 from simulator.physics import ValveRelay
 from simulator.rtu import soil_probes
-from tests.drivers.serial_line.ptys import eventually, profile, rtu_line
+from tests.drivers.serial_line.ptys import profile, rtu_line
 
 E9600 = SerialSettings(9600, 8, "E", 1)
 SOIL = profile("soil_probe")
