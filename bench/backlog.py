@@ -12,7 +12,10 @@ Prints exactly one JSON line on stdout (progress goes to stderr).  Issue 4's
             raised at random moments (``--alarm-gap-ms`` apart) with
             ``outbox.put("alarm", [body], wait_commit=True)``.  Latency = from that
             call ("rule firing") to the PUBACK of the message that carried the alarm
-            (``outbox.ack`` of its seq, which ``Uplink._on_publish`` calls).
+            (``outbox.ack`` of its seq, which ``Uplink._on_publish`` calls; the seq of
+            each alarm is learnt from the message the uplink composes).  Also reported:
+            the split commit / fire->publish / publish->PUBACK and the event/telemetry
+            bytes in flight (what an alarm queues behind), sampled every 10 ms.
             Target p99 < 100 ms.
   drain     the same backlog, no proxy: Canopy (Outbox + Uplink, defaults) drains it
             to PUBACK + delete; then, in the same run and on the same copy of the file,
@@ -39,6 +42,7 @@ not coloured by the 1,000,000-row phases.
     python bench/backlog.py                       # default, ~3-4 minutes
     python bench/backlog.py --outage-seconds 600  # the acceptance's 10-minute outage
     python bench/backlog.py --phases alarm --link-bytes-per-s 250000
+    python bench/backlog.py --phases alarm --link-delay-ms 100   # + 200 ms RTT (a second proxy in front)
     python bench/backlog.py --phases drain --cprofile /tmp/drain.prof
 """
 

@@ -82,7 +82,8 @@ class UplinkConfig(Strict):
     state_interval: float = Field(30.0, ge=1, le=3600, description="seconds between health updates on …/state")
     max_messages_per_s: float | None = Field(None, gt=0, description="replay rate limit for events and telemetry (alarms exempt)")
     max_bytes_per_s: float | None = Field(None, gt=0, description="replay byte-rate limit for events and telemetry (alarms exempt)")
-    max_inflight_bytes: int = Field(1024 * 1024, ge=4096, description="unacknowledged event/telemetry bytes; bounds how long an alarm can queue behind them on a slow link")
+    max_inflight_bytes: int = Field(1024 * 1024, ge=4096, description="upper bound of unacknowledged event/telemetry bytes")
+    queue_delay_target: float | None = Field(0.03, gt=0, le=5, description="seconds of queueing allowed in front of the next alarm: the in-flight window adapts to the link (null: fixed max_inflight_bytes)")
 
 
 class Location(Strict):

@@ -146,7 +146,8 @@ class Gateway:
                              batch_max_bytes=self.site.uplink.batch_max_bytes, state=self.state,
                              max_messages_per_s=self.site.uplink.max_messages_per_s,
                              max_bytes_per_s=self.site.uplink.max_bytes_per_s,
-                             max_inflight_bytes=self.site.uplink.max_inflight_bytes)
+                             max_inflight_bytes=self.site.uplink.max_inflight_bytes,
+                             queue_delay_target=self.site.uplink.queue_delay_target)
         self.outbox.on_commit.append(self.uplink.wake)
         self._build_devices()
         if self.site.rules is not None:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import itemgetter
 
 import orjson
 import paho.mqtt.client as mqtt
@@ -38,6 +40,58 @@ class _InFlight:
     last: int
     count: int
     size: int
+    sent: float = 0.0  # loop time of the publish call
+
+
+class QueueDelayWindow:
+    """How many event/telemetry bytes may be unacknowledged: delay-based (LEDBAT-like).
+
+    Each PUBACK gives an RTT sample; the smallest over the last 5-10 s is the
+    link's base RTT, and the smallest over the last base RTT (which filters
+    out jitter) minus the base is queueing in front of us (socket buffers, a
+    slow uplink, a proxy).  The window grows while that queueing is below
+    ``target`` seconds and shrinks in proportion when above, so the pipe stays
+    full but never holds much more than ``target`` of telemetry that a new
+    alarm would have to wait behind.  Bounded by [one message, ``maximum``].
+    ``target=None`` keeps the old fixed cap of ``maximum`` bytes.
+    """
+
+    START = 64 * 1024
+
+    def __init__(self, maximum: int, target: float | None):
+        self.maximum = maximum
+        self.target = target
+        self.reset()
+
+    def reset(self) -> None:
+        self.bytes = min(self.maximum, self.START) if self.target else self.maximum
+        self._mins = [float("inf"), float("inf")]  # base RTT: min of this and the previous 5 s bucket
+        self._bucket_end = 0.0
+        self._next_cut = 0.0
+        self.samples = 0  # RTT samples since the connection started
+        self._recent: deque[tuple[float, float]] = deque()  # (time, rtt) over the last base RTT
+
+    def on_ack(self, now: float, rtt: float, size: int) -> None:
+        if not self.target:
+            return
+        self.samples += 1
+        if now >= self._bucket_end:
+            self._mins = [self._mins[1], float("inf")]
+            self._bucket_end = now + 5.0
+        self._mins[1] = min(self._mins[1], rtt)
+        base = min(self._mins)
+        recent = self._recent
+        recent.append((now, rtt))
+        while len(recent) > 1 and recent[0][0] < now - base:
+            recent.popleft()
+        queued = min(r for _, r in recent) - base
+        if queued <= self.target:
+            # additive increase, slower near the target: at most one message more per RTT
+            self.bytes = int(min(self.maximum, self.bytes + (1 - queued / self.target) * size * size / max(self.bytes, size)))
+        elif now >= self._next_cut:
+            # multiplicative decrease in proportion to the excess, at most halving, once per RTT
+            self.bytes = int(max(size, self.bytes * max(0.5, self.target / queued)))
+            self._next_cut = now + rtt
 
 
 class RateLimit:
@@ -74,6 +128,7 @@ class Uplink:
         max_messages_per_s: float | None = None,
         max_bytes_per_s: float | None = None,
         max_inflight_bytes: int = 1024 * 1024,
+        queue_delay_target: float | None = 0.03,
     ):
         self.broker = broker
         self.topics = topics
@@ -92,6 +147,8 @@ class Uplink:
         self._inflight: dict[int, _InFlight] = {}
         self._inflight_bytes = 0  # of events and telemetry: what an alarm may queue behind
         self.max_inflight_bytes = max_inflight_bytes
+        self.window = QueueDelayWindow(max_inflight_bytes, queue_delay_target)
+        self._last_size = 0  # of the last event/telemetry message: the next one is probably alike
         self._msg_rate = RateLimit(max_messages_per_s)
         self._byte_rate = RateLimit(max_bytes_per_s)
         self._wake = asyncio.Event()
@@ -199,6 +256,7 @@ class Uplink:
                 self._tell_link(False)
                 self._inflight.clear()
                 self._inflight_bytes = 0
+                self.window.reset()
             if not self._stopping:
                 fail.failed(f"connection lost: {self._gone.result()}")
                 self._drop(client)
@@ -282,6 +340,8 @@ class Uplink:
             return
         if entry.lane != "alarm":
             self._inflight_bytes -= entry.size
+            now = asyncio.get_running_loop().time()
+            self.window.on_ack(now, now - entry.sent, entry.size)
         self.outbox.ack(entry.lane, entry.first, entry.last)
         self.acked_records[entry.lane] += entry.count
         for cb in self.on_acked:
@@ -330,19 +390,27 @@ class Uplink:
                 limit = max(1, window - _RESERVED[lane])
                 while len(self._inflight) < limit:
                     if lane != "alarm":
-                        if self._inflight_bytes >= self.max_inflight_bytes:
+                        # the next message must fit in the window (one is always allowed)
+                        if self._inflight_bytes and self._inflight_bytes + self._last_size > self.window.bytes:
                             break
                         now = loop.time()
                         delay = max(self._msg_rate.delay(now), self._byte_rate.delay(now))
                         if delay > 0:
                             retry_in = delay if retry_in is None else min(retry_in, delay)
                             break
+                    if cursor[lane] >= self.outbox.counters[lane].last_seq:
+                        break  # nothing newer was ever committed in this lane: skip the SQLite round trip
                     rows = await self.outbox.fetch(lane, cursor[lane], self.batch_max_records)
                     if client is not self._client or not self.connected.is_set():
                         return
                     if not rows:
                         break
-                    rows = self._fit(rows)
+                    if lane != "alarm" and self.window.samples:
+                        # no bigger than half the window: on a slow link messages get small,
+                        # so an alarm never waits behind one long telemetry message
+                        rows = self._fit(rows, min(self.batch_max_bytes, max(4096, self.window.bytes // 2)))
+                    else:
+                        rows = self._fit(rows)
                     topic = self.topics.for_lane(lane)
                     if lane != "telemetry":
                         topic, rows = self._route(topic, rows)
@@ -350,9 +418,10 @@ class Uplink:
                     info = client.publish(topic, payload, qos=1)
                     if info.rc != mqtt.MQTT_ERR_SUCCESS:
                         return  # connection is going away; _on_disconnect follows
-                    self._inflight[info.mid] = _InFlight(lane, rows[0][0], rows[-1][0], len(rows), len(payload))
+                    self._inflight[info.mid] = _InFlight(lane, rows[0][0], rows[-1][0], len(rows), len(payload), loop.time())
                     if lane != "alarm":
                         self._inflight_bytes += len(payload)
+                        self._last_size = len(payload)
                         self._msg_rate.charge(1)
                         self._byte_rate.charge(len(payload))
                     cursor[lane] = rows[-1][0]
@@ -389,11 +458,14 @@ class Uplink:
                 return first, rows[:i]
         return first, rows
 
-    def _fit(self, rows: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
+    def _fit(self, rows: list[tuple[int, bytes]], max_bytes: int | None = None) -> list[tuple[int, bytes]]:
+        max_bytes = self.batch_max_bytes if max_bytes is None else max_bytes
+        if sum(map(len, map(itemgetter(1), rows))) + 16 * len(rows) <= max_bytes:
+            return rows  # the whole page fits (the usual case): one pass in C
         total = 0
         for i, (_, body) in enumerate(rows):
             total += len(body) + 16
-            if total > self.batch_max_bytes and i > 0:
+            if total > max_bytes and i > 0:
                 return rows[:i]
         return rows
 
