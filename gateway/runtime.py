@@ -121,13 +121,21 @@ class Gateway:
             **({"cameras": self.cameras.snapshot()} if self.cameras is not None else {}),
         }
 
-    def write_status(self) -> None:
-        """Atomically write the health snapshot for `canopy status` (no socket needed)."""
-        path = self.cfg.status_path
+    async def write_status(self) -> None:
+        """Atomically write the health snapshot for `canopy status` (no socket needed).
+
+        The snapshot is taken on the loop (the services mutate what it reads);
+        only the file write goes to a worker thread.
+        """
+        payload = orjson.dumps({"site": self.site.site, "gateway": self.site.gateway, **self.state()}, option=orjson.OPT_INDENT_2)
+        await asyncio.to_thread(self._write_file, self.cfg.status_path, payload)
+
+    @staticmethod
+    def _write_file(path: str, payload: bytes) -> None:
         tmp = f"{path}.tmp"
         try:
             with open(tmp, "wb") as f:
-                f.write(orjson.dumps({"site": self.site.site, "gateway": self.site.gateway, **self.state()}, option=orjson.OPT_INDENT_2))
+                f.write(payload)
             os.replace(tmp, path)
         except OSError as exc:
             log.warning("cannot write status file %s: %s", path, exc)
@@ -150,14 +158,13 @@ class Gateway:
                              queue_delay_target=self.site.uplink.queue_delay_target)
         self.outbox.on_commit.append(self.uplink.wake)
         self._build_devices()
+        state_dir = os.path.dirname(self.outbox.path) or "."
         if self.site.rules is not None:
-            self.alerts = AlertEngine(self.cfg, self.clock, self._emit, write_point=self.write_point,
-                                      state_dir=os.path.dirname(self.outbox.path) or ".")
+            self.alerts = AlertEngine(self.cfg, self.clock, self._emit, write_point=self.write_point, state_dir=state_dir)
             self.alerts.on_change = self._state_dirty.set
             self.uplink.on_acked.append(self.alerts.on_delivered)
             self.uplink.subscribe(self.topics.alert_ack, self.alerts.on_ack)
             self._tasks.append(asyncio.create_task(self.alerts.run(), name="alerts"))
-        state_dir = os.path.dirname(self.outbox.path) or "."
         if self.site.commands is not None:
             from gateway.commands.service import CommandService
 
@@ -183,7 +190,7 @@ class Gateway:
 
     async def _state_loop(self) -> None:
         interval = self.site.uplink.state_interval
-        await asyncio.to_thread(self.write_status)  # `canopy status` works from the first second
+        await self.write_status()  # `canopy status` works from the first second
         while True:
             try:
                 await asyncio.wait_for(self._state_dirty.wait(), timeout=interval)
@@ -193,7 +200,7 @@ class Gateway:
             self._state_dirty.clear()
             if self.uplink:
                 self.uplink.publish_state()
-            await asyncio.to_thread(self.write_status)
+            await self.write_status()
 
     async def stop(self) -> None:
         """Stop polling, commit everything polled, publish 'offline', close (< 5 s)."""
