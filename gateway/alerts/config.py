@@ -124,17 +124,11 @@ class Messages(Strict):
     zh: str | None = None
 
 
-class RuleBase(Strict):
-    id: RuleId
-    severity: Severity = "warning"
-    class_: Name | None = Field(None, alias="class", description="alert class: its escalation chain")
-    alert: bool = Field(True, description="false: a condition only, for use in all/any rules")
+class ReraisePolicy(Strict):
+    """When a new episode of a condition raises a new alert."""
+
     reraise: Literal["each_episode", "once", "dead_time"] = "each_episode"
     dead_time: PositiveDuration | None = None
-    resolve: Literal["auto", "ack"] = Field("auto", description="auto: when the condition clears; ack: only by an ack with resolve")
-    outputs: list[Output] = Field(default_factory=list)
-    message: Messages | None = None
-    description: str = ""
 
     @model_validator(mode="after")
     def _dead_time(self):
@@ -143,6 +137,18 @@ class RuleBase(Strict):
         if self.reraise != "dead_time" and self.dead_time is not None:
             raise ValueError("dead_time only applies with reraise: dead_time")
         return self
+
+
+class RuleBase(ReraisePolicy):
+    id: RuleId
+    severity: Severity = "warning"
+    class_: Name | None = Field(None, alias="class", description="alert class: its escalation chain")
+    alert: bool = Field(True, description="false: a condition only, for use in all/any rules")
+    resolve: Literal["auto", "ack"] = Field("auto", description="auto: when the condition clears; ack: only by an ack with resolve")
+    outputs: list[Output] = Field(default_factory=list)
+    message: Messages | None = None
+    description: str = ""
+
 
 
 class DeviceRule(RuleBase):
@@ -266,23 +272,14 @@ Rule = Annotated[
 ]
 
 
-class ExternalSource(Strict):
+class ExternalSource(ReraisePolicy):
     """Alerts raised by other parts of the gateway (``camera.fall``): their class, outputs and text."""
 
     class_: Name | None = Field(None, alias="class", description="alert class: its escalation chain")
     severity: Severity | None = Field(None, description="overrides the severity the source gives")
-    reraise: Literal["each_episode", "once", "dead_time"] = "each_episode"
-    dead_time: PositiveDuration | None = None
     outputs: list[Output] = Field(default_factory=list)
     message: Messages | None = None
 
-    @model_validator(mode="after")
-    def _dead_time(self):
-        if self.reraise == "dead_time" and self.dead_time is None:
-            raise ValueError("reraise: dead_time needs a dead_time (e.g. dead_time: 30m)")
-        if self.reraise != "dead_time" and self.dead_time is not None:
-            raise ValueError("dead_time only applies with reraise: dead_time")
-        return self
 
 
 class RulesConfig(Strict):

@@ -143,6 +143,25 @@ class Rule:
         return Change(self.id, subject, active, ts, list(self.evidence.get(subject, [])), dict(self.facts.get(subject, {})))
 
 
+class FlagRule(Rule):
+    """A rule that keeps one ``active`` flag per subject (device or group)."""
+
+    active: dict[str, bool]
+
+    def is_active(self, subject: str) -> bool:
+        return self.active.get(subject, False)
+
+    def subject_ids(self) -> set[str]:
+        return set(self.active)
+
+    def active_subjects(self) -> list[str]:
+        return [d for d, a in self.active.items() if a]
+
+    def restore(self, subject: str, active: bool) -> None:
+        if subject in self.active:
+            self.active[subject] = active
+
+
 class DebouncedRule(Rule):
     """Per-device raw condition from each reading, then delay-on/delay-off."""
 
@@ -277,7 +296,7 @@ def _same(a, b) -> bool:
     return a == b
 
 
-class FlowRule(Rule):
+class FlowRule(FlagRule):
     """Flow without a pause (longer than ``max_pause``) for ``for`` seconds."""
 
     kind = "flow"
@@ -340,23 +359,14 @@ class FlowRule(Rule):
     def deadline(self) -> float | None:
         return min((s + self.spec.for_ for d, s in self.run_start.items() if s is not None and not self.active[d]), default=None)
 
-    def is_active(self, subject: str) -> bool:
-        return self.active.get(subject, False)
-
-    def subject_ids(self) -> set[str]:
-        return set(self.active)
-
-    def active_subjects(self) -> list[str]:
-        return [d for d, a in self.active.items() if a]
-
     def restore(self, subject: str, active: bool) -> None:
+        super().restore(subject, active)
         if subject in self.active:
-            self.active[subject] = active
             if active and self.run_start[subject] is None:
                 self.run_start[subject] = -math.inf  # still running until a reading says otherwise
 
 
-class StaleRule(Rule):
+class StaleRule(FlagRule):
     """No valid reading from a device for ``intervals`` × its poll interval."""
 
     kind = "stale"
@@ -395,21 +405,8 @@ class StaleRule(Rule):
     def deadline(self) -> float | None:
         return min((self._since(d) + lim for d, lim in self.limit.items() if not self.active[d]), default=None)
 
-    def is_active(self, subject: str) -> bool:
-        return self.active.get(subject, False)
 
-    def subject_ids(self) -> set[str]:
-        return set(self.active)
-
-    def active_subjects(self) -> list[str]:
-        return [d for d, a in self.active.items() if a]
-
-    def restore(self, subject: str, active: bool) -> None:
-        if subject in self.active:
-            self.active[subject] = active
-
-
-class InactivityRule(Rule):
+class InactivityRule(FlagRule):
     """No activity from a set of sources for ``for`` seconds of non-quiet time (per household)."""
 
     kind = "inactivity"
@@ -494,19 +491,6 @@ class InactivityRule(Rule):
 
     def deadline(self) -> float | None:
         return min((self.due(s) for s in self.groups if not self.active[s]), default=None)
-
-    def is_active(self, subject: str) -> bool:
-        return self.active.get(subject, False)
-
-    def subject_ids(self) -> set[str]:
-        return set(self.active)
-
-    def active_subjects(self) -> list[str]:
-        return [s for s, a in self.active.items() if a]
-
-    def restore(self, subject: str, active: bool) -> None:
-        if subject in self.active:
-            self.active[subject] = active
 
     def dump(self) -> dict:
         return {"last_activity": {s: round(t, 3) for s, t in self.last_activity.items()}}
