@@ -53,25 +53,36 @@ def cmd_run(args) -> int:
         return EXIT_CONFIG
 
 
+def _read_status(config: str) -> dict | int:
+    """The running gateway's last health snapshot, or an exit code after saying why not.
+
+    Operator views tolerate an unplugged serial adapter (the daemon does too).
+    """
+    import orjson
+
+    from gateway.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(config, missing_ports_ok=True)
+    except ConfigError as exc:
+        _print_problems(exc)
+        return EXIT_CONFIG
+    try:
+        return orjson.loads(open(cfg.status_path, "rb").read())
+    except FileNotFoundError:
+        print(f"no status file at {cfg.status_path}: is the gateway running (canopy run -c {config})?", file=sys.stderr)
+        return 1
+
+
 def cmd_status(args) -> int:
     """Show the running gateway's last health snapshot (written by the daemon)."""
     import orjson
     from rich.console import Console
     from rich.table import Table
 
-    from gateway.config import ConfigError, load_config
-
-    try:
-        cfg = load_config(args.config, missing_ports_ok=True)
-    except ConfigError as exc:
-        _print_problems(exc)
-        return EXIT_CONFIG
-    path = cfg.status_path
-    try:
-        status = orjson.loads(open(path, "rb").read())
-    except FileNotFoundError:
-        print(f"no status file at {path}: is the gateway running (canopy run -c {args.config})?", file=sys.stderr)
-        return 1
+    status = _read_status(args.config)
+    if isinstance(status, int):
+        return status
     if args.json:
         print(orjson.dumps(status, option=orjson.OPT_INDENT_2).decode())
         return 0
@@ -253,19 +264,9 @@ def cmd_bus(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from gateway.config import ConfigError, load_config
-
-    try:
-        cfg = load_config(args.config, missing_ports_ok=True)
-    except ConfigError as exc:
-        _print_problems(exc)
-        return EXIT_CONFIG
-    path = (cfg.status_path if hasattr(cfg, "status_path") else cfg.resolve(cfg.site.store.status_file))
-    try:
-        status = orjson.loads(open(path, "rb").read())
-    except FileNotFoundError:
-        print(f"no status file at {path}: is the gateway running (canopy run -c {args.config})?", file=sys.stderr)
-        return 1
+    status = _read_status(args.config)
+    if isinstance(status, int):
+        return status
     buses = status.get("buses") or {}
     if args.json:
         print(orjson.dumps({"ts": status.get("ts"), "buses": buses}, option=orjson.OPT_INDENT_2).decode())
