@@ -21,7 +21,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.backoff import Backoff, FailureLog
-from gateway.config import BrokerConfig, read_secret
+from gateway.broker_auth import broker_password, tls_context
+from gateway.config import BrokerConfig
 from gateway.mqtt_asyncio import PahoOnLoop
 from gateway.records import LANES, Lane
 from gateway.store import Outbox
@@ -155,8 +156,8 @@ class Uplink:
         self._stopping = False
         self._connack: asyncio.Future | None = None
         self._gone: asyncio.Future | None = None
-        self._password = self._load_password()
-        self._tls = self._tls_context()
+        self._password = broker_password(broker, self._path)
+        self._tls = tls_context(broker.tls, self._path) if broker.tls is not None else None
         self._handlers: dict[str, Callable[[str, bytes], None]] = {}
         self.on_link: list[Callable[[bool], None]] = []  # told when the broker link comes and goes
         self.on_acked: list[Callable[[str, int, int], None]] = []  # (lane, first, last) of each PUBACKed message
@@ -166,23 +167,6 @@ class Uplink:
         import os
 
         return p if os.path.isabs(p) else os.path.join(self.base_dir, p)
-
-    def _load_password(self) -> str | None:
-        if self.broker.password_file:
-            return read_secret(self._path(self.broker.password_file), "password_file")
-        return self.broker.password
-
-    def _tls_context(self) -> ssl.SSLContext | None:
-        tls = self.broker.tls
-        if tls is None:
-            return None
-        ctx = ssl.create_default_context(cafile=self._path(tls.ca) if tls.ca else None)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        if tls.cert and tls.key:
-            ctx.load_cert_chain(self._path(tls.cert), self._path(tls.key))
-        if not tls.verify_hostname:
-            ctx.check_hostname = False
-        return ctx
 
     def subscribe(self, topic: str, handler: Callable[[str, bytes], None]) -> None:
         """Route messages of one topic to a handler (subscribed on every connect)."""

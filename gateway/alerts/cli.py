@@ -135,7 +135,7 @@ def broker_client(cfg, purpose: str):
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from gateway.config import read_secret
+    from gateway.broker_auth import broker_password, tls_context
 
     b = cfg.site.broker
     client = mqtt.Client(CallbackAPIVersion.VERSION2,
@@ -143,16 +143,9 @@ def broker_client(cfg, purpose: str):
     if b is None:  # the embedded demo broker, on loopback
         return client, "127.0.0.1", int(os.environ.get("CANOPY_EMBEDDED_BROKER_PORT", "1883"))
     if b.username:
-        password = read_secret(cfg.resolve(b.password_file), "password_file") if b.password_file else b.password
-        client.username_pw_set(b.username, password)
+        client.username_pw_set(b.username, broker_password(b, cfg.resolve))
     if b.tls is not None:
-        ctx = ssl.create_default_context(cafile=cfg.resolve(b.tls.ca) if b.tls.ca else None)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        if b.tls.cert and b.tls.key:
-            ctx.load_cert_chain(cfg.resolve(b.tls.cert), cfg.resolve(b.tls.key))
-        if not b.tls.verify_hostname:
-            ctx.check_hostname = False
-        client.tls_set_context(ctx)
+        client.tls_set_context(tls_context(b.tls, cfg.resolve))
     return client, b.host, b.port
 
 
