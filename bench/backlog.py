@@ -65,8 +65,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (  # noqa: E402
+    baseline_client,
     Broker,
-    LoopPaho,
     NetFault,
     cpus,
     current_rss_bytes,
@@ -376,8 +376,6 @@ async def phase_drain_canopy(args, broker: Broker, backlog: Path, workdir: Path,
 async def phase_drain_baseline(args, broker: Broker, backlog: Path, workdir: Path, say) -> dict:
     """The minimal hand-written equivalent: aiosqlite batches of 500 + one paho QoS 1 client, delete after PUBACK."""
     import aiosqlite
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
 
     loop = asyncio.get_running_loop()
     path = workdir / "baseline.sqlite"
@@ -391,19 +389,7 @@ async def phase_drain_baseline(args, broker: Broker, backlog: Path, workdir: Pat
     st = {"acked": 0, "deleted": 0, "messages": 0}
     wake = asyncio.Event()
 
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="baseline-backlog", clean_session=True)
-    client.max_inflight_messages_set(INFLIGHT)
-    client.max_queued_messages_set(0)
-
-    def on_publish(c, u, mid, rc, props):
-        entry = inflight.pop(mid, None)
-        if entry is not None:
-            acked_ranges.append((entry[0], entry[1]))
-            st["acked"] += entry[2]
-            wake.set()
-
-    client.on_publish = on_publish
-    glue = LoopPaho(client, loop)
+    client, glue = baseline_client("baseline-backlog", INFLIGHT, inflight, acked_ranges, st, wake, loop)
     tasks: list[asyncio.Task] = []
     try:
         await glue.connect("127.0.0.1", broker.port)

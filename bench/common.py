@@ -352,6 +352,30 @@ class LoopPaho:
 
 
 # -- additions for bench/backlog.py (slow link, percentiles, RSS sampling) ------------
+def baseline_client(client_id: str, inflight: int, pending: dict, acked_ranges: list, st: dict, wake, loop):
+    """The benches' hand-written baseline publisher: plain paho on the loop, QoS 1.
+
+    ``pending`` maps mid -> (first seq, last seq, count); on PUBACK the range
+    goes to ``acked_ranges`` (for the caller's DELETE) and ``st["acked"]`` grows.
+    """
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
+    client.max_inflight_messages_set(inflight)
+    client.max_queued_messages_set(0)
+
+    def on_publish(c, u, mid, rc, props):
+        entry = pending.pop(mid, None)
+        if entry is not None:
+            acked_ranges.append((entry[0], entry[1]))
+            st["acked"] += entry[2]
+            wake.set()
+
+    client.on_publish = on_publish
+    return client, LoopPaho(client, loop)
+
+
 def current_rss_bytes(pid: int | None = None) -> int:
     """Resident set of a process now (VmRSS), in bytes; 0 if unknown."""
     try:

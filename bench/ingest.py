@@ -45,8 +45,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (  # noqa: E402
+    baseline_client,
     Broker,
-    LoopPaho,
     ModbusFarm,
     busy_pct,
     cpu_busy_ticks,
@@ -282,8 +282,6 @@ async def run_canopy(args, broker: Broker, farm: ModbusFarm | None, workdir: Pat
 async def run_baseline(args, broker: Broker, farm: ModbusFarm | None, workdir: Path) -> dict:
     import aiosqlite
     import orjson
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
 
     loop = asyncio.get_running_loop()
     path = str(workdir / "baseline.sqlite")
@@ -376,19 +374,7 @@ async def run_baseline(args, broker: Broker, farm: ModbusFarm | None, workdir: P
             st["accepted"] += len(rows)
             wake.set()
 
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="baseline-bench", clean_session=True)
-    client.max_inflight_messages_set(INFLIGHT)
-    client.max_queued_messages_set(0)
-
-    def on_publish(c, u, mid, rc, props):
-        entry = inflight.pop(mid, None)
-        if entry is not None:
-            acked_ranges.append((entry[0], entry[1]))
-            st["acked"] += entry[2]
-            wake.set()
-
-    client.on_publish = on_publish
-    glue = LoopPaho(client, loop)
+    client, glue = baseline_client("baseline-bench", INFLIGHT, inflight, acked_ranges, st, wake, loop)
     await glue.connect("127.0.0.1", broker.port)
 
     async def sender() -> None:
