@@ -33,7 +33,7 @@ system-deps:
 	fi
 
 demo: setup models
-	$(PY) -m gateway demo --site $(SITE) --duration $(DURATION)
+	$(PY) -m simulator demo --site $(SITE) --duration $(DURATION)
 
 test: system-deps setup models lint
 	$(PY) -m pytest -q
@@ -46,9 +46,11 @@ bench: system-deps setup models
 	$(PY) bench/camera.py
 	$(PY) bench/chaos.py --cycles 500
 
-# pyflakes-level checks: undefined names, unused imports and variables
+# pyflakes-level checks (undefined names, unused imports and variables), then the layer contracts
+# (pyproject.toml [tool.importlinter]: core <- drivers | inference <- gateway <- simulator, no cycles).
 lint: setup
 	$(PY) -m ruff check --select F --output-format concise .
+	$(VENV)/bin/lint-imports --no-cache
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache

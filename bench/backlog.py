@@ -65,9 +65,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (  # noqa: E402
-    baseline_client,
     Broker,
     NetFault,
+    baseline_client,
     cpus,
     current_rss_bytes,
     log,
@@ -95,8 +95,8 @@ def _r(x: float | None, nd: int = 1):
 # -- the backlog file ------------------------------------------------------------------------
 def build_backlog(path: Path, rows: int, seed: int) -> dict:
     """Write `rows` pending telemetry rows (real reading bodies) into the outbox schema, counters included."""
-    from gateway.records import Reading, reading_body
-    from gateway.store import SCHEMA
+    from core.records import Reading, reading_body
+    from gateway.outbox.store import SCHEMA
 
     rng = random.Random(seed)
     t0 = time.perf_counter()
@@ -135,7 +135,7 @@ def build_backlog(path: Path, rows: int, seed: int) -> dict:
 
 def file_counters(path: Path) -> dict:
     """Counters and row counts read straight from a closed outbox file: do they reconcile per lane?"""
-    from gateway.records import LANES
+    from core.records import LANES
 
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
@@ -158,9 +158,9 @@ def memory_reconciles(outbox) -> bool:
 
 # -- Canopy pieces -----------------------------------------------------------------------------
 def make_uplink(outbox, port: int, args, **kw):
-    from gateway.config import BrokerConfig
-    from gateway.topics import Topics
-    from gateway.uplink import Uplink
+    from core.protocol.topics import Topics
+    from gateway.config.site import BrokerConfig
+    from gateway.uplink.uplink import Uplink
 
     broker = BrokerConfig(host="127.0.0.1", port=port, client_id="canopy-backlog-bench", backoff_max=args.backoff_max)
     uplink = Uplink(broker, Topics("bench", "gw-1"), outbox, state=lambda: {}, **kw)
@@ -196,8 +196,8 @@ def cpu_now() -> float:
 async def phase_alarm(args, broker: Broker, backlog: Path, workdir: Path, helpers: set[int], say) -> dict:
     import orjson
 
-    from gateway.records import event_body
-    from gateway.store import Outbox
+    from core.records import event_body
+    from gateway.outbox.store import Outbox
 
     path = workdir / "alarm.sqlite"
     shutil.copyfile(backlog, path)
@@ -319,7 +319,7 @@ async def phase_alarm(args, broker: Broker, backlog: Path, workdir: Path, helper
 
 # -- phase: drain with a free link, Canopy and the hand-written baseline ----------------------
 async def phase_drain_canopy(args, broker: Broker, backlog: Path, workdir: Path, say) -> dict:
-    from gateway.store import Outbox
+    from gateway.outbox.store import Outbox
 
     path = workdir / "drain.sqlite"
     shutil.copyfile(backlog, path)
@@ -458,10 +458,10 @@ def ingest_shape(rate: float, points: int = 10) -> tuple[int, float]:
 
 
 def start_pollers(outbox, devices: int, interval: float, counter: dict) -> list[asyncio.Task]:
-    from gateway.clock import Clock
-    from gateway.health import Health
-    from gateway.poller import DevicePoller
-    from gateway.records import reading_body
+    from core.clock import Clock
+    from core.records import reading_body
+    from gateway.poll.health import Health
+    from gateway.poll.poller import DevicePoller
 
     clock = Clock()
     health = Health()
@@ -494,7 +494,7 @@ async def settle(outbox, uplink, timeout: float) -> bool:
 
 # -- phase: commits per second during steady ingest -----------------------------------------------
 async def phase_commits(args, broker: Broker, workdir: Path, say) -> dict:
-    from gateway.store import Outbox
+    from gateway.outbox.store import Outbox
 
     path = workdir / "commits.sqlite"
     outbox = Outbox(str(path), commit_interval=COMMIT_INTERVAL)
@@ -535,8 +535,8 @@ async def phase_commits(args, broker: Broker, workdir: Path, say) -> dict:
 
 # -- phase: RSS across a broker outage, then recovery and reconciliation ----------------------------
 async def phase_outage(args, broker: Broker, workdir: Path, say) -> dict:
-    from gateway.records import event_body
-    from gateway.store import Outbox
+    from core.records import event_body
+    from gateway.outbox.store import Outbox
 
     path = workdir / "outage.sqlite"
     outbox = Outbox(str(path), commit_interval=COMMIT_INTERVAL)

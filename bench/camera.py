@@ -79,15 +79,15 @@ async def _latency_run(video: Path, threads: int, runs: int) -> dict:
     """The daemon's CameraService on the fall video in real time, emitting into a real SQLite outbox."""
     import yaml
 
-    from gateway.clock import Clock
-    from gateway.config import load_config
+    from core.clock import Clock
+    from gateway.config.site import load_config
     from inference.service import CameraService
 
     results = []
     with tempfile.TemporaryDirectory(prefix="canopy-bench-cam-") as tmp:
         outbox = None
         try:
-            from gateway.store import Outbox
+            from gateway.outbox.store import Outbox
 
             outbox = Outbox(os.path.join(tmp, "outbox.sqlite"), commit_interval=0.5)
             await outbox.open()

@@ -257,7 +257,7 @@ def split_units(devices: int, endpoints: int) -> list[list[int]]:
 async def _serve_farm(devices: int, endpoints: int, speed: float) -> None:
     import random
 
-    from gateway.config import load_profile
+    from gateway.config.site import load_profile
     from simulator.clock import SimClock
     from simulator.modbus_tcp import ModbusTcpSimulator, SimulatedDevice
     from simulator.physics import SoilProbe, WeatherStation

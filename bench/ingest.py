@@ -45,9 +45,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (  # noqa: E402
-    baseline_client,
     Broker,
     ModbusFarm,
+    baseline_client,
     busy_pct,
     cpu_busy_ticks,
     cpus,
@@ -68,7 +68,7 @@ UNITS = ["%", "degC", "uS/cm", "kPa", "m3", "", "V", "A", "hPa", "mm"]
 
 # -- producers --------------------------------------------------------------------------
 class FakeDevice:
-    """Implements gateway.poller.Pollable: P real Points, values change on every poll."""
+    """Implements gateway.poll.poller.Pollable: P real Points, values change on every poll."""
 
     def __init__(self, id: str, points: list):
         self.id = id
@@ -82,7 +82,7 @@ class FakeDevice:
 
 
 def make_points(count: int) -> list:
-    from gateway.profiles import Point
+    from drivers.modbus.profile import Point
 
     return [Point(name=f"p{i:02d}", table="holding", address=i, type="u16", scale=0.1, unit=UNITS[i % len(UNITS)])
             for i in range(count)]
@@ -171,14 +171,14 @@ async def cancel_all(tasks: list[asyncio.Task], rounds: int = 50) -> int:
 
 # -- Canopy ------------------------------------------------------------------------------
 async def run_canopy(args, broker: Broker, farm: ModbusFarm | None, workdir: Path, profiler=None) -> dict:
-    from gateway.clock import Clock
-    from gateway.config import BrokerConfig
-    from gateway.health import Health
-    from gateway.poller import DevicePoller
-    from gateway.records import Reading, reading_body
-    from gateway.store import Outbox
-    from gateway.topics import Topics
-    from gateway.uplink import Uplink
+    from core.clock import Clock
+    from core.protocol.topics import Topics
+    from core.records import Reading, reading_body
+    from gateway.config.site import BrokerConfig
+    from gateway.outbox.store import Outbox
+    from gateway.poll.health import Health
+    from gateway.poll.poller import DevicePoller
+    from gateway.uplink.uplink import Uplink
 
     clock = Clock()
     outbox = Outbox(str(workdir / "canopy-outbox.sqlite"), commit_interval=COMMIT_INTERVAL, clock=clock)
@@ -210,10 +210,10 @@ async def run_canopy(args, broker: Broker, farm: ModbusFarm | None, workdir: Pat
         for d in devices:
             health.register(d.id, "memory")
     else:
+        from bench.common import ROOT
         from drivers.modbus.device import ModbusDevice
         from drivers.modbus.tcp import ModbusTcpEndpoint
-        from gateway.config import load_profile
-        from bench.common import ROOT
+        from gateway.config.site import load_profile
 
         profile = load_profile(ROOT / "config" / "profiles" / "soil_probe.yaml")
         devices = []

@@ -109,7 +109,7 @@ async def run_case(port: str, baud: int, n: int, *, engine: str = "raw", silent_
     from drivers.errors import DeviceError
     from drivers.modbus.rtu import ModbusRtuLine, RtuDevice
     from drivers.serial_line.settings import SerialSettings, theoretical_polls_per_s
-    from gateway.config import load_profile
+    from gateway.config.site import load_profile
 
     settings = SerialSettings(baud, 8, "E", 1)
     profile = load_profile(ROOT / "config" / "profiles" / "soil_probe.yaml")

@@ -14,19 +14,19 @@ import signal
 
 import orjson
 
+from core.clock import Clock
+from core.protocol.topics import Topics
+from core.records import Reading, event_body, reading_body
+from core.tasks import cancel_all
 from gateway import __version__
 from gateway.alerts.engine import AlertEngine
-from gateway.broker import EmbeddedBroker
-from gateway.buses import BuiltBus, build_bus
-from gateway.clock import Clock
-from gateway.config import BrokerConfig, LoadedConfig
-from gateway.health import DeviceStatus, Health
-from gateway.poller import DevicePoller
-from gateway.records import Reading, event_body, reading_body
-from gateway.store import Outbox, StorePolicy
-from gateway.tasks import cancel_all
-from gateway.topics import Topics
-from gateway.uplink import Uplink
+from gateway.config.site import BrokerConfig, LoadedConfig
+from gateway.outbox.store import Outbox, StorePolicy
+from gateway.poll.buses import BuiltBus, build_bus
+from gateway.poll.health import DeviceStatus, Health
+from gateway.poll.poller import DevicePoller
+from gateway.uplink.embedded_broker import EmbeddedBroker
+from gateway.uplink.uplink import Uplink
 
 log = logging.getLogger("canopy")
 
@@ -90,9 +90,13 @@ class Gateway:
         self._spawn(self.outbox.put("event", [body]))
         self._state_dirty.set()
 
-    async def _emit(self, lane: str, body: bytes) -> list[int] | None:
-        """Alerts and events from the services: accepted once durably committed; returns the seqs."""
-        return await self.outbox.put(lane, [body], wait_commit=True)
+    async def _emit(self, lane: str, body: bytes, topic: str | None = None) -> list[int] | None:
+        """Alerts and events from the services: accepted once durably committed; returns the seqs.
+
+        ``topic`` is the suffix under ``canopy/v1/{site}/{gateway}/`` (``cmd/result``, ``alert/{group}``);
+        None sends the record on its lane's own topic.
+        """
+        return await self.outbox.put(lane, [body], wait_commit=True, topic=topic)
 
     async def write_point(self, device_id: str, point: str, value) -> None:
         """Drive a local output (sounder relay, valve) through its device's bus."""

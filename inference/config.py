@@ -17,26 +17,14 @@ import os
 from typing import Annotated, Literal, Union
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+from core.model import Id, Location, Strict
 
 SOURCE_TYPES = ("url", "v4l2", "file")
 DETECTOR_TYPES = ("pose_fall",)
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class CameraLocation(Strict):
-    """Where the camera looks: the same keys as a device's location."""
-
-    building: str | None = None
-    unit: str | None = None
-    household: str | None = None
-    grid: str | None = None
-    zone: str | None = None
 
 
 # --------------------------------------------------------------------------- sources
@@ -217,7 +205,7 @@ class CameraConfig(Strict):
                                       description="what runs on the frames (default: one pose_fall detector)")
     privacy: PrivacyConfig = PrivacyConfig()
     watchdog: WatchdogConfig = WatchdogConfig()
-    location: CameraLocation | None = None
+    location: Location | None = None
 
     @model_validator(mode="after")
     def _unique_detectors(self) -> "CameraConfig":

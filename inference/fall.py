@@ -27,7 +27,6 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
-
 TIME_EPS = 0.02  # capture-time jitter: a window "closes" on the frame taken at (about) its end
 
 

@@ -29,7 +29,7 @@ import time
 
 import cv2
 
-from gateway.backoff import Backoff
+from core.backoff import Backoff
 from inference.config import CameraConfig, FileSource, UrlSource, V4l2Source
 from inference.pipeline import Analysis, CameraCore, Frame
 from inference.pose import ModelError

@@ -27,7 +27,7 @@ import logging
 import os
 import time
 
-from gateway.records import event_body
+from core.records import event_body
 
 log = logging.getLogger("canopy.camera")
 

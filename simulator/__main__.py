@@ -6,6 +6,7 @@ operator commands from stdin when stdin is a terminal or a pipe.
 ``python -m simulator rtu farm|community|probes [--units 1-10] [--baud ...]``
 serves the same devices as Modbus RTU/ASCII slaves on a pty (serial) line;
 ``python -m simulator serial nmea|kv`` a line-oriented weather sensor on a pty;
+``python -m simulator demo [--site farm|community] [--duration S]`` runs a whole demo;
 ``python -m simulator camera --out DIR`` writes the camera scenario videos (simulator/camera.py).
 """
 
@@ -238,6 +239,10 @@ def main(argv: list[str] | None = None) -> int:
         from simulator.camera import main as camera_main
 
         return camera_main(argv[1:])
+    if argv[:1] == ["demo"]:  # simulators + broker + gateway, with a live view (simulator/demo.py)
+        from simulator.demo import main as demo_main
+
+        return demo_main(argv[1:])
     if argv[:1] in (["rtu"], ["serial"]):
         return asyncio.run(run_serial(parse_serial_args(argv)))
     return asyncio.run(run(parse_args(argv)))

@@ -19,7 +19,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 from pymodbus.simulator.simutils import SimUtils
 
 from drivers.modbus import codec
-from gateway.profiles import Point, Profile
+from drivers.modbus.profile import Point, Profile
 from simulator.physics import Model
 
 Fault = Literal["silent", "exception"] | None

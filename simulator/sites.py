@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from gateway.config import load_profile
-from gateway.profiles import Profile
+from drivers.modbus.profile import Profile
+from gateway.config.site import load_profile
 from simulator.clock import SimClock
 from simulator.modbus_tcp import ModbusTcpSimulator, SimulatedDevice, free_port
 from simulator.physics import (

@@ -32,6 +32,7 @@ def require_camera_extra() -> None:
     try:
         import cv2  # noqa: F401
         import numpy  # noqa: F401
+
         from inference.pose import load_interpreter_class
 
         load_interpreter_class()

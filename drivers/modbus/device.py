@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from drivers.errors import BadReply, DeviceException
 from drivers.modbus import codec
 from drivers.modbus.planner import ReadRequest, Span, plan_reads, slice_for
-from gateway.profiles import Point, Profile
+from drivers.modbus.profile import Point, Profile
 
 
 class Transport(Protocol):

@@ -45,13 +45,13 @@ from typing import Any, Literal
 from pymodbus.client.mixin import ModbusClientMixin
 from pymodbus.pdu import DecodePDU, ModbusPDU
 
+from core.backoff import Backoff, FailureLog
+from core.tasks import cancel_and_wait
 from drivers.errors import BadReply, DeviceError, DeviceQuarantined, DeviceTimeout, DeviceUnreachable
 from drivers.modbus import framing
 from drivers.modbus.device import ModbusDevice
 from drivers.serial_line.port import AsyncSerialPort, PortError
 from drivers.serial_line.settings import SerialSettings
-from gateway.backoff import Backoff, FailureLog
-from gateway.tasks import cancel_and_wait
 
 log = logging.getLogger("canopy.modbus.rtu")
 logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
@@ -673,7 +673,7 @@ class ModbusRtuLine:
         return data
 
     async def _pm_execute(self, job: _Job) -> Any:
-        from pymodbus.exceptions import ConnectionException, ModbusIOException, ModbusException
+        from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
         client = self._pm_client
         await self._wait_silence()

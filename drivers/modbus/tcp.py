@@ -14,11 +14,11 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from pymodbus.client import AsyncModbusTcpClient
-from pymodbus.exceptions import ConnectionException, ModbusIOException, ModbusException
+from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
-from drivers.errors import DeviceTimeout, DeviceUnreachable, BadReply
-from gateway.backoff import Backoff, FailureLog
-from gateway.clock import Clock
+from core.backoff import Backoff, FailureLog
+from core.clock import Clock
+from drivers.errors import BadReply, DeviceTimeout, DeviceUnreachable
 
 log = logging.getLogger("canopy.modbus.tcp")
 T = TypeVar("T")

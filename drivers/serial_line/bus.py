@@ -21,12 +21,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from core.backoff import Backoff, FailureLog
+from core.tasks import cancel_and_wait
 from drivers.errors import DeviceTimeout, DeviceUnreachable
 from drivers.serial_line.parsers import LineError, LineParser
 from drivers.serial_line.port import AsyncSerialPort, PortError
 from drivers.serial_line.settings import SerialSettings
-from gateway.backoff import Backoff, FailureLog
-from gateway.tasks import cancel_and_wait
 
 log = logging.getLogger("canopy.serial_line")
 

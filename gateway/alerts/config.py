@@ -14,8 +14,9 @@ import string
 from typing import Annotated, Any, Literal, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from core.model import Strict as _Strict
 from gateway.alerts.timeutil import MAX_DURATION, WEEKDAYS, Schedule, parse_duration, parse_window
 
 RuleId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
@@ -28,8 +29,10 @@ Scalar = Union[bool, int, float, str]
 RULE_TYPES = ("threshold", "rate", "state", "inactivity", "flow", "stale", "all", "any")
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+class Strict(_Strict):
+    """The strict base, with aliases also accepted by field name (``on`` is a YAML 1.1 boolean)."""
+
+    model_config = ConfigDict(**_Strict.model_config, populate_by_name=True)
 
 
 # --------------------------------------------------------------------------- people and chains

@@ -34,13 +34,13 @@ from types import SimpleNamespace
 
 import orjson
 
+from core.backoff import RateLimitedLog
+from core.records import event_body
 from gateway.alerts import state as statefile
 from gateway.alerts.lifecycle import Alert, ChainStep, Episode, escalation_due, next_escalation, on_new_episode
 from gateway.alerts.messages import render
 from gateway.alerts.outputs import Outputs
 from gateway.alerts.rules import ALL, Change, InactivityRule, build_rules
-from gateway.records import event_body
-from gateway.backoff import RateLimitedLog
 
 log = logging.getLogger("canopy.alerts")
 
@@ -458,7 +458,7 @@ class AlertEngine:
         self._wake.set()
 
     # ------------------------------------------------------------------ records
-    def _record(self, a: Alert, tag: str) -> tuple[str, bytes]:
+    def _record(self, a: Alert, tag: str) -> tuple[str, bytes, str | None]:
         chain = self.chains.get(a.cls or "") or []
         common = {"alert": a.id, "rule": a.rule, "class": a.cls, "severity": a.severity, "subject": a.subject,
                   "device": a.device, "location": a.location, "raised_at": round(a.raised_at, 3)}
@@ -467,23 +467,22 @@ class AlertEngine:
             grp = chain[step] if step < len(chain) else None
             nxt = a.raised_at + chain[step + 1].after if step + 1 < len(chain) else None
             ts = a.raised_at if tag == "raised" else a.escalated.get(str(step), self.clock.time())
-            route = {"topic": f"alert/{grp.group}"} if grp else {}
             return "alarm", event_body(
-                ts, "alert.raised" if tag == "raised" else "alert.escalated", **route, **common,
+                ts, "alert.raised" if tag == "raised" else "alert.escalated", **common,
                 status="raised" if tag == "raised" else "escalated", step=step,
                 group=grp.group if grp else None, recipients=list(grp.recipients) if grp else [],
                 next_escalation_at=round(nxt, 3) if nxt is not None else None,
                 readings=a.readings, message=a.message, lang=self.lang,
-            )
+            ), (f"alert/{grp.group}" if grp else None)
         if tag == "acknowledged":
             return "event", event_body(a.acked_at or self.clock.time(), "alert.acknowledged", **common, status="acknowledged",
-                                       by=a.acked_by, note=a.note, step=a.step)
+                                       by=a.acked_by, note=a.note, step=a.step), None
         spec = self.specs.get(a.rule) if a.source == "rule" else self._external_spec(a.rule)
         msg = render(spec, a.facts, a.location, a.severity, self.lang, resolved=True) if spec is not None else a.message
         return "event", event_body(a.resolved_at or self.clock.time(), "alert.resolved", **common, status="resolved",
                                    resolved_by=a.resolved_by, acked_by=a.acked_by,
                                    duration=round((a.resolved_at or a.raised_at) - a.raised_at, 3),
-                                   readings=a.readings, message=msg, lang=self.lang)
+                                   readings=a.readings, message=msg, lang=self.lang), None
 
     # ------------------------------------------------------------------ the task
     def _next_wakeup(self, now: float) -> float:
@@ -550,9 +549,9 @@ class AlertEngine:
                 if aid is not None and a is None:
                     self._queue.remove(item)
                     continue
-                lane, payload = self._record(a, tag) if a is not None else (tag, body)
+                lane, payload, topic = self._record(a, tag) if a is not None else (tag, body, None)
                 try:
-                    result = await self.emit(lane, payload)
+                    result = await self.emit(lane, payload, topic)
                 except Exception as exc:  # outbox closing or failing: keep it, try again
                     self.counters["emit_errors"] += 1
                     self._emit_retry_at = now + 1.0

@@ -17,8 +17,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.records import Reading
 from gateway.alerts.timeutil import Schedule
-from gateway.records import Reading
 
 ALL = "*"  # the subject of rules that are about the whole site
 MAX_EVIDENCE = 8

@@ -13,7 +13,9 @@ import os
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
+
+from core.model import Strict
 
 Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 PointName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
@@ -61,9 +63,6 @@ def parse_window(text: str) -> tuple[int, int]:
         raise ValueError(f"{text!r} is not a time window (start and end must differ, 00:00-24:00)")
     return start, end
 
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class IssuerConfig(Strict):
@@ -247,7 +246,7 @@ def target_allowed(issuer: IssuerConfig, target_id: str, location: dict) -> bool
 
 def validate_commands(site, profiles, src) -> list:
     """Cross-checks needing the whole site (unknown devices/points, keys); returns Problems."""
-    from gateway.commands.envelope import KeyError_, load_public_key
+    from core.protocol.envelope import KeyError_, load_public_key
 
     cc: CommandsConfig = site.commands
     problems = []

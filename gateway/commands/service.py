@@ -35,6 +35,9 @@ import os
 from collections import deque
 from datetime import datetime
 
+from core.backoff import RateLimitedLog
+from core.protocol.envelope import Malformed, Unsigned, load_public_key, parse, peek, verify
+from core.records import event_body
 from gateway.commands.config import (
     ACTIONS,
     LOCK_ACTIONS,
@@ -49,10 +52,7 @@ from gateway.commands.config import (
     resolve_key_text,
     target_allowed,
 )
-from gateway.commands.envelope import Malformed, Unsigned, load_public_key, parse, peek, verify
 from gateway.commands.store import CommandStore
-from gateway.records import event_body
-from gateway.backoff import RateLimitedLog
 
 log = logging.getLogger("canopy.commands")
 
@@ -1068,17 +1068,17 @@ class CommandService:
         await self._audit(info, status, **{k: v for k, v in fields.items() if k in ("reason", "detail", "state", "duration_s")})
 
     async def _result(self, info: dict, status: str, **fields) -> None:
-        await self._emit("event", event_body(self.clock.time(), "cmd.result", topic=RESULT_TOPIC, id=info.get("id"),
+        await self._emit("event", event_body(self.clock.time(), "cmd.result", id=info.get("id"),
                                              status=status, issuer=info.get("issuer"), action=info.get("action"),
-                                             target=info.get("target"), **fields))
+                                             target=info.get("target"), **fields), topic=RESULT_TOPIC)
 
     async def _audit(self, info: dict, outcome: str, **fields) -> None:
         await self._emit("event", event_body(self.clock.time(), "cmd.audit", id=info.get("id"), issuer=info.get("issuer"),
                                              action=info.get("action"), target=info.get("target"), outcome=outcome, **fields))
 
-    async def _emit(self, lane: str, body: bytes) -> None:
+    async def _emit(self, lane: str, body: bytes, topic: str | None = None) -> None:
         try:
-            await self.emit(lane, body)
+            await self.emit(lane, body, topic)
             if self.on_change is not None and (b'"type":"valve.' in body or b'"type":"lock.' in body):
                 self.on_change()
         except asyncio.CancelledError:

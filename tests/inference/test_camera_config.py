@@ -6,10 +6,9 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from gateway.config import load_config
-from gateway.yamlsrc import ConfigError, load_yaml
-from inference.config import (DETECTOR_TYPES, SOURCE_TYPES, CameraConfig, FileSource, PoseFallDetector, UrlSource,
-                              validate_cameras)
+from core.yamlsrc import ConfigError, load_yaml
+from gateway.config.site import load_config
+from inference.config import DETECTOR_TYPES, SOURCE_TYPES, CameraConfig, FileSource, PoseFallDetector, UrlSource, validate_cameras
 
 
 def site(tmp_path, cameras, **top):

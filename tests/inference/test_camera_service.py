@@ -15,8 +15,8 @@ import orjson
 import pytest
 import yaml
 
-from gateway.clock import Clock
-from gateway.config import load_config
+from core.clock import Clock
+from gateway.config.site import load_config
 from inference.service import CameraService
 from tests.camera_support import camera_dict, require_model, scenario_dir
 

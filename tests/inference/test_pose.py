@@ -14,10 +14,20 @@ import cv2
 import numpy as np
 import pytest
 
-from inference.pose import (ANCHORS, INPUT_SIZE, NUM_ANCHORS, ModelError, PoseDetector, axis_angle, decode,
-                            load_interpreter_class, make_anchors, preprocess)
-from tests.camera_support import require, require_model
 from inference.artifacts import PERSON_PHOTO
+from inference.pose import (
+    ANCHORS,
+    INPUT_SIZE,
+    NUM_ANCHORS,
+    ModelError,
+    PoseDetector,
+    axis_angle,
+    decode,
+    load_interpreter_class,
+    make_anchors,
+    preprocess,
+)
+from tests.camera_support import require, require_model
 
 
 def test_anchor_layout():

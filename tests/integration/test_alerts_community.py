@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from gateway.alerts.cli import add_parsers, cmd_ack
+from gateway.cli.alerts import add_parsers, cmd_ack
 from tests.conftest import SimThread
 from tests.gateway.alerts.support import GROUPS, alert_messages, alert_records, chain, online, write_site
 from tests.support import wait_until

@@ -19,9 +19,9 @@ import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
+from inference.artifacts import PERSON_PHOTO, POSE_DETECTION
 from tests.camera_support import camera_dict, manifest, require, scenario_dir
 from tests.support import GatewayProcess, Mosquitto, wait_until
-from inference.artifacts import PERSON_PHOTO, POSE_DETECTION
 
 STILLNESS = 3.0
 B64_RUN = re.compile(rb"[A-Za-z0-9+/]{64,}={0,2}")

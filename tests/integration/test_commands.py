@@ -13,8 +13,8 @@ import time
 import orjson
 import pytest
 
-from gateway.commands import envelope
-from gateway.commands.cli import add_parsers, send
+from core.protocol import envelope
+from gateway.cli.commands import add_parsers, send
 from simulator.netfault import FaultProxyThread
 from tests.conftest import SimThread
 from tests.support import site_config, wait_until

@@ -1,4 +1,4 @@
-"""`canopy demo` (what `make demo DURATION=…` runs) exits 0 having shown acknowledged readings."""
+"""`python -m simulator demo` (what `make demo DURATION=…` runs) exits 0 having shown acknowledged readings."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def test_demo_runs_end_to_end_and_exits_0(site, broker):
     env = dict(os.environ)
     if broker == "amqtt":
         env["CANOPY_EMBEDDED_BROKER"] = "amqtt"  # what a machine without mosquitto gets
-    proc = subprocess.run([sys.executable, "-m", "gateway", "demo", "--site", site, "--duration", "10"], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "simulator", "demo", "--site", site, "--duration", "10"], capture_output=True, text=True,
                           cwd=ROOT, env=env, timeout=60)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]

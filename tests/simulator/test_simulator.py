@@ -17,7 +17,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
 from drivers.modbus import codec
-from gateway.profiles import Point
+from drivers.modbus.profile import Point
 from simulator.clock import SimClock
 from simulator.modbus_tcp import ModbusTcpSimulator, SimulatedDevice, from_registers, to_registers
 from simulator.physics import SmokeGasDetector, SoilProbe, WaterMeter

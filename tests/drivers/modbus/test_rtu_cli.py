@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from drivers.serial_line.settings import SerialSettings
-from gateway.cli import main
+from gateway.cli.main import main
 from simulator.clock import SimClock
 from simulator.modbus_tcp import SimulatedDevice
 from simulator.physics import DoorLock, ValveRelay, WeatherStation

@@ -16,8 +16,8 @@ import pytest
 from drivers.errors import BadReply, DeviceException, DeviceQuarantined, DeviceTimeout, DeviceUnreachable
 from drivers.modbus.rtu import COMMAND, POLL, ModbusRtuLine, RtuDevice
 from drivers.serial_line.settings import SerialSettings
-from gateway.health import Health
-from gateway.poller import DevicePoller
+from gateway.poll.health import Health
+from gateway.poll.poller import DevicePoller
 from simulator.clock import SimClock
 from simulator.modbus_tcp import SimulatedDevice
 from simulator.physics import ValveRelay

@@ -8,10 +8,10 @@ from pathlib import Path
 import orjson
 import yaml
 
+from core.clock import FakeClock
+from core.records import Reading
 from gateway.alerts.engine import AlertEngine
-from gateway.clock import FakeClock
-from gateway.config import LoadedConfig, load_config
-from gateway.records import Reading
+from gateway.config.site import LoadedConfig, load_config
 from tests.support import PROFILES
 
 # 2023-11-14 22:13:20 UTC: FakeClock's default start
@@ -96,11 +96,14 @@ class Harness:
         self.fail_emits = fail_emits
         self.engine = AlertEngine(cfg, self.clock, self._emit, self._write, state_dir)
 
-    async def _emit(self, lane: str, body: bytes):
+    async def _emit(self, lane: str, body: bytes, topic: str | None = None):
         if self.fail_emits > 0:
             self.fail_emits -= 1
             raise RuntimeError("outbox is closing")
-        self.records.append((lane, orjson.loads(body)))
+        record = orjson.loads(body)
+        if topic is not None:  # where the uplink will send it: kept beside the record for the assertions
+            record["topic"] = topic
+        self.records.append((lane, record))
         return len(self.records)
 
     async def _write(self, device: str, point: str, value) -> None:

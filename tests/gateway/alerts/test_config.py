@@ -8,8 +8,8 @@ import textwrap
 
 import pytest
 
-from gateway.cli import main
-from gateway.config import ConfigError, load_config
+from gateway.cli.main import main
+from gateway.config.site import ConfigError, load_config
 from tests.support import PROFILES, ROOT
 
 SITE = """\

@@ -317,11 +317,11 @@ async def test_no_output_writer_is_not_a_crash(tmp_path):
     cfg = load_site(tmp_path, rules(SMOKE))
     out = []
 
-    async def emit(lane, body):
+    async def emit(lane, body, topic=None):
         out.append(body)
 
-    from gateway.clock import FakeClock
-    from gateway.records import Reading
+    from core.clock import FakeClock
+    from core.records import Reading
 
     e = AlertEngine(cfg, FakeClock(), emit, None, None)
     e.observe([Reading(e.clock.time(), "smoke-shed", "alarm", True)])
@@ -434,7 +434,7 @@ async def test_a_stuck_event_lane_does_not_hold_back_alarms_or_outputs(tmp_path)
     h = Harness(cfg)
     committed = []
 
-    async def emit(lane, body):
+    async def emit(lane, body, topic=None):
         if lane == "event":
             raise RuntimeError("event queue full: the store is not committing")
         committed.append(orjson.loads(body))
@@ -456,7 +456,7 @@ async def test_outputs_are_driven_while_a_commit_hangs(tmp_path):
     gate = asyncio.Event()
     emitted = []
 
-    async def emit(lane, body):
+    async def emit(lane, body, topic=None):
         emitted.append(orjson.loads(body)["rule"])
         await gate.wait()  # the outbox is stuck (disk full, slow SD card)
 

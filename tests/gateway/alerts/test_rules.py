@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from core.records import Reading
 from gateway.alerts import config as c
 from gateway.alerts import rules as r
 from gateway.alerts.timeutil import Schedule, parse_window
-from gateway.records import Reading
 
 UTC = timezone.utc
 

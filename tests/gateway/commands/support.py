@@ -8,11 +8,11 @@ from pathlib import Path
 import orjson
 import yaml
 
-from gateway.clock import FakeClock
-from gateway.commands import envelope
+from core.clock import FakeClock
+from core.protocol import envelope
+from core.records import Reading
 from gateway.commands.service import CommandService
-from gateway.config import load_config, load_profile
-from gateway.records import Reading
+from gateway.config.site import load_config, load_profile
 from tests.support import PROFILES
 
 T0 = 1_700_000_000.0  # FakeClock's default start
@@ -138,8 +138,11 @@ class Harness:
         self.svc: CommandService | None = None
         self.task: asyncio.Task | None = None
 
-    async def emit(self, lane: str, body: bytes) -> None:
-        self.records.append((lane, orjson.loads(body)))
+    async def emit(self, lane: str, body: bytes, topic: str | None = None) -> None:
+        record = orjson.loads(body)
+        if topic is not None:  # where the uplink will send it: kept beside the record for the assertions
+            record["topic"] = topic
+        self.records.append((lane, record))
 
     async def start(self, readings: bool = True) -> CommandService:
         self.svc = CommandService(self.cfg, self.clock, self.emit, self.devices, str(self.state_dir))

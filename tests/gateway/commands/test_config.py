@@ -7,7 +7,7 @@ import copy
 import pytest
 
 from gateway.commands.config import parse_duration, parse_window
-from gateway.config import ConfigError, load_config
+from gateway.config.site import ConfigError, load_config
 from tests.gateway.commands.support import commands, write_site
 
 
@@ -81,7 +81,7 @@ def test_problems_name_file_line_and_key(tmp_path, mutate, expect):
 
 
 def test_public_key_file(tmp_path):
-    from gateway.commands import envelope
+    from core.protocol import envelope
 
     key = envelope.generate()
     (tmp_path / "farmer.pub").write_text(envelope.public_key_text(key.public_key()) + "\n")

@@ -7,7 +7,7 @@ import base64
 import orjson
 import pytest
 
-from gateway.commands import envelope
+from core.protocol import envelope
 from tests.gateway.commands.support import DUTY, STRANGER, Harness
 
 

@@ -250,7 +250,7 @@ async def test_reading_from_before_our_own_close_is_not_an_unexpected_open(h):
     await h.send(h.env("irrigate", "zone-1", {"duration_s": 60}))
     before = h.clock.time()
     await h.advance(60)
-    from gateway.records import Reading
+    from core.records import Reading
 
     h.svc.observe([Reading(before + 30, "valves", "zone_1", True)])  # polled mid-cycle, delivered late
     await h.svc.drain()

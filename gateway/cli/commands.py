@@ -1,0 +1,336 @@
+"""Issuer-side tools: ``canopy keys gen`` and ``canopy remote irrigate|close|close-all|unlock|lock|...``.
+
+``canopy remote ...`` signs one command envelope with the issuer's private
+key, publishes it on ``canopy/v1/{site}/{gateway}/cmd`` through the broker,
+and waits for the gateway's results on ``…/cmd/result``: ``accepted``, then
+``executed`` (with the state read back from the device) or ``failed``; or at
+once ``rejected`` with a reason.  Exit codes: 0 executed, 1 rejected or
+failed, 2 usage or key problem, 3 no answer (timeout, broker unreachable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import secrets
+import stat
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import orjson
+
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_NO_ANSWER = 0, 1, 2, 3
+FINAL = ("executed", "rejected", "failed")
+
+
+# ---------------------------------------------------------------------------------- parsers
+def add_parsers(subparsers) -> None:
+    keys = subparsers.add_parser("keys", help="issuer signing keys for remote commands (Ed25519)")
+    ksub = keys.add_subparsers(dest="keys_command", required=True)
+    g = ksub.add_parser("gen", help="make a key pair: NAME.key (private, 0600) and NAME.pub (for the site config)")
+    g.add_argument("--out", "-o", required=True, help="private key file to write, e.g. farmer.key (NAME.pub goes beside it)")
+    g.add_argument("--issuer", help="issuer name for the printed config snippet (default: the file name without .key)")
+    g.add_argument("--force", action="store_true", help="overwrite existing files")
+    g.set_defaults(func=cmd_keys_gen)
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--site", required=True, help="the gateway's site id")
+    common.add_argument("--gateway", required=True, help="the gateway id")
+    common.add_argument("--key", required=True, help="issuer private key (from `canopy keys gen`), mode 0600")
+    common.add_argument("--issuer", help="issuer name as in the gateway's config (default: the key file name without .key)")
+    common.add_argument("--broker", default=None, help="broker host:port (default 127.0.0.1:1883, or :8883 with --tls-ca)")
+    common.add_argument("--tls-ca", help="CA bundle (PEM) that signed the broker's certificate; enables TLS")
+    common.add_argument("--username", help="broker user name")
+    common.add_argument("--password-file", help="file holding the broker password (mode 0600)")
+    common.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the result (default 30)")
+    common.add_argument("--valid-for", type=float, default=120.0,
+                        help="seconds the command stays valid; the gateway refuses it after that (default 120)")
+    common.add_argument("--json", action="store_true", help="print the result records as JSON lines")
+
+    remote = subparsers.add_parser("remote", help="send a signed command to a gateway through the broker and show the result")
+    rsub = remote.add_subparsers(dest="remote_command", required=True)
+
+    p = rsub.add_parser("irrigate", parents=[common], help="open a valve (zone) for a time; the gateway closes it by itself")
+    _valve_target(p)
+    dur = p.add_mutually_exclusive_group(required=True)
+    dur.add_argument("--minutes", type=float, help="how long (fractions allowed: 0.5 = 30 s)")
+    dur.add_argument("--seconds", type=float, help="how long, in seconds")
+    p.set_defaults(func=cmd_remote, action="irrigate")
+
+    p = rsub.add_parser("close", parents=[common], help="close one valve now")
+    _valve_target(p)
+    p.set_defaults(func=cmd_remote, action="close")
+
+    p = rsub.add_parser("close-all", parents=[common], help="close every valve now and pause automatic programs")
+    p.add_argument("--hold-minutes", type=float, default=None,
+                   help="pause automatic programs this long (default: the gateway's close_all_hold; 0: do not pause)")
+    p.set_defaults(func=cmd_remote, action="close_all")
+
+    p = rsub.add_parser("resume-programs", parents=[common], help="let automatic programs run again after a close-all")
+    p.set_defaults(func=cmd_remote, action="resume_programs")
+
+    for name, action, text in (("unlock", "unlock", "unlock a door; it relocks by itself"),
+                               ("lock", "lock", "lock a door now"),
+                               ("reset-lockout", "reset_lockout", "end a lock's lockout after repeated rejected unlocks")):
+        p = rsub.add_parser(name, parents=[common], help=text)
+        p.add_argument("--lock", "--target", dest="target", required=True, help="lock id, e.g. door-101")
+        p.set_defaults(func=cmd_remote, action=action)
+
+
+def _valve_target(p) -> None:
+    t = p.add_mutually_exclusive_group(required=True)
+    t.add_argument("--zone", type=int, help="zone number (targets zone-N)")
+    t.add_argument("--target", help="valve id")
+
+
+# ---------------------------------------------------------------------------------- keys
+def cmd_keys_gen(args) -> int:
+    from core.protocol import envelope
+
+    out = Path(args.out)
+    pub = out.with_suffix(".pub") if out.suffix == ".key" else Path(str(out) + ".pub")
+    issuer = args.issuer or (out.stem if out.suffix == ".key" else out.name)
+    for f in (out, pub):
+        if f.exists() and not args.force:
+            print(f"error: {f} exists (use --force to overwrite)", file=sys.stderr)
+            return EXIT_USAGE
+    key = envelope.generate()
+    try:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(envelope.private_pem(key))
+        os.chmod(out, 0o600)
+        public = envelope.public_key_text(key.public_key())
+        pub.write_text(public + "\n", encoding="utf-8")
+    except OSError as exc:
+        print(f"error: cannot write {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    from rich.console import Console
+    from rich.syntax import Syntax
+
+    console = Console()
+    console.print(f"wrote [bold]{out}[/] (private key, mode 0600: keep it secret) and [bold]{pub}[/] (public key)")
+    console.print("add to the gateway's site config (choose the actions and targets):")
+    snippet = (f"commands:\n  issuers:\n    {issuer}:\n      public_key: \"{public}\"\n"
+               f"      actions: [irrigate, close, close_all]\n      targets: [\"zone-*\"]\n")
+    console.print(Syntax(snippet, "yaml", theme="ansi_dark", background_color="default"))
+    return EXIT_OK
+
+
+def load_issuer_key(path: str):
+    """The issuer's private key; refuses a file others can read."""
+    from core.protocol import envelope
+
+    st = os.stat(path)
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise PermissionError(f"key file {path} is readable by others (mode {stat.S_IMODE(st.st_mode):04o}); chmod 600 it")
+    return envelope.load_private_key(Path(path).read_bytes())
+
+
+# ---------------------------------------------------------------------------------- remote
+def build_envelope(args, now: float | None = None) -> tuple[dict, object]:
+    """(signed envelope, private key) from the parsed arguments; raises ValueError on bad usage."""
+    from core.protocol import envelope
+
+    action = args.action
+    params: dict = {}
+    target = "*"
+    if action in ("irrigate", "close"):
+        target = f"zone-{args.zone}" if args.zone is not None else args.target
+    elif action in ("unlock", "lock", "reset_lockout"):
+        target = args.target
+    if action == "irrigate":
+        seconds = args.seconds if args.seconds is not None else args.minutes * 60.0
+        if not seconds > 0:
+            raise ValueError("the duration must be positive")
+        params["duration_s"] = int(seconds) if float(seconds).is_integer() else round(seconds, 3)
+    if action == "close_all" and args.hold_minutes is not None:
+        if args.hold_minutes < 0:
+            raise ValueError("--hold-minutes must be 0 or more")
+        hold = args.hold_minutes * 60.0
+        params["hold_s"] = int(hold) if float(hold).is_integer() else round(hold, 3)
+    if not args.valid_for > 0:
+        raise ValueError("--valid-for must be positive")
+    key_path = args.key
+    issuer = args.issuer or (Path(key_path).stem if key_path.endswith(".key") else Path(key_path).name)
+    key = load_issuer_key(key_path)
+    env = envelope.make(issuer=issuer, site=args.site, gateway=args.gateway, target=target, action=action,
+                        params=params, valid_for=args.valid_for, now=now)
+    return envelope.sign(env, key), key
+
+
+def _broker(args) -> tuple[str, int]:
+    text = args.broker or ("127.0.0.1:8883" if args.tls_ca else "127.0.0.1:1883")
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = text, "8883" if args.tls_ca else "1883"
+    host = host.strip("[]")
+    try:
+        p = int(port)
+        if not 1 <= p <= 65535:
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"--broker {text!r}: expected host:port") from None
+    return host or "127.0.0.1", p
+
+
+def send(env: dict, *, host: str, port: int, tls_ca: str | None = None, username: str | None = None,
+         password: str | None = None, timeout: float = 30.0, on_record=None) -> list[dict]:
+    """Publish a signed envelope and collect its results until a final one (or the timeout).
+
+    Returns the result records in arrival order (deduplicated by status);
+    raises ConnectionError if the broker cannot be reached or refuses us.
+    """
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    base = f"canopy/v1/{env['site']}/{env['gateway']}"
+    inbox: queue.Queue = queue.Queue()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"canopy-remote-{secrets.token_hex(6)}", clean_session=True)
+    if tls_ca:
+        client.tls_set(ca_certs=tls_ca)
+    if username:
+        client.username_pw_set(username, password)
+    payload = orjson.dumps(env)
+
+    def on_connect(c, userdata, flags, reason_code, properties):
+        if reason_code.is_failure:
+            inbox.put(("refused", str(reason_code)))
+            return
+        c.subscribe(f"{base}/cmd/result", qos=1)
+
+    def on_subscribe(c, userdata, mid, reason_codes, properties):
+        c.publish(f"{base}/cmd", payload, qos=1)
+        inbox.put(("sent", None))
+
+    def on_message(c, userdata, msg):
+        try:
+            body = orjson.loads(msg.payload)
+        except orjson.JSONDecodeError:
+            return
+        for rec in body.get("records", []) if isinstance(body, dict) else []:
+            if isinstance(rec, dict) and rec.get("id") == env["id"]:
+                inbox.put(("record", rec))
+
+    client.on_connect = on_connect
+    client.on_subscribe = on_subscribe
+    client.on_message = on_message
+    deadline = time.monotonic() + timeout
+    try:
+        client.connect(host, port, keepalive=30)
+    except (OSError, ValueError) as exc:
+        raise ConnectionError(f"cannot reach the broker at {host}:{port}: {exc}") from None
+    client.loop_start()
+    records: list[dict] = []
+    seen: set[str] = set()
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                kind, item = inbox.get(timeout=min(left, 0.5))
+            except queue.Empty:
+                continue
+            if kind == "refused":
+                raise ConnectionError(f"the broker refused the connection: {item}")
+            if kind != "record" or item.get("status") in seen:
+                continue
+            seen.add(item.get("status"))
+            records.append(item)
+            if on_record is not None:
+                on_record(item)
+            if item.get("status") in FINAL:
+                break
+    finally:
+        try:
+            client.disconnect()  # first: the network thread then ends at once
+        except Exception:
+            pass
+        client.loop_stop()
+    return records
+
+
+def _fmt_time(ts) -> str:
+    return datetime.fromtimestamp(ts).strftime("%H:%M:%S") if isinstance(ts, (int, float)) else "?"
+
+
+def _describe_record(rec: dict) -> str:
+    status = rec.get("status")
+    what = f"{rec.get('action')} {rec.get('target')}"
+    if status == "accepted":
+        return f"[cyan]accepted[/] {what} (id {rec.get('id')})"
+    if status == "rejected":
+        extra = f" [{rec['interlock']}]" if rec.get("interlock") else ""
+        return f"[red]rejected[/] {what}: [bold]{rec.get('reason')}[/]{extra} — {rec.get('detail', '')}"
+    if status == "failed":
+        return f"[red]failed[/] {what}: [bold]{rec.get('reason')}[/] — {rec.get('detail', '')}"
+    parts = [f"[green]executed[/] {what}"]
+    if rec.get("duration_s") is not None:
+        parts.append(f"for {rec['duration_s']:g} s, closes by itself at {_fmt_time(rec.get('closes_at'))}"
+                     + (" (device timer armed too)" if rec.get("device_timer") else ""))
+    if rec.get("relock_at") is not None:
+        parts.append(f"relocks at {_fmt_time(rec['relock_at'])} (by the {rec.get('relock_by')})")
+    if rec.get("programs_paused_until"):
+        parts.append(f"programs paused until {_fmt_time(rec['programs_paused_until'])}")
+    state = rec.get("state")
+    if isinstance(state, dict) and state:
+        shown = ", ".join(f"{k}={_fmt_value(v)}" for k, v in state.items())
+        parts.append(f"read back: {shown}")
+    return "; ".join(parts)
+
+
+def _fmt_value(v) -> str:
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}={_fmt_value(x)}" for k, x in v.items()) + "}"
+    return orjson.dumps(v).decode()
+
+
+def cmd_remote(args) -> int:
+    from rich.console import Console
+
+    from core.protocol.envelope import KeyError_
+
+    console = Console(stderr=args.json, soft_wrap=True)
+    try:
+        env, _key = build_envelope(args)
+        host, port = _broker(args)
+        password = None
+        if args.password_file:
+            from gateway.config.site import read_secret
+
+            password = read_secret(args.password_file, "password file")
+    except (ValueError, KeyError_, PermissionError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except FileNotFoundError as exc:
+        print(f"error: file not found: {exc.filename}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"error: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    if (args.password_file is None) != (args.username is None):
+        print("error: --username and --password-file go together", file=sys.stderr)
+        return EXIT_USAGE
+    console.print(f"sending [bold]{env['action']}[/] {env['target']} {orjson.dumps(env['params']).decode() if env['params'] else ''}"
+                  f" to {env['site']}/{env['gateway']} via {host}:{port} as {env['issuer']} (id {env['id']})")
+
+    def show(rec):
+        if args.json:
+            print(orjson.dumps(rec).decode(), flush=True)
+        else:
+            console.print(_describe_record(rec))
+
+    try:
+        records = send(env, host=host, port=port, tls_ca=args.tls_ca, username=args.username, password=password,
+                       timeout=args.timeout, on_record=show)
+    except ConnectionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_NO_ANSWER
+    final = next((r for r in records if r.get("status") in FINAL), None)
+    if final is None:
+        said = " (it accepted the command; the result did not come in time)" if records else ""
+        print(f"error: no result from {env['site']}/{env['gateway']} within {args.timeout:g} s{said}; "
+              "is the gateway online and subscribed?", file=sys.stderr)
+        return EXIT_NO_ANSWER
+    return EXIT_OK if final["status"] == "executed" else EXIT_REFUSED
