@@ -159,7 +159,7 @@ def memory_reconciles(outbox) -> bool:
 # -- Canopy pieces -----------------------------------------------------------------------------
 def make_uplink(outbox, port: int, args, **kw):
     from core.protocol.topics import Topics
-    from gateway.config.site import BrokerConfig
+    from gateway.config.broker import BrokerConfig
     from gateway.uplink.uplink import Uplink
 
     broker = BrokerConfig(host="127.0.0.1", port=port, client_id="canopy-backlog-bench", backoff_max=args.backoff_max)

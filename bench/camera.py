@@ -80,7 +80,7 @@ async def _latency_run(video: Path, threads: int, runs: int) -> dict:
     import yaml
 
     from core.clock import Clock
-    from gateway.config.site import load_config
+    from gateway.config.load import load_config
     from inference.service import CameraService
 
     results = []
@@ -92,12 +92,12 @@ async def _latency_run(video: Path, threads: int, runs: int) -> dict:
             outbox = Outbox(os.path.join(tmp, "outbox.sqlite"), commit_interval=0.5)
             await outbox.open()
 
-            async def emit(lane, body):
-                return await outbox.put(lane, [body], wait_commit=True)
+            async def emit(lane, body, topic=None):
+                return await outbox.put(lane, [body], wait_commit=True, topic=topic)
         except Exception as exc:  # noqa: BLE001 - the bench still measures the pipeline without the store
             log(f"outbox unavailable ({exc}); measuring to an in-memory sink")
 
-            async def emit(lane, body):
+            async def emit(lane, body, topic=None):
                 return None
 
         for i in range(runs):

@@ -257,7 +257,7 @@ def split_units(devices: int, endpoints: int) -> list[list[int]]:
 async def _serve_farm(devices: int, endpoints: int, speed: float) -> None:
     import random
 
-    from gateway.config.site import load_profile
+    from gateway.config.load import load_profile
     from simulator.clock import SimClock
     from simulator.modbus_tcp import ModbusTcpSimulator, SimulatedDevice
     from simulator.physics import SoilProbe, WeatherStation
@@ -490,9 +490,6 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("--speed", type=float, default=1.0)
     args = parser.parse_args(argv)
     if args.cmd == "modbus-sim":
-        import logging
-
-        logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
         asyncio.run(_serve_farm(args.devices, args.endpoints, args.speed))
     return 0
 

@@ -174,7 +174,7 @@ async def run_canopy(args, broker: Broker, farm: ModbusFarm | None, workdir: Pat
     from core.clock import Clock
     from core.protocol.topics import Topics
     from core.records import Reading, reading_body
-    from gateway.config.site import BrokerConfig
+    from gateway.config.broker import BrokerConfig
     from gateway.outbox.store import Outbox
     from gateway.poll.health import Health
     from gateway.poll.poller import DevicePoller
@@ -213,7 +213,7 @@ async def run_canopy(args, broker: Broker, farm: ModbusFarm | None, workdir: Pat
         from bench.common import ROOT
         from drivers.modbus.device import ModbusDevice
         from drivers.modbus.tcp import ModbusTcpEndpoint
-        from gateway.config.site import load_profile
+        from gateway.config.load import load_profile
 
         profile = load_profile(ROOT / "config" / "profiles" / "soil_probe.yaml")
         devices = []

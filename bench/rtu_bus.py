@@ -10,8 +10,10 @@ baud rate in 9600, 19200, 38400 (8E1 timing, 11-bit characters):
                 against healthy-10, after the silent one is quarantined
                 (steady window includes re-probes), and during the
                 quarantine build-up
-  pymodbus-*    healthy-1 / healthy-10 through the pymodbus engine
-                (AsyncModbusSerialClient), same scheduler, for comparison
+  pymodbus-*    healthy-1 / healthy-10 through pymodbus' AsyncModbusSerialClient,
+                for comparison only (``PymodbusLine`` below: one request at a
+                time, the same 3.5-character gap); the product has one engine,
+                its own framing (drivers/modbus/rtu_transaction.py)
 
 A poll is ``RtuDevice.read_all()`` of the soil_probe profile: one merged read
 of holding 0..5 = an 8-character request and a 17-character reply.
@@ -104,16 +106,94 @@ class RtuSimProcess:
         stop_process(self.proc)
 
 
+class PymodbusLine:
+    """Bench-only comparison: pymodbus' serial client, one request at a time, keeping the 3.5-character gap.
+
+    What the product's removed ``engine: pymodbus`` did: pymodbus does not wait the
+    gap itself (a strict slave drops early requests), so it is waited here from the
+    client's packet trace.  Offers what ``run_case`` uses of a ``ModbusRtuLine``:
+    ``slave(unit, name)``, ``stats()``, ``close()``.
+    """
+
+    def __init__(self, port: str, settings, timeout: float = 0.5):
+        import collections
+
+        self.port, self.settings, self.timeout = port, settings, timeout
+        self.gap, self.char_time = settings.t35, settings.char_time
+        self.counters: collections.Counter = collections.Counter()
+        self.started = time.monotonic()
+        self.busy_s = 0.0
+        self._lock = asyncio.Lock()
+        self._client = None
+        self._quiet_from = 0.0  # end of the last frame sent or received
+
+    def slave(self, unit: int, device: str | None = None) -> "PymodbusLine":
+        return self  # ``execute(fn, timeout)``: the device passes its unit to the request functions
+
+    def _trace(self, sending: bool, data: bytes) -> bytes:
+        now = time.monotonic()
+        self._quiet_from = now + len(data) * self.char_time if sending else now
+        return data
+
+    async def _open(self) -> None:
+        from pymodbus.client import AsyncModbusSerialClient
+        from pymodbus.framer import FramerType
+
+        from drivers.serial_line.port import termios_settings
+
+        eff = termios_settings(self.port, self.settings)
+        client = AsyncModbusSerialClient(
+            self.port, framer=FramerType.RTU, baudrate=eff.baudrate, bytesize=eff.bytesize, parity=eff.parity,
+            stopbits=eff.stopbits, timeout=self.timeout, retries=0, reconnect_delay=0, trace_packet=self._trace)
+        if not await asyncio.wait_for(client.connect(), timeout=5):
+            raise RuntimeError(f"pymodbus cannot open {self.port}")
+        self._client = client
+        self._quiet_from = time.monotonic()
+
+    async def execute(self, fn, timeout: float | None = None):
+        from pymodbus.exceptions import ModbusException, ModbusIOException
+
+        from drivers.errors import BadReply, DeviceTimeout
+
+        async with self._lock:
+            if self._client is None:
+                await self._open()
+            while (delay := self._quiet_from + self.gap - time.monotonic()) > 0:
+                await asyncio.sleep(delay)
+            t0 = time.monotonic()
+            try:
+                reply = await asyncio.wait_for(fn(self._client), timeout=(timeout or self.timeout) + 0.5)
+            except (asyncio.TimeoutError, ModbusIOException):
+                self.counters["timeouts"] += 1
+                raise DeviceTimeout("no reply") from None
+            except ModbusException as exc:
+                self.counters["garbled"] += 1
+                raise BadReply(str(exc)) from None
+            finally:
+                self.busy_s += time.monotonic() - t0 + self.gap
+            return reply
+
+    def stats(self) -> dict:
+        util = self.busy_s / max(1e-9, time.monotonic() - self.started)
+        return {"utilisation": round(min(1.0, util), 4), "timeouts": self.counters["timeouts"], "crc_errors": 0,
+                "garbled": self.counters["garbled"]}
+
+    async def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
 async def run_case(port: str, baud: int, n: int, *, engine: str = "raw", silent_unit: int | None = None,
                    warmup: float = 1.0, window: float = 4.0) -> dict:
     from drivers.errors import DeviceError
     from drivers.modbus.rtu import ModbusRtuLine, RtuDevice
     from drivers.serial_line.settings import SerialSettings, theoretical_polls_per_s
-    from gateway.config.site import load_profile
+    from gateway.config.load import load_profile
 
     settings = SerialSettings(baud, 8, "E", 1)
     profile = load_profile(ROOT / "config" / "profiles" / "soil_probe.yaml")
-    line = ModbusRtuLine(port, settings, engine=engine, reprobe_interval=5.0)
+    line = ModbusRtuLine(port, settings, reprobe_interval=5.0) if engine == "raw" else PymodbusLine(port, settings)
     devices = [RtuDevice(f"probe-{u}", u, profile, line.slave(u, f"probe-{u}")) for u in range(1, n + 1)]
     counts = {d.id: 0 for d in devices}  # successful polls inside the measured window
     stamps: list[tuple[float, str]] = []  # (completion time, device) inside the window

@@ -38,5 +38,5 @@ def setup(json: bool = False, level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("pymodbus", "aiosqlite", "amqtt", "transitions"):
-        logging.getLogger(noisy).setLevel(logging.CRITICAL if noisy == "pymodbus" else logging.WARNING)
+    for noisy in ("aiosqlite", "amqtt", "transitions"):  # pymodbus is silenced where it is used (drivers/modbus/__init__.py)
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import signal
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -20,13 +21,18 @@ from core.records import Reading, event_body, reading_body
 from core.tasks import cancel_all
 from gateway import __version__
 from gateway.alerts.engine import AlertEngine
-from gateway.config.site import BrokerConfig, LoadedConfig
+from gateway.config.broker import BrokerConfig
+from gateway.config.site import LoadedConfig
 from gateway.outbox.store import Outbox, StorePolicy
-from gateway.poll.buses import BuiltBus, build_bus
 from gateway.poll.health import DeviceStatus, Health
-from gateway.poll.poller import DevicePoller
+from gateway.poll.poller import DevicePoller, Pollable
+from gateway.poll.registry import BuiltBus, build_bus
 from gateway.uplink.embedded_broker import EmbeddedBroker
 from gateway.uplink.uplink import Uplink
+
+if TYPE_CHECKING:  # imported where they start: OpenCV/LiteRT and the command store only where configured
+    from gateway.commands.service import CommandService
+    from inference.service import CameraService
 
 log = logging.getLogger("canopy")
 
@@ -53,9 +59,9 @@ class Gateway:
         )
         self.uplink: Uplink | None = None
         self.alerts: AlertEngine | None = None
-        self.commands = None  # gateway.commands.service.CommandService when configured
-        self.cameras = None  # inference.service.CameraService when cameras are configured
-        self._devices: dict = {}
+        self.commands: CommandService | None = None  # when the site has `commands:`
+        self.cameras: CameraService | None = None  # when the site has cameras
+        self._devices: dict[str, Pollable] = {}  # by device id; Modbus devices also `write` (commands, alert outputs)
         self.embedded: EmbeddedBroker | None = None
         self.buses: list[BuiltBus] = []
         self.pollers: list[DevicePoller] = []
@@ -100,7 +106,7 @@ class Gateway:
 
     async def write_point(self, device_id: str, point: str, value) -> None:
         """Drive a local output (sounder relay, valve) through its device's bus."""
-        await self._devices[device_id].write(point, value)
+        await self._devices[device_id].write(point, value)  # type: ignore[attr-defined]
 
     def _spawn(self, coro) -> None:
         task = asyncio.create_task(coro)
@@ -119,7 +125,7 @@ class Gateway:
                "degraded": self.outbox.degraded, "last_error": self.outbox.last_error},
             "uplink": {"connects": up.connects if up else 0, "connected": bool(up and up.connected.is_set()),
                        "published": dict(up.published) if up else {}, "last_error": up.last_error if up else None},
-            "buses": {b.id: b.transport.stats() for b in self.buses if hasattr(b.transport, "stats")},
+            "buses": {b.id: stats for b in self.buses if (stats := b.transport.stats()) is not None},
             **({"alerts": self.alerts.snapshot()} if self.alerts is not None else {}),
             **({"commands": self.commands.snapshot()} if self.commands is not None else {}),
             **({"cameras": self.cameras.snapshot()} if self.cameras is not None else {}),
@@ -146,44 +152,18 @@ class Gateway:
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
+        """Outbox, uplink, buses, then the services in the order a restart needs (valves safe first), then polling."""
         await self.outbox.open()
-        broker = self.site.broker
-        if broker is None:
-            port = int(os.environ.get("CANOPY_EMBEDDED_BROKER_PORT", "1883"))
-            self.embedded = EmbeddedBroker(port=port)
-            await self.embedded.start()
-            broker = BrokerConfig(host=self.embedded.host, port=self.embedded.port)
-        self.uplink = Uplink(broker, self.topics, self.outbox, base_dir=self.cfg.base_dir,
-                             batch_max_records=self.site.uplink.batch_max_records,
-                             batch_max_bytes=self.site.uplink.batch_max_bytes, state=self.state,
-                             max_messages_per_s=self.site.uplink.max_messages_per_s,
-                             max_bytes_per_s=self.site.uplink.max_bytes_per_s,
-                             max_inflight_bytes=self.site.uplink.max_inflight_bytes,
-                             queue_delay_target=self.site.uplink.queue_delay_target)
+        self.uplink = await self._make_uplink()
         self.outbox.on_commit.append(self.uplink.wake)
         self._build_devices()
         state_dir = os.path.dirname(self.outbox.path) or "."
         if self.site.rules is not None:
-            self.alerts = AlertEngine(self.cfg, self.clock, self._emit, write_point=self.write_point, state_dir=state_dir)
-            self.alerts.on_change = self._state_dirty.set
-            self.uplink.on_acked.append(self.alerts.on_delivered)
-            self.uplink.subscribe(self.topics.alert_ack, self.alerts.on_ack)
-            self._tasks.append(asyncio.create_task(self.alerts.run(), name="alerts"))
+            self._start_alerts(self.uplink, state_dir)
         if self.site.commands is not None:
-            from gateway.commands.service import CommandService
-
-            self.commands = CommandService(self.cfg, self.clock, self._emit, self._devices, state_dir, alerts=self.alerts)
-            self.commands.on_change = self._state_dirty.set
-            await self.commands.start()  # fail-safe first: valves closed before anything else
-            self.uplink.subscribe(self.topics.cmd, self.commands.on_command)
-            self.uplink.on_link.append(self.commands.on_link)
-            self._tasks.append(asyncio.create_task(self.commands.run(), name="commands"))
+            await self._start_commands(self.uplink, state_dir)
         if self.site.cameras:
-            from inference.service import CameraService  # OpenCV/LiteRT only where cameras exist
-
-            self.cameras = CameraService(self.cfg, self.clock, self._emit, alerts=self.alerts, state_dir=state_dir)
-            self.cameras.on_change = self._state_dirty.set
-            self._tasks.append(asyncio.create_task(self.cameras.run(), name="cameras"))
+            self._start_cameras(state_dir)
         self._tasks.append(asyncio.create_task(self.uplink.run(), name="uplink"))
         for p in self.pollers:
             self._tasks.append(asyncio.create_task(p.run(), name=f"poll-{p.device.id}"))
@@ -191,6 +171,44 @@ class Gateway:
         log.info("canopy %s: site %s gateway %s, %d device(s) on %d bus(es), outbox %s (boot %d)",
                  __version__, self.site.site, self.site.gateway, len(self.pollers), len(self.buses),
                  self.outbox.path, self.outbox.boot)
+
+    async def _make_uplink(self) -> Uplink:
+        """The uplink to the site's broker, or to an embedded one on loopback when the site names none (demo)."""
+        broker = self.site.broker
+        if broker is None:
+            port = int(os.environ.get("CANOPY_EMBEDDED_BROKER_PORT", "1883"))
+            self.embedded = EmbeddedBroker(port=port)
+            await self.embedded.start()
+            broker = BrokerConfig(host=self.embedded.host, port=self.embedded.port)
+        up = self.site.uplink
+        return Uplink(broker, self.topics, self.outbox, base_dir=self.cfg.base_dir,
+                      batch_max_records=up.batch_max_records, batch_max_bytes=up.batch_max_bytes, state=self.state,
+                      max_messages_per_s=up.max_messages_per_s, max_bytes_per_s=up.max_bytes_per_s,
+                      max_inflight_bytes=up.max_inflight_bytes, queue_delay_target=up.queue_delay_target)
+
+    def _start_alerts(self, uplink: Uplink, state_dir: str) -> None:
+        self.alerts = AlertEngine(self.cfg, self.clock, self._emit, write_point=self.write_point, state_dir=state_dir)
+        self.alerts.on_change = self._state_dirty.set
+        uplink.on_acked.append(self.alerts.on_delivered)
+        uplink.subscribe(self.topics.alert_ack, self.alerts.on_ack)
+        self._tasks.append(asyncio.create_task(self.alerts.run(), name="alerts"))
+
+    async def _start_commands(self, uplink: Uplink, state_dir: str) -> None:
+        from gateway.commands.service import CommandService
+
+        self.commands = CommandService(self.cfg, self.clock, self._emit, self._devices, state_dir, alerts=self.alerts)
+        self.commands.on_change = self._state_dirty.set
+        await self.commands.start()  # fail-safe first: valves closed before anything else
+        uplink.subscribe(self.topics.cmd, self.commands.on_command)
+        uplink.on_link.append(self.commands.on_link)
+        self._tasks.append(asyncio.create_task(self.commands.run(), name="commands"))
+
+    def _start_cameras(self, state_dir: str) -> None:
+        from inference.service import CameraService  # OpenCV/LiteRT only where cameras exist
+
+        self.cameras = CameraService(self.cfg, self.clock, self._emit, alerts=self.alerts, state_dir=state_dir)
+        self.cameras.on_change = self._state_dirty.set
+        self._tasks.append(asyncio.create_task(self.cameras.run(), name="cameras"))
 
     async def _state_loop(self) -> None:
         interval = self.site.uplink.state_interval

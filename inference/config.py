@@ -25,8 +25,6 @@ SOURCE_TYPES = ("url", "v4l2", "file")
 DETECTOR_TYPES = ("pose_fall",)
 
 
-
-
 # --------------------------------------------------------------------------- sources
 class _SourceCommon(Strict):
     open_timeout: float = Field(10.0, gt=0, le=120, description="seconds to wait for a stream to open")
@@ -206,6 +204,11 @@ class CameraConfig(Strict):
     privacy: PrivacyConfig = PrivacyConfig()
     watchdog: WatchdogConfig = WatchdogConfig()
     location: Location | None = None
+
+    @property
+    def realtime(self) -> bool:
+        """Frames carry their capture time: a live source, or a file played at its own rate (not a replay)."""
+        return not isinstance(self.source, FileSource) or self.source.realtime
 
     @model_validator(mode="after")
     def _unique_detectors(self) -> "CameraConfig":

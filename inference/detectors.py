@@ -22,9 +22,7 @@ from inference.fall import FallParams, FallTracker, PoseSample
 
 @dataclass(frozen=True, slots=True)
 class PoseResult:
-    sample: PoseSample
-    summary: dict  # metadata: normalised keypoints, score, axis
-    box: tuple[float, float, float, float]  # person box in frame pixels (for blurring evidence only)
+    sample: PoseSample  # the tracked person (its person box, in frame pixels, blurs evidence)
     people: int
 
 
@@ -58,7 +56,7 @@ class PoseFallPlugin:
 
     def infer(self, frame, hint: tuple[float, float] | None = None) -> PoseResult | None:
         """The tracked person: nearest to ``hint`` (the last hip) if close, else the best score."""
-        h, w = frame.shape[:2]
+        h = frame.shape[0]
         poses = [p for p in self.detector.detect(frame) if p.torso >= self.cfg.min_person * h]
         if not poses:
             return None
@@ -67,9 +65,8 @@ class PoseFallPlugin:
             near = min(poses, key=lambda p: math.dist(p.hip, hint))
             if math.dist(near.hip, hint) <= 1.5 * near.torso:
                 best = near
-        box = best.person_box()
-        sample = PoseSample(best.hip, best.shoulder, best.score, box, float(h))
-        return PoseResult(sample, best.summary(w, h), box, len(poses))
+        sample = PoseSample(best.hip, best.shoulder, best.score, best.person_box(), float(h))
+        return PoseResult(sample, len(poses))
 
     # -- event loop ----------------------------------------------------------------
     def hint(self) -> tuple[float, float] | None:

@@ -44,6 +44,15 @@ class FallParams:
     give_up_seconds: float = 60.0  # a candidate never still enough is dropped after this long (after lying_at)
 
 
+def axis_angle(hip: tuple[float, float], shoulder: tuple[float, float]) -> float:
+    """Angle of the hip->shoulder axis from vertical-up (image y grows downwards), in degrees:
+    0 upright, 90 lying, 180 head-down."""
+    vx, vy = shoulder[0] - hip[0], shoulder[1] - hip[1]
+    if vx == 0 and vy == 0:
+        return 0.0
+    return math.degrees(math.atan2(abs(vx), -vy))
+
+
 @dataclass(frozen=True, slots=True)
 class PoseSample:
     """One person's pose in frame pixels (any consistent unit; angles need square pixels)."""
@@ -57,10 +66,7 @@ class PoseSample:
     @property
     def angle(self) -> float:
         """Body axis from vertical-up in degrees: 0 upright, 90 lying, 180 head-down."""
-        vx, vy = self.shoulder[0] - self.hip[0], self.shoulder[1] - self.hip[1]
-        if vx == 0 and vy == 0:
-            return 0.0
-        return math.degrees(math.atan2(abs(vx), -vy))
+        return axis_angle(self.hip, self.shoulder)
 
     @property
     def torso(self) -> float:

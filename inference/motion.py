@@ -19,7 +19,8 @@ class MotionGate:
         self.prev: np.ndarray | None = None
         self.keep: np.ndarray | None = None  # True where pixels count (not masked)
         self.keep_count = 0
-        self.size: tuple[int, int] | None = None
+        self.size: tuple[int, int] | None = None  # the small frame compared (width, height)
+        self._src: tuple[int, int] | None = None  # the camera frame size it was prepared for
         self.last_ratio = 0.0
 
     def _prepare(self, w: int, h: int) -> None:
@@ -39,12 +40,9 @@ class MotionGate:
         if self.size is None or self._src != (w, h):
             self._src = (w, h)
             self._prepare(w, h)
-        grey = frame if frame.ndim == 2 else cv2.cvtColor(cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY)
-        if frame.ndim == 2:
-            grey = cv2.resize(grey, self.size, interpolation=cv2.INTER_AREA)
+        small = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
+        grey = small if small.ndim == 2 else cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
         return cv2.GaussianBlur(grey, (5, 5), 0)
-
-    _src: tuple[int, int] | None = None
 
     def __call__(self, frame: np.ndarray) -> tuple[bool, float]:
         """(moving, share of the unmasked frame that changed) against the previous analysed frame."""

@@ -29,6 +29,20 @@ class Frame:
 
 
 @dataclass(slots=True)
+class FrameSampler:
+    """Which frames get analysed: about one per ``step`` seconds of frame time (the rest are never decoded)."""
+
+    step: float
+    next_at: float = -math.inf
+
+    def due(self, ts: float) -> bool:
+        if ts + 1e-6 < self.next_at:
+            return False
+        self.next_at = max(self.next_at + self.step, ts + self.step * 0.5)
+        return True
+
+
+@dataclass(slots=True)
 class Analysis:
     moving: bool
     ratio: float
@@ -112,9 +126,8 @@ def analyse_video(path: str, camera: CameraConfig, core: CameraCore | None = Non
     if not cap.isOpened():
         raise FileNotFoundError(f"cannot open video {path}")
     fps = cap.get(cv2.CAP_PROP_FPS) or 15.0
-    step = 1.0 / camera.fps
+    sampler = FrameSampler(1.0 / camera.fps, next_at=0.0)
     res = ReplayResult()
-    next_t = 0.0
     t_start = time.perf_counter()
     i = 0
     try:
@@ -125,9 +138,8 @@ def analyse_video(path: str, camera: CameraConfig, core: CameraCore | None = Non
             t = i / fps
             i += 1
             res.frames_read += 1
-            if t + 1e-6 < next_t:
+            if not sampler.due(t):
                 continue
-            next_t = max(next_t + step, t + step * 0.5)
             ok, img = cap.retrieve()
             if not ok:
                 break

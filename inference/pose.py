@@ -114,24 +114,6 @@ class Pose:
         ys = [self.box[1], self.box[3], hy, sy, fy]
         return (min(xs) - pad, min(ys) - pad * 0.5, max(xs) + pad, max(ys) + pad * 0.5)
 
-    def summary(self, width: int, height: int) -> dict:
-        """Metadata only: normalised keypoints and derived geometry (no pixels)."""
-        def n(p):
-            return [round(p[0] / width, 3), round(p[1] / height, 3)]
-
-        return {"score": round(self.score, 3), "hip": n(self.hip), "shoulder": n(self.shoulder),
-                "axis_deg": round(axis_angle(self.hip, self.shoulder), 1),
-                "box": [round(self.box[0] / width, 3), round(self.box[1] / height, 3),
-                        round(self.box[2] / width, 3), round(self.box[3] / height, 3)]}
-
-
-def axis_angle(hip, shoulder) -> float:
-    """Angle of the hip->shoulder axis from vertical-up, in degrees: 0 upright, 90 lying, 180 head-down."""
-    vx, vy = shoulder[0] - hip[0], shoulder[1] - hip[1]
-    if vx == 0 and vy == 0:
-        return 0.0
-    return math.degrees(math.atan2(abs(vx), -vy))
-
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(x, -80.0, 80.0)))

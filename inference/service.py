@@ -3,8 +3,9 @@
 Seam (gateway/runtime.py):
 - ``CameraService(cfg, clock, emit, alerts=None, state_dir)``; ``run()`` as a task;
   ``await stop()``; ``snapshot()`` goes into …/state under "cameras";
-- ``emit(lane, body)`` commits one record durably; fall alarms go to the
-  ``alarm`` lane, everything else to ``event``;
+- ``emit(lane, body, topic=None)`` commits one record durably; the service calls
+  ``emit(lane, body)`` (default topics): fall alarms go to the ``alarm`` lane,
+  everything else to ``event``;
 - ``on_change`` (optional, set by the runtime) is called when something worth
   republishing …/state happened.
 
@@ -28,11 +29,11 @@ import os
 import time
 
 from core.records import event_body
+from inference.fall_records import ALERT_RULE, alert_args, subject
 
 log = logging.getLogger("canopy.camera")
 
 EVENT_RETRIES = 3
-ALERT_RULE = "camera.fall"  # rules.external."camera.fall" in the site file gives it a class (escalation) and outputs
 
 
 class CameraService:
@@ -73,14 +74,13 @@ class CameraService:
         """Raise the fall alarm: through the alert engine (lifecycle, escalation, recipient groups) when there is
         one, with a detailed ``fall.detected`` event beside it; else ``fall.detected`` on the alarm lane itself."""
         cam = runner.cfg
-        realtime = not isinstance(cam.source, _file_types()) or cam.source.realtime
-        meta = {"camera": cam.id, "frame_mono": frame.ts if realtime else None,
+        meta = {"camera": cam.id, "frame_mono": frame.ts if cam.realtime else None,
                 "window_closed_at": fields["window_closed_at"], "fall_id": fields["fall_id"],
                 "detected_mono": time.monotonic()}
         raise_alert = getattr(self.alerts, "raise_alert", None) if self.alerts is not None else None
         if raise_alert is not None:
             try:
-                aid = raise_alert(**_alert_args(cam, fields))
+                aid = raise_alert(**alert_args(cam, fields))
             except Exception:  # noqa: BLE001 - never lose the alarm: fall back to our own record
                 log.exception("camera %s: the alert engine refused the fall; sending the alarm record directly", cam.id)
             else:
@@ -112,7 +112,7 @@ class CameraService:
         resolve_alert = getattr(self.alerts, "resolve_alert", None) if self.alerts is not None else None
         if resolve_alert is not None:
             try:
-                resolve_alert(ALERT_RULE, _subject(runner.cfg, fields["detector"]), by=fields["reason"])
+                resolve_alert(ALERT_RULE, subject(runner.cfg.id, fields["detector"]), by=fields["reason"])
             except Exception:  # noqa: BLE001 - the event below still says it
                 log.exception("camera %s: the alert engine could not resolve the fall alert", runner.cfg.id)
         self._queue("event", event_body(fields["resolved_at"], "fall.resolved", camera=runner.cfg.id, **fields), False)
@@ -245,24 +245,3 @@ class CameraService:
                 out[cam.id] = r.snapshot()
         return out
 
-
-def _file_types():
-    from inference.config import FileSource
-
-    return (FileSource,)
-
-
-def _subject(cam, detector_id: str) -> str:
-    """The alert's subject: the camera (and the detector when it is not the default one)."""
-    return cam.id if detector_id == "fall" else f"{cam.id}/{detector_id}"
-
-
-def _alert_args(cam, fields: dict) -> dict:
-    """``AlertEngine.raise_alert`` arguments: metadata only (the keypoint summary rides in ``readings``)."""
-    detail = {k: fields[k] for k in ("fall_id", "confidence", "fell_at", "lying_at", "still_since", "stillness_seconds",
-                                     "window_closed_at", "detected_at", "axis_deg", "keypoints") if k in fields}
-    return {"rule": ALERT_RULE, "subject": _subject(cam, fields["detector"]), "severity": fields["severity"],
-            "device": cam.id, "location": fields["location"],
-            "facts": {"camera": cam.id, "zone": fields.get("zone"), "confidence": fields["confidence"],
-                      "fall_id": fields["fall_id"]},
-            "readings": [{"camera": cam.id, "detector": fields["detector"], **detail}], "ts": fields["detected_at"]}

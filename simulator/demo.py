@@ -3,6 +3,12 @@
 Everything shown comes from what the broker delivered, so the view proves the
 whole path: polled -> committed -> published -> acknowledged.  A device is
 made to fail for a few seconds half-way, to show errors and recovery.
+
+Ctrl-C or SIGTERM stops it the way it stops with ``--duration``: the gateway
+gets SIGTERM (if a terminal's Ctrl-C has not reached it already), the view
+reads what the broker still delivers, and the verdict is printed.  Exit codes:
+0 readings flowed end to end, 1 they did not, 130 stopped before the first
+readings arrived.
 """
 
 from __future__ import annotations
@@ -16,15 +22,15 @@ import time
 from pathlib import Path
 
 import orjson
-import paho.mqtt.client as mqtt
 import yaml
-from paho.mqtt.enums import CallbackAPIVersion
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
 from core.yamlsrc import load_yaml
+from gateway.uplink.broker_auth import BrokerEndpoint
+from gateway.uplink.client import MqttClient, MqttConnectError, MqttError
 from gateway.uplink.embedded_broker import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,13 +51,15 @@ class Watch:
         self.final: dict = {}
         self.started = time.monotonic()
 
-    def on_message(self, client, userdata, msg) -> None:
+    def on_message(self, topic: str, payload: bytes) -> None:
         try:
-            body = orjson.loads(msg.payload)
+            body = orjson.loads(payload)
         except orjson.JSONDecodeError:
             return
+        if not isinstance(body, dict):
+            return
         self.messages += 1
-        if msg.topic.endswith("/telemetry"):
+        if topic.endswith("/telemetry"):
             for r in body["records"]:
                 self.telemetry_records += 1
                 self.seqs.add(r["seq"])
@@ -61,7 +69,7 @@ class Watch:
             self.events = self.events[-6:]
             self.new_events.extend(body["records"])
             del self.new_events[:-50]
-        elif msg.topic.endswith("/state"):
+        elif topic.endswith("/state"):
             if body.get("status") == "online":
                 self.state = body
             else:
@@ -81,7 +89,7 @@ class Watch:
             ("gateway " + self.state.get("status", "connecting…"), "bold" if self.state.get("status") == "online" else "yellow"),
         )
         flow = Text.assemble(
-            "readings committed ", (str(outbox.get("accepted", "–")), "cyan"),
+            "readings committed ", (str(outbox.get("produced", "–")), "cyan"),
             "  → acknowledged by broker ", (str(outbox.get("acknowledged", "–")), "cyan"),
             "  → received here ", (str(self.telemetry_records), "bold cyan"),
             f"  (seq {min(self.seqs) if self.seqs else '–'}…{max(self.seqs) if self.seqs else '–'}, gaps {self.gaps()})",
@@ -107,7 +115,7 @@ class Watch:
     def summary_line(self) -> str:
         outbox = self.state.get("outbox", {}).get("telemetry", {})
         return (f"[{time.monotonic() - self.started:5.1f}s] broker delivered {self.telemetry_records} readings "
-                f"in {self.messages} messages; gateway committed {outbox.get('accepted', 0)}, "
+                f"in {self.messages} messages; gateway committed {outbox.get('produced', 0)}, "
                 f"acknowledged {outbox.get('acknowledged', 0)}; sequence gaps {self.gaps()}; events {len(self.events)}")
 
 
@@ -137,100 +145,165 @@ def _demo_config(site: str, workdir: Path, sim_port: int) -> Path:
     return out
 
 
+def _stop_event() -> asyncio.Event:
+    """Set by Ctrl-C or SIGTERM: from then on the demo winds down instead of raising KeyboardInterrupt."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def _start_gateway(cfg: Path, broker_port: int, log_file) -> asyncio.subprocess.Process:
+    env = dict(os.environ, CANOPY_EMBEDDED_BROKER_PORT=str(broker_port))
+    return await asyncio.create_subprocess_exec(sys.executable, "-m", "gateway", "run", "-c", str(cfg),
+                                                stdout=log_file, stderr=log_file, env=env)
+
+
+async def _stop_gateway(proc: asyncio.subprocess.Process) -> int:
+    """SIGTERM, then its exit code; a terminal's Ctrl-C may have stopped it already."""
+    if proc.returncode is None:
+        try:
+            proc.send_signal(signal.SIGTERM)
+        except ProcessLookupError:  # it exited on its own, and was not reaped yet
+            pass
+    try:
+        return await asyncio.wait_for(proc.wait(), 10)
+    except TimeoutError:
+        try:
+            proc.kill()
+        except ProcessLookupError:
+            pass
+        await proc.wait()
+        return -9
+
+
+async def _connect_view(port: int, proc, stop: asyncio.Event, timeout: float = 15.0) -> MqttClient | None:
+    """Connect to the gateway's embedded broker once it is up; None if it never came (or we were stopped)."""
+    client = MqttClient(BrokerEndpoint("127.0.0.1", port), client_id=f"canopy-demo-{os.getpid()}", connect_timeout=2.0)
+    deadline = time.monotonic() + timeout
+    while not stop.is_set() and proc.returncode is None:
+        try:
+            await client.connect()
+            await client.subscribe("canopy/v1/#", qos=1)
+            return client
+        except MqttConnectError:
+            if time.monotonic() > deadline:
+                return None
+            await asyncio.sleep(0.2)
+    return None
+
+
+async def _read_into(client: MqttClient, watch: Watch) -> None:
+    """Feed the view until the broker goes away (it stops with the gateway)."""
+    try:
+        async for msg in client.messages():
+            watch.on_message(msg.topic, msg.payload)
+    except MqttError:
+        pass
+
+
+class FaultScript:
+    """Half-way through, one device goes silent for ~5 s (and, on the community site, smoke in the shed)."""
+
+    def __init__(self, site: str, sim):
+        self.site, self.sim = site, sim
+        self.t0 = time.monotonic()
+        self.on = self.off = False
+
+    def tick(self) -> None:
+        elapsed = time.monotonic() - self.t0
+        faulty = self.sim.device(FAULTY[self.site])
+        if elapsed > 6 and not self.on:
+            faulty.fault = "silent"
+            if self.site == "community":
+                self.sim.device("smoke-shed").model.trigger_smoke()  # C2: a smoke alarm, the sounder, escalation
+            self.on = True
+        if elapsed > 11 and not self.off:
+            faulty.fault = None
+            if self.site == "community":
+                self.sim.device("smoke-shed").model.clear()
+            self.off = True
+
+
+async def _show(console: Console, site: str, watch: Watch, script: FaultScript, stop: asyncio.Event, duration: float) -> None:
+    """The live view on a terminal, else a summary line every 2 s; until stopped or ``duration`` is over."""
+    def running() -> bool:
+        return not stop.is_set() and (duration == 0 or time.monotonic() - script.t0 < duration)
+
+    if console.is_terminal:
+        with Live(watch.render(site), console=console, refresh_per_second=4) as live:
+            while running():
+                script.tick()
+                live.update(watch.render(site))
+                await _pause(stop, 0.25)
+        return
+    next_line = 0.0
+    while running():
+        script.tick()
+        for e in watch.new_events[:]:
+            print(f"           {e.get('type', '')} #{e.get('seq')}: {describe(e)}", flush=True)
+        watch.new_events.clear()
+        if time.monotonic() - script.t0 >= next_line:
+            print(watch.summary_line(), flush=True)
+            next_line += 2
+        await _pause(stop, 0.25)
+
+
+async def _pause(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        pass
+
+
+def _verdict(watch: Watch, rc: int, interrupted: bool, log_path: str) -> int:
+    print(watch.summary_line())
+    print(f"gateway exited with code {rc}; last state: {watch.final.get('status', '?')} ({watch.final.get('reason', '')})")
+    if watch.telemetry_records > 0 and watch.gaps() == 0 and rc == 0:
+        print("demo OK: readings flowed end to end and were acknowledged by the broker")
+        return 0
+    if interrupted and watch.telemetry_records == 0:  # the gateway may not even have had its signal handlers yet
+        print("demo stopped before the first readings arrived")
+        return 130
+    print(f"demo FAILED: see {log_path}")
+    return 1
+
+
 async def run_demo(site: str = "farm", duration: float = 0) -> int:
     from simulator.sites import start_site
 
+    stop = _stop_event()
     console = Console()
     workdir = ROOT / ".demo" / site
     if workdir.exists():
         shutil.rmtree(workdir)  # a demo starts from nothing: outbox, alert and command state
     workdir.mkdir(parents=True)
+    log_path = os.path.relpath(workdir / "gateway.log")
     sim, _clock = await start_site(site, port=0, speed=60)
     broker_port = free_port()
-    cfg = _demo_config(site, workdir, sim.port)
-    env = dict(os.environ, CANOPY_EMBEDDED_BROKER_PORT=str(broker_port))
-    log_file = open(workdir / "gateway.log", "wb")  # .demo/<site>/gateway.log
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "gateway", "run", "-c", str(cfg),
-                                                stdout=log_file, stderr=log_file, env=env)
-    console.print(f"[bold]Canopy demo[/]: {site} simulator on 127.0.0.1:{sim.port} (60× time), embedded broker on "
-                  f"127.0.0.1:{broker_port}, gateway pid {proc.pid} (log: .demo/{site}/gateway.log)")
-    watch = Watch()
-    sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"canopy-demo-{os.getpid()}")
-    sub.on_message = watch.on_message
-    sub.on_connect = lambda c, u, f, rc, p: c.subscribe("canopy/v1/#", qos=1)
-    deadline = time.monotonic() + 15
-    while True:
+    watch, client, reader = Watch(), None, None
+    with open(log_path, "wb") as log_file:
+        proc = await _start_gateway(_demo_config(site, workdir, sim.port), broker_port, log_file)
+        console.print(f"[bold]Canopy demo[/]: {site} simulator on 127.0.0.1:{sim.port} (60× time), embedded broker on "
+                      f"127.0.0.1:{broker_port}, gateway pid {proc.pid} (log: {log_path})")
         try:
-            sub.connect("127.0.0.1", broker_port)
-            break
-        except OSError:
-            if time.monotonic() > deadline or proc.returncode is not None:
-                console.print("[red]the gateway's embedded broker did not come up; see .demo/<site>/gateway.log[/]")
-                proc.terminate()
-                await sim.stop()
+            client = await _connect_view(broker_port, proc, stop)
+            if client is None and not stop.is_set():
+                console.print(f"[red]the gateway's embedded broker did not come up; see {log_path}[/]")
                 return 1
-            await asyncio.sleep(0.2)
-    sub.loop_start()
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    faulty = FAULTY[site]
-    interactive = console.is_terminal and duration == 0
-    t0 = time.monotonic()
-    fault_on = fault_off = False
-
-    async def tick() -> None:
-        nonlocal fault_on, fault_off
-        elapsed = time.monotonic() - t0
-        if elapsed > 6 and not fault_on:
-            sim.device(faulty).fault = "silent"
-            if site == "community":
-                sim.device("smoke-shed").model.trigger_smoke()  # C2: a smoke alarm, the sounder, escalation
-            fault_on = True
-        if elapsed > 11 and not fault_off:
-            sim.device(faulty).fault = None
-            if site == "community":
-                sim.device("smoke-shed").model.clear()
-            fault_off = True
-
-    try:
-        if interactive or console.is_terminal:
-            with Live(watch.render(site), console=console, refresh_per_second=4) as live:
-                while not stop.is_set() and (duration == 0 or time.monotonic() - t0 < duration):
-                    await tick()
-                    live.update(watch.render(site))
-                    await asyncio.sleep(0.25)
-        else:
-            next_line = 0.0
-            while not stop.is_set() and (duration == 0 or time.monotonic() - t0 < duration):
-                await tick()
-                for e in watch.new_events[:]:
-                    print(f"           {e.get('type', '')} #{e.get('seq')}: {describe(e)}", flush=True)
-                watch.new_events.clear()
-                if time.monotonic() - t0 >= next_line:
-                    print(watch.summary_line(), flush=True)
-                    next_line += 2
-                await asyncio.sleep(0.25)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            rc = await asyncio.wait_for(proc.wait(), 10)
-        except asyncio.TimeoutError:
-            proc.kill()
-            rc = -9
-        await asyncio.sleep(0.3)
-        sub.loop_stop()
-        sub.disconnect()
-        await sim.stop()
-        log_file.close()
-    print(watch.summary_line())
-    print(f"gateway exited with code {rc}; last state: {watch.final.get('status', '?')} ({watch.final.get('reason', '')})")
-    ok = watch.telemetry_records > 0 and watch.gaps() == 0 and rc == 0
-    print("demo OK: readings flowed end to end and were acknowledged by the broker" if ok else
-          "demo FAILED: see .demo/<site>/gateway.log")
-    return 0 if ok else 1
+            if client is not None:
+                reader = asyncio.create_task(_read_into(client, watch), name="demo-view")
+                await _show(console, site, watch, FaultScript(site, sim), stop, duration)
+        finally:
+            rc = await _stop_gateway(proc)
+            if reader is not None:  # the gateway's last words ("offline") arrive as its broker stops
+                await asyncio.wait({reader}, timeout=1.0)
+                reader.cancel()
+            if client is not None:
+                await client.disconnect()
+            await sim.stop()
+    return _verdict(watch, rc, stop.is_set(), log_path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -242,4 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--site", default="farm", choices=["farm", "community"])
     parser.add_argument("--duration", type=float, default=0, help="seconds to run (0: until Ctrl-C)")
     args = parser.parse_args(argv)
-    return asyncio.run(run_demo(args.site, args.duration))
+    try:
+        return asyncio.run(run_demo(args.site, args.duration))
+    except KeyboardInterrupt:  # before the demo's own handlers were in place
+        return 130

@@ -8,7 +8,6 @@ a write reaches the model (which decides what reads back).
 from __future__ import annotations
 
 import asyncio
-import logging
 import socket
 from dataclasses import dataclass, field
 from typing import Literal
@@ -29,8 +28,6 @@ _FC_TABLE = {1: "coil", 5: "coil", 15: "coil", 2: "discrete", 4: "input"}
 _FC_TABLE.update({fc: "holding" for fc in (3, 6, 16, 22, 23)})
 _INT_RANGE = {f"{s}{b}": ((-(1 << (b - 1)), (1 << (b - 1)) - 1) if s == "i" else (0, (1 << b) - 1))
               for s in "ui" for b in (16, 32, 64)}
-
-logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 
 
 def to_registers(point: Point, value: Value) -> list[int]:

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from drivers.modbus.profile import Profile
-from gateway.config.site import load_profile
+from gateway.config.load import load_profile
 from simulator.clock import SimClock
 from simulator.modbus_tcp import ModbusTcpSimulator, SimulatedDevice, free_port
 from simulator.physics import (

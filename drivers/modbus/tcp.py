@@ -23,8 +23,6 @@ from drivers.errors import BadReply, DeviceTimeout, DeviceUnreachable
 log = logging.getLogger("canopy.modbus.tcp")
 T = TypeVar("T")
 
-logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # it logs every frame otherwise
-
 
 class ModbusTcpEndpoint:
     def __init__(self, host: str, port: int, *, timeout: float = 1.0, backoff_initial: float = 1.0,

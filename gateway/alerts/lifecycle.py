@@ -64,6 +64,14 @@ class Alert:
             return "delivered"
         return "raised"
 
+    def summary(self, chain: list["ChainStep"]) -> dict:
+        """What ``…/state`` and ``canopy status`` show of an open alert."""
+        return {"id": self.id, "rule": self.rule, "severity": self.severity, "status": self.status,
+                "raised_at": round(self.raised_at, 3), "device": self.device, "location": self.location,
+                "message": self.message, "step": self.step,
+                "group": chain[self.step].group if self.step < len(chain) else None, "acked_by": self.acked_by,
+                "condition": self.condition, "episodes": self.episodes}
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -71,6 +79,16 @@ class Alert:
     def from_dict(cls, d: dict) -> "Alert":
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def prune(alerts: dict[str, Alert], history: int) -> dict[str, Alert]:
+    """Open alerts, alerts with records to send, and the last ``history`` closed ones (by raise time)."""
+    keep = [a for a in alerts.values() if a.open or a.pending]
+    closed = sorted((a for a in alerts.values() if not a.open and not a.pending), key=lambda a: a.resolved_at or 0)
+    keep += closed[-history:] if history else []
+    if len(keep) < len(alerts):
+        return {a.id: a for a in sorted(keep, key=lambda a: a.raised_at)}
+    return alerts
 
 
 @dataclass
@@ -123,3 +141,9 @@ def next_escalation(alert: Alert, chain: list[ChainStep]) -> float | None:
     if not alert.open or alert.acked_at is not None or alert.step + 1 >= len(chain):
         return None
     return alert.raised_at + chain[alert.step + 1].after
+
+
+def chains_of(rules_config) -> dict[str, list[ChainStep]]:
+    """Each alert class's escalation chain, with the recipients of every step."""
+    return {name: [ChainStep(s.group, s.after, tuple(rules_config.groups[s.group].recipients)) for s in cls.escalation]
+            for name, cls in rules_config.classes.items()}

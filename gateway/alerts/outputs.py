@@ -9,6 +9,7 @@ it never raises into the engine.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -39,6 +40,7 @@ class Outputs:
         self.writes = 0
         self.write_errors = 0
         self._warned_no_writer = False
+        self.tasks: set[asyncio.Task] = set()
 
     # -- holding -------------------------------------------------------------
     def hold(self, alert_id: str, outputs: list[dict]) -> bool:
@@ -78,6 +80,24 @@ class Outputs:
         return min(times, default=None)
 
     # -- writing -------------------------------------------------------------
+    def drive(self, now: float, on_done: Callable[[], None]) -> None:
+        """Start a write task for every output due now; ``on_done()`` after each one ends."""
+        for k, value in self.due(now):
+            self.busy.add(k)
+            task = asyncio.create_task(self.write(k, value, now), name=f"alert-output-{k[0]}-{k[1]}")
+            self.tasks.add(task)
+            task.add_done_callback(self._ended(on_done))
+
+    def _ended(self, on_done: Callable[[], None]) -> Callable[[asyncio.Task], None]:
+        def callback(task: asyncio.Task) -> None:
+            self.tasks.discard(task)
+            on_done()
+        return callback
+
+    def cancel(self) -> None:
+        for t in list(self.tasks):
+            t.cancel()
+
     async def write(self, k: Key, value, now: float) -> bool:
         if self.write_point is None:
             if not self._warned_no_writer:

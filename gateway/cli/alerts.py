@@ -6,19 +6,19 @@ or the broker (``--broker``, or when there is no local file): the retained
 ``alert.*`` record published on ``…/event`` and ``…/alert/{group}``.
 
 ``canopy ack`` publishes an ack on ``…/alert/ack`` through the broker named in
-the site config (same username, password and TLS as the gateway) and waits
-for the gateway's answer (``alert.acknowledged``, ``alert.resolved`` or
+the site config (same username, password and TLS as the gateway, through the
+one asyncio MQTT client of ``gateway.uplink.client``) and waits for the
+gateway's answer (``alert.acknowledged``, ``alert.resolved`` or
 ``alert.ack_rejected``).  Exit codes: 0 done, 1 not confirmed or refused,
-2 bad config.
+2 bad config, 130 interrupted (Ctrl-C; ``--follow`` exits 0).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
-import secrets
 import ssl
 import sys
-import threading
 import time
 from datetime import datetime
 
@@ -54,15 +54,9 @@ def add_parsers(subparsers) -> None:
 
 
 def _load(path: str):
-    from gateway.config.site import ConfigError, load_config
+    from gateway.cli.site import load_site
 
-    try:
-        return load_config(path, missing_ports_ok=True)
-    except ConfigError as exc:
-        print(f"configuration error ({len(exc.problems)} problem{'s' if len(exc.problems) != 1 else ''}):", file=sys.stderr)
-        for p in exc.problems:
-            print(f"  {p}", file=sys.stderr)
-        return None
+    return load_site(path)
 
 
 def _when(ts) -> str:
@@ -127,66 +121,13 @@ def _local_alerts(data: dict, include_closed: bool) -> list[dict]:
     return sorted(out, key=lambda a: a.get("raised_at") or 0)
 
 
-# --------------------------------------------------------------------------- MQTT
-
-
-def broker_client(cfg, purpose: str):
-    """A paho client set up like the gateway's uplink (user, password file, TLS), not yet connected."""
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
-
-    from gateway.uplink.broker_auth import broker_password, tls_context
-
-    b = cfg.site.broker
-    client = mqtt.Client(CallbackAPIVersion.VERSION2,
-                         client_id=f"canopy-{purpose}-{cfg.site.gateway}-{secrets.token_hex(3)}", clean_session=True)
-    if b is None:  # the embedded demo broker, on loopback
-        return client, "127.0.0.1", int(os.environ.get("CANOPY_EMBEDDED_BROKER_PORT", "1883"))
-    if b.username:
-        client.username_pw_set(b.username, broker_password(b, cfg.resolve))
-    if b.tls is not None:
-        client.tls_set_context(tls_context(b.tls, cfg.resolve))
-    return client, b.host, b.port
-
-
-def _connect(client, host: str, port: int, timeout: float) -> str | None:
-    """Connect and start the network thread; an error text, or None when connected."""
-    connected = threading.Event()
-    result: dict = {}
-
-    def on_connect(c, u, flags, reason_code, props):
-        result["rc"] = reason_code
-        connected.set()
-
-    client.on_connect = on_connect
-    try:
-        client.connect(host, port, keepalive=30)
-    except (OSError, ssl.SSLError, ValueError) as exc:
-        return f"cannot connect to broker {host}:{port}: {exc}"
-    client.loop_start()
-    if not connected.wait(timeout):
-        client.loop_stop()
-        return f"broker {host}:{port} did not answer within {timeout:g} s"
-    rc = result.get("rc")
-    if rc is not None and rc.is_failure:
-        client.loop_stop()
-        return f"broker {host}:{port} refused the connection: {rc}"
-    return None
-
-
-def _close(client) -> None:
-    try:
-        client.disconnect()
-    finally:
-        client.loop_stop()
-
-
 # --------------------------------------------------------------------------- canopy alerts
 
 
 def cmd_alerts(args) -> int:
     from core.protocol.topics import Topics
     from gateway.alerts.state import state_path
+    from gateway.cli.broker import run, site_client
 
     cfg = _load(args.config)
     if cfg is None:
@@ -203,61 +144,77 @@ def cmd_alerts(args) -> int:
         return EXIT_OK
     if not args.broker:
         print(f"no local alert state at {path}; asking the broker", file=sys.stderr)
-    topics = Topics(cfg.site.site, cfg.site.gateway)
     try:
-        client, host, port = broker_client(cfg, "alerts")
-    except (OSError, PermissionError, ssl.SSLError) as exc:
+        client = site_client(cfg, "alerts", args.timeout)
+    except (OSError, ssl.SSLError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAIL
-    state: dict = {}
-    got_state = threading.Event()
-    printing = threading.Event()
+    topics = Topics(cfg.site.site, cfg.site.gateway)
+    if args.follow:  # following ends with Ctrl-C: that is the normal way out
+        return run(_alerts_from_broker(client, topics, args), interrupted=EXIT_OK)
+    return run(_alerts_from_broker(client, topics, args))
 
-    def on_message(c, u, msg):
-        try:
-            body = orjson.loads(msg.payload)
-        except orjson.JSONDecodeError:
-            return
-        if msg.topic == topics.state and isinstance(body, dict):
-            state.update(body)
-            got_state.set()
-        elif msg.topic != topics.state and printing.is_set() and isinstance(body, dict):  # …/event, …/alert/{group}
-            for r in body.get("records", []):
-                if isinstance(r, dict) and str(r.get("type", "")).startswith("alert."):
-                    _print_record(r, args.json)
 
-    client.on_message = on_message
-    client.on_connect = None
-    err = _connect(client, host, port, args.timeout)
-    if err:
-        print(f"error: {err}", file=sys.stderr)
+async def _alerts_from_broker(client, topics, args) -> int:
+    """The open alerts of the retained ``…/state``; with --follow, then every alert record as it comes."""
+    from gateway.cli.broker import connect_problem
+    from gateway.uplink.client import MqttConnectError, MqttError
+
+    try:
+        async with client:
+            await client.subscribe(topics.state, topics.event, f"{topics.base}/alert/+")
+            state = await _retained_state(client, topics.state, args.timeout)
+            if state is None:
+                print(f"no retained state from {topics.site}/{topics.gateway} on the broker within {args.timeout:g} s "
+                      "(has this gateway ever connected?)", file=sys.stderr)
+                if not args.follow:
+                    return EXIT_FAIL
+            else:
+                if state.get("status") != "online":
+                    print(f"note: the gateway is {state.get('status')} ({state.get('reason', '')}); the list is its last report",
+                          file=sys.stderr)
+                _print_list(list((state.get("alerts") or {}).get("open", [])), args.json, "open")
+            if args.follow:
+                await _follow_broker(client, topics.state, args)
+            return EXIT_OK
+    except MqttConnectError as exc:
+        print(f"error: {connect_problem(exc, client.endpoint, args.timeout)}", file=sys.stderr)
         return EXIT_FAIL
-    client.subscribe([(topics.state, 1), (topics.event, 1), (f"{topics.base}/alert/+", 1)])
-    try:
-        if not got_state.wait(args.timeout):
-            print(f"no retained state from {cfg.site.site}/{cfg.site.gateway} on the broker within {args.timeout:g} s "
-                  "(has this gateway ever connected?)", file=sys.stderr)
-            if not args.follow:
-                return EXIT_FAIL
-        else:
-            if state.get("status") != "online":
-                print(f"note: the gateway is {state.get('status')} ({state.get('reason', '')}); the list is its last report",
-                      file=sys.stderr)
-            _print_list(list((state.get("alerts") or {}).get("open", [])), args.json, "open")
-        if args.follow:
-            printing.set()
-            _wait_for(args.follow_for)
-        return EXIT_OK
-    finally:
-        _close(client)
+    except MqttError as exc:
+        print(f"error: broker {client.endpoint}: {exc}", file=sys.stderr)
+        return EXIT_FAIL
 
 
-def _wait_for(seconds: float) -> None:
-    deadline = time.monotonic() + seconds if seconds > 0 else float("inf")
+async def _retained_state(client, state_topic: str, timeout: float) -> dict | None:
+    """The gateway's retained state, or None when the broker has none within ``timeout``."""
     try:
-        while time.monotonic() < deadline:
-            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
-    except KeyboardInterrupt:
+        async with asyncio.timeout(timeout):
+            async for msg in client.messages():
+                if msg.topic == state_topic:
+                    try:
+                        body = orjson.loads(msg.payload)
+                    except orjson.JSONDecodeError:
+                        continue
+                    if isinstance(body, dict):
+                        return body
+    except TimeoutError:
+        pass
+    return None
+
+
+async def _follow_broker(client, state_topic: str, args) -> None:
+    """Print the alert records of ``…/event`` and ``…/alert/{group}`` until --for runs out (or Ctrl-C)."""
+    from gateway.cli.broker import records_of
+
+    try:
+        async with asyncio.timeout(args.follow_for if args.follow_for > 0 else None):
+            async for msg in client.messages():
+                if msg.topic == state_topic:
+                    continue
+                for r in records_of(msg.payload):
+                    if str(r.get("type", "")).startswith("alert."):
+                        _print_record(r, args.json)
+    except TimeoutError:
         pass
 
 
@@ -318,6 +275,7 @@ def ack_payload(alert_id: str, by: str, resolve: bool = False, note: str | None 
 
 def cmd_ack(args) -> int:
     from core.protocol.topics import Topics
+    from gateway.cli.broker import run, site_client
 
     cfg = _load(args.config)
     if cfg is None:
@@ -329,60 +287,71 @@ def cmd_ack(args) -> int:
     if not args.alert_id or len(args.alert_id) > 64:
         print("error: the alert id must be 1 to 64 characters", file=sys.stderr)
         return EXIT_CONFIG
-    topics = Topics(cfg.site.site, cfg.site.gateway)
     try:
-        client, host, port = broker_client(cfg, "ack")
-    except (OSError, PermissionError, ssl.SSLError) as exc:
+        client = site_client(cfg, "ack", args.timeout)
+    except (OSError, ssl.SSLError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAIL
-    answer: dict = {}
-    answered = threading.Event()
-    subscribed = threading.Event()
-    wanted = {"alert.resolved"} if args.resolve else {"alert.acknowledged", "alert.resolved"}
+    return run(_ack(client, Topics(cfg.site.site, cfg.site.gateway), args, by))
 
-    def on_message(c, u, msg):
-        try:
-            body = orjson.loads(msg.payload)
-        except orjson.JSONDecodeError:
-            return
-        for r in body.get("records", []) if isinstance(body, dict) else []:
-            if not isinstance(r, dict) or r.get("alert") != args.alert_id:
-                continue
-            if r.get("type") in wanted or (r.get("type") == "alert.ack_rejected" and r.get("by") == by):
-                answer.update(r)
-                answered.set()
 
-    client.on_message = on_message
-    client.on_subscribe = lambda c, u, mid, rcs, props: subscribed.set()
-    err = _connect(client, host, port, args.timeout)
-    if err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_FAIL
+async def _ack(client, topics, args, by: str) -> int:
+    """Publish the ack (PUBACK awaited), then wait for the gateway's answer on ``…/event``."""
+    from gateway.cli.broker import connect_problem
+    from gateway.uplink.client import MqttConnectError, MqttError
+
     try:
-        if not args.no_wait:
-            client.subscribe(topics.event, qos=1)
-            subscribed.wait(args.timeout)
-        info = client.publish(topics.alert_ack, ack_payload(args.alert_id, by, args.resolve, args.note), qos=1)
-        try:
-            info.wait_for_publish(args.timeout)
-        except (RuntimeError, ValueError) as exc:
-            print(f"error: the ack could not be sent: {exc}", file=sys.stderr)
-            return EXIT_FAIL
-        if not info.is_published():
-            print(f"error: the broker did not confirm the ack within {args.timeout:g} s", file=sys.stderr)
-            return EXIT_FAIL
-        if args.no_wait:
-            print(f"ack for {args.alert_id} sent to {topics.alert_ack}")
-            return EXIT_OK
-        if not answered.wait(args.timeout):
-            print(f"the broker has the ack, but gateway {cfg.site.gateway} did not confirm it within {args.timeout:g} s "
-                  "(is it online? an ack sent while it is offline is not kept: send it again)", file=sys.stderr)
-            return EXIT_FAIL
-        if answer.get("type") == "alert.ack_rejected":
-            print(f"gateway refused the ack for {args.alert_id}: {answer.get('reason')}", file=sys.stderr)
-            return EXIT_FAIL
-        verb = "resolved" if answer.get("type") == "alert.resolved" else "acknowledged"
-        print(f"alert {args.alert_id} {verb} by {by}")
-        return EXIT_OK
-    finally:
-        _close(client)
+        async with client:
+            if not args.no_wait:  # subscribed before the ack goes out, so the answer cannot be missed
+                try:
+                    async with asyncio.timeout(args.timeout):
+                        await client.subscribe(topics.event)
+                except TimeoutError:
+                    pass
+            try:
+                async with asyncio.timeout(args.timeout):
+                    await client.publish(topics.alert_ack, ack_payload(args.alert_id, by, args.resolve, args.note), qos=1)
+            except TimeoutError:
+                print(f"error: the broker did not confirm the ack within {args.timeout:g} s", file=sys.stderr)
+                return EXIT_FAIL
+            except MqttError as exc:
+                print(f"error: the ack could not be sent: {exc}", file=sys.stderr)
+                return EXIT_FAIL
+            if args.no_wait:
+                print(f"ack for {args.alert_id} sent to {topics.alert_ack}")
+                return EXIT_OK
+            answer = await _gateway_answer(client, args.alert_id, by, args.resolve, args.timeout)
+    except MqttConnectError as exc:
+        print(f"error: {connect_problem(exc, client.endpoint, args.timeout)}", file=sys.stderr)
+        return EXIT_FAIL
+    except MqttError as exc:
+        print(f"error: broker {client.endpoint}: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    if answer is None:
+        print(f"the broker has the ack, but gateway {topics.gateway} did not confirm it within {args.timeout:g} s "
+              "(is it online? an ack sent while it is offline is not kept: send it again)", file=sys.stderr)
+        return EXIT_FAIL
+    if answer.get("type") == "alert.ack_rejected":
+        print(f"gateway refused the ack for {args.alert_id}: {answer.get('reason')}", file=sys.stderr)
+        return EXIT_FAIL
+    verb = "resolved" if answer.get("type") == "alert.resolved" else "acknowledged"
+    print(f"alert {args.alert_id} {verb} by {by}")
+    return EXIT_OK
+
+
+async def _gateway_answer(client, alert_id: str, by: str, resolve: bool, timeout: float) -> dict | None:
+    """The gateway's record about this ack (acknowledged, resolved or ack_rejected), or None in time."""
+    from gateway.cli.broker import records_of
+
+    wanted = {"alert.resolved"} if resolve else {"alert.acknowledged", "alert.resolved"}
+    try:
+        async with asyncio.timeout(timeout):
+            async for msg in client.messages():
+                for r in records_of(msg.payload):
+                    if r.get("alert") != alert_id:
+                        continue
+                    if r.get("type") in wanted or (r.get("type") == "alert.ack_rejected" and r.get("by") == by):
+                        return r
+    except TimeoutError:
+        pass
+    return None

@@ -5,24 +5,25 @@ key, publishes it on ``canopy/v1/{site}/{gateway}/cmd`` through the broker,
 and waits for the gateway's results on ``…/cmd/result``: ``accepted``, then
 ``executed`` (with the state read back from the device) or ``failed``; or at
 once ``rejected`` with a reason.  Exit codes: 0 executed, 1 rejected or
-failed, 2 usage or key problem, 3 no answer (timeout, broker unreachable).
+failed, 2 usage or key problem, 3 no answer (timeout, broker unreachable),
+130 interrupted (Ctrl-C).  The broker is reached through the one asyncio MQTT
+client of ``gateway.uplink.client``, with the gateway's TLS policy.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
-import queue
-import secrets
+import ssl
 import stat
 import sys
-import time
 from datetime import datetime
 from pathlib import Path
 
 import orjson
 
-EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_NO_ANSWER = 0, 1, 2, 3
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_NO_ANSWER, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 FINAL = ("executed", "rejected", "failed")
 
 
@@ -184,71 +185,63 @@ def send(env: dict, *, host: str, port: int, tls_ca: str | None = None, username
     Returns the result records in arrival order (deduplicated by status);
     raises ConnectionError if the broker cannot be reached or refuses us.
     """
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
+    return asyncio.run(send_async(env, remote_endpoint(host, port, tls_ca, username, password),
+                                  timeout=timeout, on_record=on_record))
 
-    base = f"canopy/v1/{env['site']}/{env['gateway']}"
-    inbox: queue.Queue = queue.Queue()
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"canopy-remote-{secrets.token_hex(6)}", clean_session=True)
-    if tls_ca:
-        client.tls_set(ca_certs=tls_ca)
-    if username:
-        client.username_pw_set(username, password)
-    payload = orjson.dumps(env)
 
-    def on_connect(c, userdata, flags, reason_code, properties):
-        if reason_code.is_failure:
-            inbox.put(("refused", str(reason_code)))
-            return
-        c.subscribe(f"{base}/cmd/result", qos=1)
+def remote_endpoint(host: str, port: int, tls_ca: str | None = None, username: str | None = None,
+                    password: str | None = None):
+    """The broker as the command line names it, with the gateway's TLS policy when --tls-ca is given.
 
-    def on_subscribe(c, userdata, mid, reason_codes, properties):
-        c.publish(f"{base}/cmd", payload, qos=1)
-        inbox.put(("sent", None))
+    Raises OSError (CA file) or ssl.SSLError (not a CA bundle).
+    """
+    from gateway.config.broker import TlsConfig
+    from gateway.uplink.broker_auth import BrokerEndpoint, tls_context
 
-    def on_message(c, userdata, msg):
-        try:
-            body = orjson.loads(msg.payload)
-        except orjson.JSONDecodeError:
-            return
-        for rec in body.get("records", []) if isinstance(body, dict) else []:
-            if isinstance(rec, dict) and rec.get("id") == env["id"]:
-                inbox.put(("record", rec))
+    tls = tls_context(TlsConfig(ca=tls_ca), str) if tls_ca else None
+    return BrokerEndpoint(host, port, username if username else None, password, tls)
 
-    client.on_connect = on_connect
-    client.on_subscribe = on_subscribe
-    client.on_message = on_message
-    deadline = time.monotonic() + timeout
-    try:
-        client.connect(host, port, keepalive=30)
-    except (OSError, ValueError) as exc:
-        raise ConnectionError(f"cannot reach the broker at {host}:{port}: {exc}") from None
-    client.loop_start()
+
+async def send_async(env: dict, endpoint, *, timeout: float = 30.0, on_record=None) -> list[dict]:
+    """``send`` on a running loop: subscribe ``…/cmd/result``, publish on ``…/cmd`` (PUBACK awaited), collect."""
+    from core.protocol.topics import Topics
+    from gateway.cli.broker import client_id
+    from gateway.uplink.client import MqttClient, MqttConnectError, MqttDisconnectedError
+
+    topics = Topics(env["site"], env["gateway"])
     records: list[dict] = []
-    seen: set[str] = set()
+    client = MqttClient(endpoint, client_id=client_id("remote"), connect_timeout=min(timeout, 10.0))
     try:
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                kind, item = inbox.get(timeout=min(left, 0.5))
-            except queue.Empty:
-                continue
-            if kind == "refused":
-                raise ConnectionError(f"the broker refused the connection: {item}")
-            if kind != "record" or item.get("status") in seen:
-                continue
-            seen.add(item.get("status"))
-            records.append(item)
-            if on_record is not None:
-                on_record(item)
-            if item.get("status") in FINAL:
-                break
-    finally:
-        try:
-            client.disconnect()  # first: the network thread then ends at once
-        except Exception:
-            pass
-        client.loop_stop()
+        async with asyncio.timeout(timeout), client:
+            await client.subscribe(topics.cmd_result)
+            await client.publish(topics.cmd, orjson.dumps(env), qos=1)
+            async for msg in client.messages():
+                if _collect(msg.payload, env["id"], records, on_record):
+                    break
+    except TimeoutError:
+        pass  # the records so far; the caller says what is missing
+    except MqttConnectError as exc:
+        if exc.refused:
+            raise ConnectionError(f"the broker refused the connection: {exc.reason}") from None
+        raise ConnectionError(f"cannot reach the broker at {endpoint}: {exc.reason}") from None
+    except MqttDisconnectedError as exc:
+        raise ConnectionError(f"lost the broker at {endpoint}: {exc}") from None
     return records
+
+
+def _collect(payload: bytes, cmd_id: str, records: list[dict], on_record) -> bool:
+    """Add this command's new results from one message; True once a final one arrived."""
+    from gateway.cli.broker import records_of
+
+    for rec in records_of(payload):
+        if rec.get("id") != cmd_id or rec.get("status") in {r.get("status") for r in records}:
+            continue
+        records.append(rec)
+        if on_record is not None:
+            on_record(rec)
+        if rec.get("status") in FINAL:
+            return True
+    return False
 
 
 def _fmt_time(ts) -> str:
@@ -297,10 +290,11 @@ def cmd_remote(args) -> int:
         host, port = _broker(args)
         password = None
         if args.password_file:
-            from gateway.config.site import read_secret
+            from gateway.config.checks import read_secret
 
             password = read_secret(args.password_file, "password file")
-    except (ValueError, KeyError_, PermissionError) as exc:
+        endpoint = remote_endpoint(host, port, args.tls_ca, args.username, password)
+    except (ValueError, KeyError_, PermissionError, ssl.SSLError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except FileNotFoundError as exc:
@@ -322,8 +316,9 @@ def cmd_remote(args) -> int:
             console.print(_describe_record(rec))
 
     try:
-        records = send(env, host=host, port=port, tls_ca=args.tls_ca, username=args.username, password=password,
-                       timeout=args.timeout, on_record=show)
+        records = asyncio.run(send_async(env, endpoint, timeout=args.timeout, on_record=show))
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
     except ConnectionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_NO_ANSWER

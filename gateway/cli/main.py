@@ -1,4 +1,5 @@
-"""`canopy` command line: run, validate, status; installer tools scan, probe, bus."""
+"""`canopy` command line: run, validate, status; the installer tools (installer.py), alerts and acks
+(alerts.py), signed remote commands (commands.py)."""
 
 from __future__ import annotations
 
@@ -7,23 +8,12 @@ import asyncio
 import sys
 
 from gateway import __version__
-
-EXIT_CONFIG = 2
-
-
-def _print_problems(exc) -> None:
-    print(f"configuration error ({len(exc.problems)} problem{'s' if len(exc.problems) != 1 else ''}):", file=sys.stderr)
-    for p in exc.problems:
-        print(f"  {p}", file=sys.stderr)
+from gateway.cli.site import EXIT_CONFIG, load_site, read_status
 
 
 def cmd_validate(args) -> int:
-    from gateway.config.site import ConfigError, load_config
-
-    try:
-        cfg = load_config(args.file)
-    except ConfigError as exc:
-        _print_problems(exc)
+    cfg = load_site(args.file, missing_ports_ok=False)
+    if cfg is None:
         return EXIT_CONFIG
     devices = sum(len(b.devices) for b in cfg.site.buses)
     broker = f"{cfg.site.broker.host}:{cfg.site.broker.port}{' TLS' if cfg.site.broker.tls else ''}" if cfg.site.broker else "embedded (loopback, demo)"
@@ -34,13 +24,10 @@ def cmd_validate(args) -> int:
 
 def cmd_run(args) -> int:
     from gateway import logs
-    from gateway.config.site import ConfigError, load_config
 
     logs.setup(json=args.log_json, level=args.log_level)
-    try:
-        cfg = load_config(args.config, missing_ports_ok=True)
-    except ConfigError as exc:
-        _print_problems(exc)
+    cfg = load_site(args.config)
+    if cfg is None:
         return EXIT_CONFIG
     from gateway.runtime import run_gateway
 
@@ -53,34 +40,13 @@ def cmd_run(args) -> int:
         return EXIT_CONFIG
 
 
-def _read_status(config: str) -> dict | int:
-    """The running gateway's last health snapshot, or an exit code after saying why not.
-
-    Operator views tolerate an unplugged serial adapter (the daemon does too).
-    """
-    import orjson
-
-    from gateway.config.site import ConfigError, load_config
-
-    try:
-        cfg = load_config(config, missing_ports_ok=True)
-    except ConfigError as exc:
-        _print_problems(exc)
-        return EXIT_CONFIG
-    try:
-        return orjson.loads(open(cfg.status_path, "rb").read())
-    except FileNotFoundError:
-        print(f"no status file at {cfg.status_path}: is the gateway running (canopy run -c {config})?", file=sys.stderr)
-        return 1
-
-
 def cmd_status(args) -> int:
     """Show the running gateway's last health snapshot (written by the daemon)."""
     import orjson
     from rich.console import Console
     from rich.table import Table
 
-    status = _read_status(args.config)
+    status = read_status(args.config)
     if isinstance(status, int):
         return status
     if args.json:
@@ -98,8 +64,8 @@ def cmd_status(args) -> int:
     for col in ("lane", "accepted", "acknowledged", "pending", "last seq"):
         t.add_column(col, justify="right" if col != "lane" else "left")
     for lane, c in status.get("outbox", {}).items():
-        if isinstance(c, dict):
-            t.add_row(lane, str(c.get("accepted")), str(c.get("acknowledged")), str(c.get("pending")), str(c.get("last_seq")))
+        if isinstance(c, dict):  # "accepted" is what an operator calls the outbox's "produced": committed records
+            t.add_row(lane, str(c.get("produced")), str(c.get("acknowledged")), str(c.get("pending")), str(c.get("last_seq")))
     console.print(t)
     d = Table(title="devices")
     for col in ("device", "bus", "status", "polls", "failures", "detail"):
@@ -108,207 +74,6 @@ def cmd_status(args) -> int:
         colour = "green" if st.get("status") == "ok" else "red"
         d.add_row(dev, st.get("bus", ""), f"[{colour}]{st.get('status')}[/]", str(st.get("polls")), str(st.get("failures")), st.get("detail", ""))
     console.print(d)
-    return 0
-
-
-# -- installer tools: RS-485 -------------------------------------------------------------------
-def _quiet_line_log() -> None:
-    """The installer tools print their own one-line errors; the daemon's failure log would repeat them."""
-    import logging
-
-    logging.getLogger("canopy.modbus.rtu").setLevel(logging.ERROR)
-
-
-def _port_problem(port: str) -> str | None:
-    import os
-
-    if not os.path.exists(port):
-        from gateway.config.site import _serial_ports_hint
-
-        return f"serial port {port} not found{_serial_ports_hint()}"
-    return None
-
-
-def cmd_scan(args) -> int:
-    """Find which unit ids answer at which baud rate and parity."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-    from rich.syntax import Syntax
-    from rich.table import Table
-
-    from drivers.modbus.installer import UsageError, parse_bauds, parse_parities, parse_units, scan, snippet
-
-    _quiet_line_log()
-    console = Console(stderr=args.json)
-    try:
-        bauds, parities, units = parse_bauds(args.baud), parse_parities(args.parity), parse_units(args.units)
-        if args.timeout <= 0 or args.timeout > 10:
-            raise UsageError("--timeout must be in (0, 10] seconds")
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    if (problem := _port_problem(args.port)) is not None:
-        print(f"error: {problem}", file=sys.stderr)
-        return EXIT_CONFIG
-    total = len(bauds) * len(parities) * len(units)
-    estimate = total * args.timeout
-    console.print(f"scanning {args.port}: {len(units)} unit(s) x {len(bauds)} baud rate(s) x {len(parities)} parity "
-                  f"setting(s), up to {estimate:.0f}s")
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[found]} found"),
-                  TimeRemainingColumn(), console=console, transient=args.json) as progress:
-        task = progress.add_task("scan", total=total, found=0)
-
-        def step(baud, unit, parity, found):
-            progress.update(task, advance=1, found=found, description=f"{baud} 8{parity}{args.stopbits} unit {unit:>3}")
-
-        try:
-            result = asyncio.run(scan(args.port, bauds, parities, units, stopbits=args.stopbits, timeout=args.timeout,
-                                      framer=args.framer, on_step=step))
-        except UsageError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_CONFIG
-    if args.json:
-        import orjson
-
-        print(orjson.dumps(result.as_dict() | {"snippet": snippet(result)}).decode())
-        return 0 if result.found else 1
-    if not result.found:
-        console.print(f"[red]no slave answered[/] ({result.tried} tries"
-                      + (f", {result.noise} garbled replies: wiring noise or a setting not tried" if result.noise else "")
-                      + "). Check A/B wiring, termination, power, and try more --baud/--parity values.")
-        return 1
-    t = Table(title=f"slaves on {args.port}")
-    for col in ("baud", "format", "unit", "answered", "latency"):
-        t.add_column(col, justify="right" if col in ("baud", "unit", "latency") else "left")
-    for f in result.found:
-        t.add_row(str(f.baudrate), f"8{f.parity}{f.stopbits}", str(f.unit), f.answer, f"{f.latency_ms:.1f} ms")
-    console.print(t)
-    if len({(f.baudrate, f.parity) for f in result.found}) > 1:
-        console.print("[yellow]slaves answer at different settings: one line needs one setting for all its slaves[/]")
-    if result.noise:
-        console.print(f"[yellow]{result.noise} garbled/CRC-failed replies during the scan (noise or termination?)[/]")
-    console.print("paste into your site config (set each profile):")
-    console.print(Syntax(snippet(result), "yaml", theme="ansi_dark", background_color="default"))
-    return 0
-
-
-def cmd_probe(args) -> int:
-    """Read or write one thing on one slave and show raw and decoded values."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from drivers.errors import DeviceError, DeviceUnreachable
-    from drivers.modbus.installer import UsageError, parse_bauds, parse_parities, probe
-    from drivers.serial_line.settings import SerialSettings
-
-    _quiet_line_log()
-    try:
-        baud = parse_bauds(args.baud)[0]
-        parity = parse_parities(args.parity)[0]
-        if not 1 <= args.unit <= 247:
-            raise UsageError("--unit must be 1..247")
-        settings = SerialSettings(baud, 8 if args.framer == "rtu" else 7, parity, args.stopbits)
-    except (UsageError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    if (problem := _port_problem(args.port)) is not None:
-        print(f"error: {problem}", file=sys.stderr)
-        return EXIT_CONFIG
-    try:
-        out = asyncio.run(probe(args.port, settings, args.unit, read=args.read, write=args.write, dtype=args.as_type,
-                                word_order=args.word_order, byte_order=args.byte_order, timeout=args.timeout,
-                                framer=args.framer))
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    except DeviceUnreachable as exc:  # the port itself: missing, busy, no permission
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    except DeviceError as exc:
-        print(f"error: unit {args.unit} at {settings}: {exc.status}: {exc}", file=sys.stderr)
-        return 1
-    if args.json:
-        import orjson
-
-        print(orjson.dumps(out).decode())
-        return 0
-    console = Console()
-    what = f"{out['op']} {out['table']} {out['address']}" + (f"+{out['count']}" if out["op"] == "read" else f" = {out['value']}")
-    console.print(f"[bold]unit {args.unit}[/] on {args.port} at {settings}: {what}")
-    if "registers" in out:
-        t = Table(title="registers")
-        for col in ("address", "hex", "u16", "i16"):
-            t.add_column(col, justify="right")
-        for i, r in enumerate(out["registers"]):
-            t.add_row(str(out["address"] + i), f"0x{r:04X}", str(r), str(r - 0x10000 if r >= 0x8000 else r))
-        console.print(t)
-        console.print(f"as {out['as']} (word order {out['word_order']}, byte order {out['byte_order']}): "
-                      + ", ".join(map(str, out["values"])))
-    else:
-        console.print(", ".join(f"{out['address'] + i}: {int(b)}" for i, b in enumerate(out["bits"])))
-    return 0
-
-
-def cmd_bus(args) -> int:
-    """Per-line utilisation and per-slave health of a running gateway (from its status file)."""
-    import time
-
-    import orjson
-    from rich import box
-    from rich.console import Console
-    from rich.table import Table
-
-    status = _read_status(args.config)
-    if isinstance(status, int):
-        return status
-    buses = status.get("buses") or {}
-    if args.json:
-        print(orjson.dumps({"ts": status.get("ts"), "buses": buses}, option=orjson.OPT_INDENT_2).decode())
-        return 0
-    console = Console()
-    age = time.time() - status.get("ts", 0)
-    console.print(f"[bold]{status.get('site')}/{status.get('gateway')}[/] · snapshot {age:.0f}s old")
-    if not buses:
-        console.print("no bus reports statistics (Modbus TCP endpoints do not; see `canopy status`)")
-    devices = status.get("devices") or {}
-    for bus_id, st in buses.items():
-        state = st.get("state", "?")
-        colour = "green" if state == "open" else "red"
-        head = f"[bold]{bus_id}[/] {st.get('type', '')} {st.get('port', '')} {st.get('settings', '')} [{colour}]{state}[/]"
-        if st.get("port_error"):
-            head += f" ({st['port_error']})"
-        console.print(head)
-        if st.get("type") == "serial_line":
-            console.print(f"  lines {st.get('lines')} valid {st.get('valid_lines')} · checksum errors {st.get('checksum_errors')} · "
-                          f"framing {st.get('framing_errors')} · overlong {st.get('overlong')} · unmatched {st.get('unmatched')} · "
-                          f"value errors {st.get('value_errors')} · last line {st.get('last_line_age_s')}s ago")
-            t = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-            for col in ("sensor", "status", "updates", "last update"):
-                t.add_column(col)
-            for sid, s in (st.get("sensors") or {}).items():
-                dst = (devices.get(sid) or {}).get("status", "?")
-                t.add_row(sid, dst, str(s.get("updates")), f"{s.get('last_update_age_s')}s ago" if s.get("last_update_age_s") is not None else "never")
-            console.print(t)
-            continue
-        console.print(f"  utilisation {100 * st.get('utilisation', 0):.1f}% (wire {100 * st.get('wire_utilisation', 0):.1f}%) · "
-                      f"queue {st.get('queue')} · transactions {st.get('transactions')} · timeouts {st.get('timeouts')} · "
-                      f"CRC {st.get('crc_errors')} · garbled {st.get('garbled')} · truncated {st.get('truncated')} · "
-                      f"exceptions {st.get('exceptions')} · reopened {max(0, st.get('opens', 0) - 1)}x")
-        t = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-        t.add_column("unit", justify="right")
-        t.add_column("device", overflow="fold", min_width=8)
-        t.add_column("state", no_wrap=True, min_width=11)
-        for col in ("ok %", "avg ms", "p95 ms", "fails", "quar.", "probe"):
-            t.add_column(col, justify="right", no_wrap=True)
-        for unit, s in (st.get("slaves") or {}).items():
-            sstate = s.get("state", "?")
-            colour = {"ok": "green", "quarantined": "red", "backoff": "yellow", "failing": "yellow"}.get(sstate, "white")
-            rate = s.get("success_rate")
-            lat = s.get("latency_ms") or {}
-            t.add_row(unit, s.get("device") or "", f"[{colour}]{sstate}[/]", f"{100 * rate:.1f}%" if rate is not None else "-",
-                      f"{lat['avg']:.1f}" if lat else "-", f"{lat['p95']:.1f}" if lat else "-", str(s.get("failures")),
-                      str(s.get("quarantines")), f"{s['next_probe_in_s']:.0f}s" if "next_probe_in_s" in s else "")
-        console.print(t)
     return 0
 
 
@@ -332,43 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the raw snapshot as JSON")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("scan", help="find Modbus RTU slaves on a serial port (unit ids, baud rate, parity)")
-    p.add_argument("--port", required=True, help="serial device, e.g. /dev/serial/by-id/usb-... or /dev/ttyUSB0")
-    p.add_argument("--baud", default="9600,19200", help="comma-separated baud rates to try (default 9600,19200)")
-    p.add_argument("--parity", default="N,E", help="comma-separated parities to try: N, E, O (default N,E)")
-    p.add_argument("--stopbits", type=int, default=1, choices=[1, 2])
-    p.add_argument("--units", default="1-247", help="unit ids to try, e.g. 1-247 or 1-20,100 (default 1-247)")
-    p.add_argument("--timeout", type=float, default=0.15, help="seconds to wait for each unit (default 0.15)")
-    p.add_argument("--framer", default="rtu", choices=["rtu", "ascii"])
-    p.add_argument("--json", action="store_true", help="print the result as JSON (progress goes to stderr)")
-    p.set_defaults(func=cmd_scan)
-
-    p = sub.add_parser("probe", help="read or write one register range / coil on one slave, show raw and decoded")
-    p.add_argument("--port", required=True, help="serial device")
-    p.add_argument("--unit", type=int, required=True, help="slave unit id (1..247)")
-    what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--read", metavar="TABLE:ADDR:COUNT", help="e.g. holding:0:4, input:6:2, coil:0:8")
-    what.add_argument("--write", metavar="TABLE:ADDR:VALUE", help="e.g. coil:0:1, holding:10:123 (encoded with --as)")
-    p.add_argument("--as", dest="as_type", default="u16",
-                   choices=["u16", "i16", "u32", "i32", "f32", "u64", "i64", "f64", "string", "hex"],
-                   help="decode (or encode) registers as this type (default u16)")
-    p.add_argument("--word-order", default="big", choices=["big", "little"], help="register order of multi-register values")
-    p.add_argument("--byte-order", default="big", choices=["big", "little"], help="byte order inside each register")
-    p.add_argument("--baud", default="9600", help="baud rate (default 9600)")
-    p.add_argument("--parity", default="N", help="N, E or O (default N)")
-    p.add_argument("--stopbits", type=int, default=1, choices=[1, 2])
-    p.add_argument("--timeout", type=float, default=0.5, help="reply timeout in seconds (default 0.5)")
-    p.add_argument("--framer", default="rtu", choices=["rtu", "ascii"])
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.set_defaults(func=cmd_probe)
-
-    p = sub.add_parser("bus", help="a running gateway's serial lines: utilisation, per-slave success, latency, quarantine")
-    p.add_argument("-c", "--config", required=True, help="site config YAML of the gateway")
-    p.add_argument("--json", action="store_true", help="print the bus statistics as JSON")
-    p.set_defaults(func=cmd_bus)
     from gateway.cli.alerts import add_parsers as add_alert_parsers
     from gateway.cli.commands import add_parsers as add_command_parsers
+    from gateway.cli.installer import add_parsers as add_installer_parsers
 
+    add_installer_parsers(sub)
     add_alert_parsers(sub)
     add_command_parsers(sub)
     return parser

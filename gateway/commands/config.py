@@ -244,129 +244,153 @@ def target_allowed(issuer: IssuerConfig, target_id: str, location: dict) -> bool
     return building is not None and str(building) in {str(b) for b in issuer.buildings}
 
 
-def validate_commands(site, profiles, src) -> list:
-    """Cross-checks needing the whole site (unknown devices/points, keys); returns Problems."""
-    from core.protocol.envelope import KeyError_, load_public_key
+class _Checks:
+    """What the cross-checks share: the problems found, the site's points, the ids and outputs claimed so far."""
 
-    cc: CommandsConfig = site.commands
-    problems = []
-    points = _device_points(site, profiles)
-    base = ("commands",)
-    base_dir = os.path.dirname(os.path.abspath(src.file))
+    def __init__(self, site, profiles, src):
+        self.src = src
+        self.problems: list = []
+        self.points = _device_points(site, profiles)
+        self.targets: dict[str, tuple] = {}
+        self.zones: dict[int, tuple] = {}
+        self.outputs: dict[tuple[str, str], tuple] = {}
 
-    def point_of(path, device, point, *, writable=False, what="point"):
-        if device not in points:
-            problems.append(src.problem(path + ("device",), f"unknown device '{device}' (not on any bus)"))
+    def problem(self, path, message: str) -> None:
+        self.problems.append(self.src.problem(path, message))
+
+    def point_of(self, path, device, point, *, writable=False, what="point"):
+        if device not in self.points:
+            self.problem(path + ("device",), f"unknown device '{device}' (not on any bus)")
             return None
-        p = points[device].get(point)
+        p = self.points[device].get(point)
         if p is None:
-            have = ", ".join(sorted(points[device])) or "none"
-            problems.append(src.problem(path + (what,), f"device '{device}' has no point '{point}' (it has: {have})"))
+            have = ", ".join(sorted(self.points[device])) or "none"
+            self.problem(path + (what,), f"device '{device}' has no point '{point}' (it has: {have})")
             return None
         if writable and not getattr(p, "writable", False):
-            problems.append(src.problem(path + (what,), f"point '{point}' of '{device}' is not writable (profile says writable: false)"))
+            self.problem(path + (what,), f"point '{point}' of '{device}' is not writable (profile says writable: false)")
             return None
         return p
 
-    targets: dict[str, tuple] = {}
-    zones: dict[int, tuple] = {}
-    outputs: dict[tuple[str, str], tuple] = {}
-
-    def claim(path, tid):
+    def claim(self, path, tid) -> None:
         if tid == "*":
-            problems.append(src.problem(path + ("id",), "'*' is reserved (close_all)"))
-        elif tid in targets:
-            problems.append(src.problem(path + ("id",), f"duplicate target id '{tid}' (first at line {src.line_of(targets[tid])})"))
-        targets.setdefault(tid, path + ("id",))
+            self.problem(path + ("id",), "'*' is reserved (close_all)")
+        elif tid in self.targets:
+            self.problem(path + ("id",), f"duplicate target id '{tid}' (first at line {self.src.line_of(self.targets[tid])})")
+        self.targets.setdefault(tid, path + ("id",))
 
-    def claim_output(path, device, point):
-        if (device, point) in outputs:
-            problems.append(src.problem(path + ("point",), f"{device}.{point} is already driven by line {src.line_of(outputs[(device, point)])}"))
-        outputs.setdefault((device, point), path + ("point",))
+    def claim_output(self, path, device, point) -> None:
+        if (device, point) in self.outputs:
+            self.problem(path + ("point",), f"{device}.{point} is already driven by line {self.src.line_of(self.outputs[(device, point)])}")
+        self.outputs.setdefault((device, point), path + ("point",))
 
-    valves = {}
-    for i, v in enumerate(cc.valves):
-        path = base + ("valves", i)
-        claim(path, v.id)
-        valves[v.id] = v
-        if v.zone is not None:
-            if v.zone in zones:
-                problems.append(src.problem(path + ("zone",), f"zone {v.zone} is already valve at line {src.line_of(zones[v.zone])}"))
-            zones.setdefault(v.zone, path + ("zone",))
-        p = point_of(path, v.device, v.point, writable=True)
-        if p is not None:
-            claim_output(path, v.device, v.point)
-            if getattr(p, "table", None) not in ("coil", "holding"):
-                problems.append(src.problem(path + ("point",), f"point '{v.point}' is not a coil or holding register"))
-        if v.pulse_point is not None:
-            pp = point_of(path, v.device, v.pulse_point, writable=True, what="pulse_point")
-            if pp is not None and getattr(pp, "table", None) != "holding":
-                problems.append(src.problem(path + ("pulse_point",), "a pulse register must be a holding register (seconds)"))
-        if v.interlocks is not None:
-            for name in ("moisture", "rain", "tank", "flow"):
-                il = getattr(v.interlocks, name)
-                if il is not None:
-                    point_of(path + ("interlocks", name), il.device, il.point)
-            if v.interlocks.flow is not None and v.interlocks.flow.max > 0 and v.interlocks.flow.settle > v.max_run:
-                problems.append(src.problem(path + ("interlocks", "flow", "settle"), "settle is longer than max_run: flow would never be judged"))
 
-    for i, lk in enumerate(cc.locks):
-        path = base + ("locks", i)
-        claim(path, lk.id)
-        if point_of(path, lk.device, lk.point, writable=True) is not None:
-            claim_output(path, lk.device, lk.point)
-        point_of(path, lk.device, lk.state_point, what="state_point")
-        for key in ("door_point", "tamper_point", "battery_point"):
-            name = getattr(lk, key)
-            if name is not None:
-                point_of(path, lk.device, name, what=key)
-        if lk.relock_point is not None:
-            point_of(path, lk.device, lk.relock_point, writable=True, what="relock_point")
-        elif lk.relock == "device":
-            rp = points.get(lk.device, {}).get("relock_time")
-            if rp is None or not getattr(rp, "writable", False):
-                problems.append(src.problem(path + ("relock",), "relock: device needs relock_point (the device's auto-relock register); "
-                                                               "this profile has no writable 'relock_time'"))
+_BASE = ("commands",)
 
-    for i, pr in enumerate(cc.programs):
-        path = base + ("programs", i)
-        if pr.valve not in valves:
-            problems.append(src.problem(path + ("valve",), f"unknown valve '{pr.valve}' (commands.valves has: {', '.join(valves) or 'none'})"))
-        elif pr.max_run > valves[pr.valve].max_run:
-            problems.append(src.problem(path + ("max_run",), f"longer than the valve's max_run ({valves[pr.valve].max_run:g} s)"))
-        point_of(path + ("sensor",), pr.sensor.device, pr.sensor.point)
-    prog_ids = [p.id for p in cc.programs]
-    for i, pid in enumerate(prog_ids):
-        if pid in prog_ids[:i]:
-            problems.append(src.problem(base + ("programs", i, "id"), f"duplicate program id '{pid}'"))
 
+def validate_commands(site, profiles, src) -> list:
+    """Cross-checks needing the whole site (unknown devices/points, keys); returns Problems."""
+    cc: CommandsConfig = site.commands
+    ck = _Checks(site, profiles, src)
+    valves = _check_valves(ck, cc)
+    _check_locks(ck, cc)
+    _check_programs(ck, cc, valves)
     if cc.timezone is not None:
         try:
             from zoneinfo import ZoneInfo
 
             ZoneInfo(cc.timezone)
         except Exception:
-            problems.append(src.problem(base + ("timezone",), f"unknown time zone {cc.timezone!r} (use an IANA name such as Asia/Shanghai)"))
+            ck.problem(_BASE + ("timezone",), f"unknown time zone {cc.timezone!r} (use an IANA name such as Asia/Shanghai)")
+    _check_issuers(ck, cc, site, os.path.dirname(os.path.abspath(src.file)))
+    return ck.problems
+
+
+def _check_valves(ck: _Checks, cc: CommandsConfig) -> dict[str, ValveConfig]:
+    valves = {}
+    for i, v in enumerate(cc.valves):
+        path = _BASE + ("valves", i)
+        ck.claim(path, v.id)
+        valves[v.id] = v
+        if v.zone is not None:
+            if v.zone in ck.zones:
+                ck.problem(path + ("zone",), f"zone {v.zone} is already valve at line {ck.src.line_of(ck.zones[v.zone])}")
+            ck.zones.setdefault(v.zone, path + ("zone",))
+        p = ck.point_of(path, v.device, v.point, writable=True)
+        if p is not None:
+            ck.claim_output(path, v.device, v.point)
+            if getattr(p, "table", None) not in ("coil", "holding"):
+                ck.problem(path + ("point",), f"point '{v.point}' is not a coil or holding register")
+        if v.pulse_point is not None:
+            pp = ck.point_of(path, v.device, v.pulse_point, writable=True, what="pulse_point")
+            if pp is not None and getattr(pp, "table", None) != "holding":
+                ck.problem(path + ("pulse_point",), "a pulse register must be a holding register (seconds)")
+        if v.interlocks is not None:
+            for name in ("moisture", "rain", "tank", "flow"):
+                il = getattr(v.interlocks, name)
+                if il is not None:
+                    ck.point_of(path + ("interlocks", name), il.device, il.point)
+            if v.interlocks.flow is not None and v.interlocks.flow.max > 0 and v.interlocks.flow.settle > v.max_run:
+                ck.problem(path + ("interlocks", "flow", "settle"), "settle is longer than max_run: flow would never be judged")
+    return valves
+
+
+def _check_locks(ck: _Checks, cc: CommandsConfig) -> None:
+    for i, lk in enumerate(cc.locks):
+        path = _BASE + ("locks", i)
+        ck.claim(path, lk.id)
+        if ck.point_of(path, lk.device, lk.point, writable=True) is not None:
+            ck.claim_output(path, lk.device, lk.point)
+        ck.point_of(path, lk.device, lk.state_point, what="state_point")
+        for key in ("door_point", "tamper_point", "battery_point"):
+            name = getattr(lk, key)
+            if name is not None:
+                ck.point_of(path, lk.device, name, what=key)
+        if lk.relock_point is not None:
+            ck.point_of(path, lk.device, lk.relock_point, writable=True, what="relock_point")
+        elif lk.relock == "device":
+            rp = ck.points.get(lk.device, {}).get("relock_time")
+            if rp is None or not getattr(rp, "writable", False):
+                ck.problem(path + ("relock",), "relock: device needs relock_point (the device's auto-relock register); "
+                                               "this profile has no writable 'relock_time'")
+
+
+def _check_programs(ck: _Checks, cc: CommandsConfig, valves: dict[str, ValveConfig]) -> None:
+    for i, pr in enumerate(cc.programs):
+        path = _BASE + ("programs", i)
+        if pr.valve not in valves:
+            ck.problem(path + ("valve",), f"unknown valve '{pr.valve}' (commands.valves has: {', '.join(valves) or 'none'})")
+        elif pr.max_run > valves[pr.valve].max_run:
+            ck.problem(path + ("max_run",), f"longer than the valve's max_run ({valves[pr.valve].max_run:g} s)")
+        ck.point_of(path + ("sensor",), pr.sensor.device, pr.sensor.point)
+    prog_ids = [p.id for p in cc.programs]
+    for i, pid in enumerate(prog_ids):
+        if pid in prog_ids[:i]:
+            ck.problem(_BASE + ("programs", i, "id"), f"duplicate program id '{pid}'")
+
+
+def _check_issuers(ck: _Checks, cc: CommandsConfig, site, base_dir: str) -> None:
+    from core.protocol.envelope import KeyError_, load_public_key
 
     locations = device_locations(site)
+    buildings = {str(locations.get(t.device, {}).get("building")) for t in list(cc.valves) + list(cc.locks)}
     for name, issuer in cc.issuers.items():
-        path = base + ("issuers", name)
+        path = _BASE + ("issuers", name)
         key_path = path + ("public_key" if issuer.public_key is not None else "public_key_file",)
         try:
             load_public_key(resolve_key_text(issuer, base_dir))
         except FileNotFoundError:
-            problems.append(src.problem(key_path, f"file not found: {issuer.public_key_file}"))
+            ck.problem(key_path, f"file not found: {issuer.public_key_file}")
         except (OSError, UnicodeDecodeError) as exc:
-            problems.append(src.problem(key_path, f"cannot read: {getattr(exc, 'strerror', None) or exc}"))
+            ck.problem(key_path, f"cannot read: {getattr(exc, 'strerror', None) or exc}")
         except KeyError_ as exc:
-            problems.append(src.problem(key_path, str(exc)))
+            ck.problem(key_path, str(exc))
         for j, pattern in enumerate(issuer.targets):
-            if pattern != "*" and not any(fnmatch.fnmatchcase(t, pattern) for t in targets):
-                problems.append(src.problem(path + ("targets", j), f"'{pattern}' matches no valve or lock (have: {', '.join(targets) or 'none'})"))
+            if pattern != "*" and not any(fnmatch.fnmatchcase(t, pattern) for t in ck.targets):
+                ck.problem(path + ("targets", j), f"'{pattern}' matches no valve or lock (have: {', '.join(ck.targets) or 'none'})")
         for j, b in enumerate(issuer.buildings):
-            if not any(str(locations.get(getattr(t, "device", ""), {}).get("building")) == str(b) for t in list(cc.valves) + list(cc.locks)):
-                problems.append(src.problem(path + ("buildings", j), f"no valve or lock is in building {b!r} (set location.building on the device)"))
+            if str(b) not in buildings:
+                ck.problem(path + ("buildings", j), f"no valve or lock is in building {b!r} (set location.building on the device)")
         wants_targets = set(issuer.actions) - SITE_ACTIONS
         if wants_targets and not issuer.targets and not issuer.buildings:
-            problems.append(src.problem(path + ("actions",), f"{sorted(wants_targets)} need targets or buildings: on which valves/locks?"))
-    return problems
+            ck.problem(path + ("actions",), f"{sorted(wants_targets)} need targets or buildings: on which valves/locks?")

@@ -1,15 +1,33 @@
-"""How anything in Canopy authenticates to the broker: one TLS and password policy.
+"""How anything in Canopy reaches and authenticates to the broker: one TLS and password policy.
 
 Used by the daemon's uplink and by the operator-side commands (`canopy alerts`,
-`canopy ack`), so they can never disagree on TLS versions or secret handling.
+`canopy ack`, `canopy remote`), so they can never disagree on TLS versions or
+secret handling.
 """
 
 from __future__ import annotations
 
+import os
 import ssl
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from gateway.config.site import BrokerConfig, TlsConfig, read_secret
+from gateway.config.broker import BrokerConfig, TlsConfig
+from gateway.config.checks import read_secret
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerEndpoint:
+    """Where the broker is and how to log in: everything a client needs before CONNECT."""
+
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+    tls: ssl.SSLContext | None = None
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
 
 
 def tls_context(tls: TlsConfig, resolve: Callable[[str], str]) -> ssl.SSLContext:
@@ -28,3 +46,20 @@ def broker_password(broker: BrokerConfig, resolve: Callable[[str], str]) -> str 
     if broker.password_file:
         return read_secret(resolve(broker.password_file), "password_file")
     return broker.password
+
+
+def embedded_broker_port() -> int:
+    """The port of the embedded demo broker a site without `broker:` uses (loopback only)."""
+    return int(os.environ.get("CANOPY_EMBEDDED_BROKER_PORT", "1883"))
+
+
+def broker_endpoint(broker: BrokerConfig | None, resolve: Callable[[str], str]) -> BrokerEndpoint:
+    """The endpoint of a site's broker; no `broker:` means the embedded one on loopback.
+
+    Raises OSError / PermissionError (password file) and ssl.SSLError (CA, client cert).
+    """
+    if broker is None:
+        return BrokerEndpoint("127.0.0.1", embedded_broker_port())
+    password = broker_password(broker, resolve) if broker.username else None
+    tls = tls_context(broker.tls, resolve) if broker.tls is not None else None
+    return BrokerEndpoint(broker.host, broker.port, broker.username, password, tls)

@@ -52,7 +52,10 @@ class EmbeddedBroker:
                         "max_queued_messages 100000\nmax_inflight_messages 0\n")
                 if os.geteuid() == 0:
                     f.write("user root\n")
-            self._proc = await asyncio.create_subprocess_exec(exe, "-c", conf, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+            # Its own session: a terminal's Ctrl-C goes to the gateway, which publishes its
+            # `offline` state through this broker before it stops it (stop(), last).
+            self._proc = await asyncio.create_subprocess_exec(exe, "-c", conf, stdout=asyncio.subprocess.DEVNULL,
+                                                              stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
             self.kind = "mosquitto"
         else:
             try:
@@ -83,11 +86,14 @@ class EmbeddedBroker:
 
     async def stop(self) -> None:
         if self._proc is not None and self._proc.returncode is None:
-            self._proc.terminate()
             try:
+                self._proc.terminate()
                 await asyncio.wait_for(self._proc.wait(), 5)
+            except ProcessLookupError:  # it exited already (killed from outside)
+                pass
             except asyncio.TimeoutError:
                 self._proc.kill()
+                await self._proc.wait()
         if self._amqtt is not None:
             await self._amqtt.shutdown()
         if self._dir is not None:

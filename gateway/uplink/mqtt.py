@@ -4,6 +4,10 @@ paho exposes socket callbacks for external event loops; we register the
 socket with the loop's reader/writer so every paho callback runs on the loop
 thread.  Only the blocking TCP/TLS connect runs in a worker thread, before
 the socket is handed to the loop.
+
+An exception raised while paho reads, writes or keeps the link alive goes to
+``on_error`` when one is given (the asyncio client re-raises it to whoever
+awaits), else to the loop's exception handler as before.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import asyncio
 import socket
 import ssl
 import threading
+from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 
@@ -19,12 +24,15 @@ import paho.mqtt.client as mqtt
 class PahoOnLoop:
     """Attach one paho client to one asyncio loop."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, client: mqtt.Client):
+    def __init__(self, loop: asyncio.AbstractEventLoop, client: mqtt.Client,
+                 on_error: Callable[[BaseException], None] | None = None):
         self.loop = loop
         self.client = client
+        self.on_error = on_error
         self._loop_thread = threading.get_ident()
         self._sock: socket.socket | None = None
         self._misc: asyncio.Task | None = None
+        self._detached = False
         client.on_socket_open = self._on_open
         client.on_socket_close = self._on_close
         client.on_socket_register_write = self._on_register_write
@@ -33,13 +41,28 @@ class PahoOnLoop:
     def _call(self, fn, *args) -> None:
         if threading.get_ident() == self._loop_thread:
             fn(*args)
-        else:  # paho calls these from inside connect(), which runs in a worker thread
+            return
+        try:  # paho calls these from inside connect(), which runs in a worker thread
             self.loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # the loop has closed: a connect that finished after its caller gave up
+            pass
+
+    def _guarded(self, fn) -> None:
+        """Run a paho loop step; its exception goes to ``on_error`` when there is one."""
+        try:
+            fn()
+        except Exception as exc:
+            if self.on_error is None:
+                raise
+            self.on_error(exc)
 
     def _on_open(self, client, userdata, sock) -> None:
         self._call(self._open, sock)
 
     def _open(self, sock) -> None:
+        if self._detached:  # the connect finished after its caller gave up on it
+            sock.close()
+            return
         self._sock = sock
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -49,6 +72,9 @@ class PahoOnLoop:
         self._misc = self.loop.create_task(self._misc_loop(), name="mqtt-misc")
 
     def _readable(self) -> None:
+        self._guarded(self._read)
+
+    def _read(self) -> None:
         client = self.client
         client.loop_read()
         # TLS may hold decrypted bytes the selector cannot see.
@@ -75,8 +101,8 @@ class PahoOnLoop:
         self._call(self._add_writer, sock)
 
     def _add_writer(self, sock) -> None:
-        if sock.fileno() != -1:
-            self.loop.add_writer(sock, self.client.loop_write)
+        if sock.fileno() != -1 and not self._detached:
+            self.loop.add_writer(sock, self._guarded, self.client.loop_write)
 
     def _on_unregister_write(self, client, userdata, sock) -> None:
         self._call(self._remove_writer, sock)
@@ -89,9 +115,19 @@ class PahoOnLoop:
 
     async def _misc_loop(self) -> None:
         # keepalive pings and timeouts
-        while self.client.loop_misc() == mqtt.MQTT_ERR_SUCCESS:
+        while True:
+            try:
+                if self.client.loop_misc() != mqtt.MQTT_ERR_SUCCESS:
+                    return
+            except Exception as exc:
+                if self.on_error is None:
+                    raise
+                self.on_error(exc)
+                return
             await asyncio.sleep(1.0)
 
     def detach(self) -> None:
+        """Stop watching the socket; a socket that paho opens later is closed at once."""
+        self._detached = True
         if self._sock is not None:
             self._close(self._sock)

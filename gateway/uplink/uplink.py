@@ -10,112 +10,31 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import os
 import ssl
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from operator import itemgetter
 
-import orjson
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from core.backoff import Backoff, FailureLog
 from core.protocol.topics import Topics
 from core.records import LANES, Lane
-from gateway.config.site import BrokerConfig
-from gateway.outbox.store import Outbox
+from gateway.config.broker import BrokerConfig
+from gateway.outbox.store import Outbox, Row
+from gateway.uplink.batch import compose, cut_at_topic, fit, topic_for
 from gateway.uplink.broker_auth import broker_password, tls_context
 from gateway.uplink.mqtt import PahoOnLoop
+from gateway.uplink.state import state_payload
+from gateway.uplink.window import RESERVED_SLOTS, InFlight, QueueDelayWindow, RateLimit
 
 log = logging.getLogger("canopy.uplink")
 
-# In-flight slots kept back from lower lanes, so an alarm never waits for a slot.
-_RESERVED = {"alarm": 0, "event": 1, "telemetry": 2}
-
-
-@dataclass(slots=True)
-class _InFlight:
-    lane: Lane
-    first: int
-    last: int
-    count: int
-    size: int
-    sent: float = 0.0  # loop time of the publish call
-
-
-class QueueDelayWindow:
-    """How many event/telemetry bytes may be unacknowledged: delay-based (LEDBAT-like).
-
-    Each PUBACK gives an RTT sample; the smallest over the last 5-10 s is the
-    link's base RTT, and the smallest over the last base RTT (which filters
-    out jitter) minus the base is queueing in front of us (socket buffers, a
-    slow uplink, a proxy).  The window grows while that queueing is below
-    ``target`` seconds and shrinks in proportion when above, so the pipe stays
-    full but never holds much more than ``target`` of telemetry that a new
-    alarm would have to wait behind.  Bounded by [one message, ``maximum``].
-    ``target=None`` keeps the old fixed cap of ``maximum`` bytes.
-    """
-
-    START = 64 * 1024
-
-    def __init__(self, maximum: int, target: float | None):
-        self.maximum = maximum
-        self.target = target
-        self.reset()
-
-    def reset(self) -> None:
-        self.bytes = min(self.maximum, self.START) if self.target else self.maximum
-        self._mins = [float("inf"), float("inf")]  # base RTT: min of this and the previous 5 s bucket
-        self._bucket_end = 0.0
-        self._next_cut = 0.0
-        self.samples = 0  # RTT samples since the connection started
-        self._recent: deque[tuple[float, float]] = deque()  # (time, rtt) over the last base RTT
-
-    def on_ack(self, now: float, rtt: float, size: int) -> None:
-        if not self.target:
-            return
-        self.samples += 1
-        if now >= self._bucket_end:
-            self._mins = [self._mins[1], float("inf")]
-            self._bucket_end = now + 5.0
-        self._mins[1] = min(self._mins[1], rtt)
-        base = min(self._mins)
-        recent = self._recent
-        recent.append((now, rtt))
-        while len(recent) > 1 and recent[0][0] < now - base:
-            recent.popleft()
-        queued = min(r for _, r in recent) - base
-        if queued <= self.target:
-            # additive increase, slower near the target: at most one message more per RTT
-            self.bytes = int(min(self.maximum, self.bytes + (1 - queued / self.target) * size * size / max(self.bytes, size)))
-        elif now >= self._next_cut:
-            # multiplicative decrease in proportion to the excess, at most halving, once per RTT
-            self.bytes = int(max(size, self.bytes * max(0.5, self.target / queued)))
-            self._next_cut = now + rtt
-
-
-class RateLimit:
-    """Token bucket that may go briefly into debt (one message of burst)."""
-
-    def __init__(self, rate: float | None):
-        self.rate = rate
-        self.tokens = rate or 0.0
-        self._last = 0.0
-
-    def delay(self, now: float) -> float:
-        if not self.rate:
-            return 0.0
-        self.tokens = min(self.rate, self.tokens + (now - self._last) * self.rate)
-        self._last = now
-        return 0.0 if self.tokens > 0 else -self.tokens / self.rate
-
-    def charge(self, amount: float) -> None:
-        if self.rate:
-            self.tokens -= amount
-
 
 class Uplink:
+    """One broker connection at a time; publishes the outbox's lanes and routes inbound messages to handlers."""
+
     def __init__(
         self,
         broker: BrokerConfig,
@@ -145,7 +64,7 @@ class Uplink:
         self.last_error: str | None = None
         self._client: mqtt.Client | None = None
         self._adapter: PahoOnLoop | None = None
-        self._inflight: dict[int, _InFlight] = {}
+        self._inflight: dict[int, InFlight] = {}
         self._inflight_bytes = 0  # of events and telemetry: what an alarm may queue behind
         self.max_inflight_bytes = max_inflight_bytes
         self.window = QueueDelayWindow(max_inflight_bytes, queue_delay_target)
@@ -164,8 +83,6 @@ class Uplink:
 
     # -- configuration -------------------------------------------------------
     def _path(self, p: str) -> str:
-        import os
-
         return p if os.path.isabs(p) else os.path.join(self.base_dir, p)
 
     def subscribe(self, topic: str, handler: Callable[[str, bytes], None]) -> None:
@@ -350,12 +267,7 @@ class Uplink:
             client.publish(self.topics.state, self._state_payload(status), qos=1, retain=True)
 
     def _state_payload(self, status: str, **extra) -> bytes:
-        body = {"v": 1, "site": self.topics.site, "gateway": self.topics.gateway, "status": status, **extra}
-        if status == "online":
-            body.update(self.state())
-        else:
-            body["boot"] = self.outbox.boot
-        return orjson.dumps(body)
+        return state_payload(self.topics, status, boot=self.outbox.boot, health=self.state, **extra)
 
     async def _pump(self, client: mqtt.Client) -> None:
         """Publish pending records, highest lane first, within the in-flight window.
@@ -364,57 +276,19 @@ class Uplink:
         in-flight byte cap; alarms are exempt and have slots kept for them.
         """
         cursor = {lane: 0 for lane in LANES}
-        window = self.broker.max_inflight
-        loop = asyncio.get_running_loop()
         while True:
             self._wake.clear()
             sent = False
             retry_in: float | None = None
             for lane in LANES:
-                limit = max(1, window - _RESERVED[lane])
-                while len(self._inflight) < limit:
-                    if lane != "alarm":
-                        # the next message must fit in the window (one is always allowed)
-                        if self._inflight_bytes and self._inflight_bytes + self._last_size > self.window.bytes:
-                            break
-                        now = loop.time()
-                        delay = max(self._msg_rate.delay(now), self._byte_rate.delay(now))
-                        if delay > 0:
-                            retry_in = delay if retry_in is None else min(retry_in, delay)
-                            break
-                    if cursor[lane] >= self.outbox.counters[lane].last_seq:
-                        break  # nothing newer was ever committed in this lane: skip the SQLite round trip
-                    rows = await self.outbox.fetch(lane, cursor[lane], self.batch_max_records)
-                    if client is not self._client or not self.connected.is_set():
-                        return
-                    if not rows:
-                        break
-                    if lane != "alarm" and self.window.samples:
-                        # no bigger than half the window: on a slow link messages get small,
-                        # so an alarm never waits behind one long telemetry message
-                        rows = self._fit(rows, min(self.batch_max_bytes, max(4096, self.window.bytes // 2)))
-                    else:
-                        rows = self._fit(rows)
-                    topic = self.topics.for_lane(lane)
-                    if lane != "telemetry":
-                        topic, rows = self._route(topic, rows)
-                    payload = self._compose(lane, rows)
-                    info = client.publish(topic, payload, qos=1)
-                    if info.rc != mqtt.MQTT_ERR_SUCCESS:
-                        return  # connection is going away; _on_disconnect follows
-                    self._inflight[info.mid] = _InFlight(lane, rows[0][0], rows[-1][0], len(rows), len(payload), loop.time())
-                    if lane != "alarm":
-                        self._inflight_bytes += len(payload)
-                        self._last_size = len(payload)
-                        self._msg_rate.charge(1)
-                        self._byte_rate.charge(len(payload))
-                    cursor[lane] = rows[-1][0]
-                    self.published[lane] += 1
-                    sent = True
-                    if lane != "alarm" and self._wake.is_set():
-                        break  # something new arrived (maybe an alarm): look at the higher lanes again
+                lane_sent, hold = await self._send_lane(client, lane, cursor)
+                if lane_sent is None:
+                    return  # the connection is going away; _on_disconnect follows
+                sent = sent or lane_sent
+                if hold is not None:
+                    retry_in = hold if retry_in is None else min(retry_in, hold)
                 if sent and self._wake.is_set():
-                    break
+                    break  # something new arrived (maybe an alarm): look at the higher lanes again
             if not sent:
                 if retry_in is not None:
                     try:
@@ -424,45 +298,64 @@ class Uplink:
                 else:
                     await self._wake.wait()
 
-    def _route(self, default: str, rows: list[tuple[int, bytes]]) -> tuple[str, list[tuple[int, bytes]]]:
-        """Event/alarm records may name their own topic suffix (``"topic": "cmd/result"``).
+    async def _send_lane(self, client: mqtt.Client, lane: Lane, cursor: dict[str, int]) -> tuple[bool | None, float | None]:
+        """Send one lane's messages while the window allows.
 
-        A message carries records of one topic only: the batch is cut where
-        the topic changes.
+        Returns (sent anything, seconds until a rate limit lets the next one go);
+        sent is None when the connection went away meanwhile.
         """
-        def topic_of(body: bytes) -> str:
-            if b'"topic":' not in body:
-                return default
-            suffix = orjson.loads(body).get("topic")
-            return f"{self.topics.base}/{suffix}" if isinstance(suffix, str) and suffix else default
+        loop = asyncio.get_running_loop()
+        limit = max(1, self.broker.max_inflight - RESERVED_SLOTS[lane])
+        sent = False
+        while len(self._inflight) < limit:
+            hold = self._hold(lane, loop.time())
+            if hold:
+                return sent, None if hold == math.inf else hold
+            if cursor[lane] >= self.outbox.counters[lane].last_seq:
+                break  # nothing newer was ever committed in this lane: skip the SQLite round trip
+            rows = await self.outbox.fetch(lane, cursor[lane], self.batch_max_records)
+            if client is not self._client or not self.connected.is_set():
+                return None, None
+            if not rows:
+                break
+            last = self._publish(client, lane, rows)
+            if last is None:
+                return None, None
+            cursor[lane] = last
+            sent = True
+            if lane != "alarm" and self._wake.is_set():
+                break
+        return sent, None
 
-        first = topic_of(rows[0][1])
-        for i in range(1, len(rows)):
-            if topic_of(rows[i][1]) != first:
-                return first, rows[:i]
-        return first, rows
+    def _hold(self, lane: Lane, now: float) -> float:
+        """0 if an event/telemetry message may go now; else seconds of rate limit, or inf until a PUBACK."""
+        if lane == "alarm":
+            return 0.0
+        # the next message must fit in the window (one is always allowed)
+        if self._inflight_bytes and self._inflight_bytes + self._last_size > self.window.bytes:
+            return math.inf
+        return max(self._msg_rate.delay(now), self._byte_rate.delay(now))
 
-    def _fit(self, rows: list[tuple[int, bytes]], max_bytes: int | None = None) -> list[tuple[int, bytes]]:
-        max_bytes = self.batch_max_bytes if max_bytes is None else max_bytes
-        if sum(map(len, map(itemgetter(1), rows))) + 16 * len(rows) <= max_bytes:
-            return rows  # the whole page fits (the usual case): one pass in C
-        total = 0
-        for i, (_, body) in enumerate(rows):
-            total += len(body) + 16
-            if total > max_bytes and i > 0:
-                return rows[:i]
-        return rows
+    def _publish(self, client: mqtt.Client, lane: Lane, rows: list[Row]) -> int | None:
+        """Publish the first message's worth of rows; returns the last seq sent, None if paho refused."""
+        rows = fit(rows, self.batch_max_bytes if lane == "alarm" else self.window.message_bytes(self.batch_max_bytes))
+        if lane != "telemetry":
+            rows = cut_at_topic(rows)
+        payload = self._compose(lane, rows)
+        info = client.publish(topic_for(self.topics, lane, rows[0][2]), payload, qos=1)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            return None
+        self._inflight[info.mid] = InFlight(lane, rows[0][0], rows[-1][0], len(rows), len(payload), asyncio.get_running_loop().time())
+        if lane != "alarm":
+            self._inflight_bytes += len(payload)
+            self._last_size = len(payload)
+            self._msg_rate.charge(1)
+            self._byte_rate.charge(len(payload))
+        self.published[lane] += 1
+        return rows[-1][0]
 
-    def _compose(self, lane: str, rows: list[tuple[int, bytes]]) -> bytes:
-        head = b'{"v":1,"site":%s,"gateway":%s,"epoch":"%s","lane":"%s","seq":[%d,%d],"records":[' % (
-            orjson.dumps(self.topics.site),
-            orjson.dumps(self.topics.gateway),
-            self.outbox.epoch.encode(),
-            lane.encode(),
-            rows[0][0],
-            rows[-1][0],
-        )
-        return head + b",".join(b'{"seq":%d,%s' % (seq, body[1:]) for seq, body in rows) + b"]}"
+    def _compose(self, lane: str, rows: list[Row]) -> bytes:
+        return compose(self.topics, self.outbox.epoch, lane, rows)
 
 
 def _describe(exc: BaseException) -> str:

@@ -7,7 +7,7 @@ import yaml
 from pydantic import ValidationError
 
 from core.yamlsrc import ConfigError, load_yaml
-from gateway.config.site import load_config
+from gateway.config.load import load_config
 from inference.config import DETECTOR_TYPES, SOURCE_TYPES, CameraConfig, FileSource, PoseFallDetector, UrlSource, validate_cameras
 
 

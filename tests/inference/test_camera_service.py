@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from core.clock import Clock
-from gateway.config.site import load_config
+from gateway.config.load import load_config
 from inference.service import CameraService
 from tests.camera_support import camera_dict, require_model, scenario_dir
 
@@ -25,7 +25,7 @@ class Sink:
     def __init__(self):
         self.records: list[tuple[str, dict]] = []
 
-    async def emit(self, lane, body):
+    async def emit(self, lane, body, topic=None):
         self.records.append((lane, orjson.loads(body)))
 
     def of(self, type_):

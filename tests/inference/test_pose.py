@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 
 from inference.artifacts import PERSON_PHOTO
+from inference.fall import axis_angle
 from inference.pose import (
     ANCHORS,
     INPUT_SIZE,
     NUM_ANCHORS,
     ModelError,
     PoseDetector,
-    axis_angle,
     decode,
     load_interpreter_class,
     make_anchors,

@@ -66,3 +66,49 @@ def test_untrusted_certificate_is_refused_clearly(tmp_path, farm_sim, gateway_fa
         gw.terminate()
     finally:
         broker.stop()
+
+
+def _cli(*argv: str) -> int:
+    import argparse
+
+    from gateway.cli.alerts import add_parsers as alert_parsers
+    from gateway.cli.commands import add_parsers as command_parsers
+
+    parser = argparse.ArgumentParser(prog="canopy")
+    sub = parser.add_subparsers(dest="command", required=True)
+    alert_parsers(sub)
+    command_parsers(sub)
+    args = parser.parse_args(list(argv))
+    return args.func(args)
+
+
+def test_operator_commands_use_the_gateways_tls_and_password_policy(tmp_path, capsys):
+    """`canopy ack`, `canopy alerts --broker` and `canopy remote` reach a TLS + password broker through the one
+    asyncio client, and say clearly when the login or the certificate is refused."""
+    tls = make_tls(tmp_path)
+    broker = Mosquitto(tmp_path, tls=tls, password_file=make_password_file(tmp_path, "gw-1", "s3cret-pass")).start()
+    try:
+        def site(password: str, ca: str):
+            return str(site_config(tmp_path, sim_port=5020, broker={
+                "host": "127.0.0.1", "port": broker.port, "tls": {"ca": ca}, "username": "gw-1",
+                "password_file": _secret(tmp_path, password)}))
+
+        cfg = site("s3cret-pass", tls["ca"])
+        assert _cli("ack", "1-abcd", "--by", "wang", "-c", cfg, "--no-wait") == 0  # PUBACK over TLS with the password
+        assert "ack for 1-abcd sent" in capsys.readouterr().out
+        assert _cli("ack", "1-abcd", "--by", "wang", "-c", site("wrong", tls["ca"]), "--no-wait") == 1
+        assert "refused the connection" in (err := capsys.readouterr().err) and "check broker.username" in err
+        other = make_tls(tmp_path / "other") if (tmp_path / "other").mkdir() is None else None
+        assert _cli("alerts", "-c", site("s3cret-pass", other["ca"]), "--broker", "--timeout", "2") == 1
+        assert "TLS certificate rejected" in capsys.readouterr().err
+
+        key = tmp_path / "farmer.key"
+        assert _cli("keys", "gen", "--out", str(key)) == 0
+        remote = ["remote", "close-all", "--site", "test-site", "--gateway", "gw-1", "--key", str(key),
+                  "--broker", f"127.0.0.1:{broker.port}", "--tls-ca", tls["ca"], "--username", "gw-1", "--timeout", "2"]
+        assert _cli(*remote, "--password-file", _secret(tmp_path, "s3cret-pass")) == 3  # reached; no gateway answers
+        assert "no result from test-site/gw-1" in capsys.readouterr().err
+        assert _cli(*remote, "--password-file", _secret(tmp_path, "wrong")) == 3
+        assert "the broker refused the connection" in capsys.readouterr().err
+    finally:
+        broker.stop()

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from core.clock import Clock
-from gateway.config.site import load_config
+from gateway.config.load import load_config
 from inference.detectors import PoseFallPlugin
 from inference.service import CameraService
 from tests.camera_support import MjpegServer, require_model, scenario_dir
@@ -27,7 +27,7 @@ class Records:
     def __init__(self):
         self.items: list[tuple[float, str, dict]] = []
 
-    async def emit(self, lane: str, body: bytes) -> None:
+    async def emit(self, lane: str, body: bytes, topic: str | None = None) -> None:
         self.items.append((time.monotonic(), lane, orjson.loads(body)))
 
     def of(self, type_: str, **match) -> list[dict]:

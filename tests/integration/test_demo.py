@@ -1,10 +1,13 @@
-"""`python -m simulator demo` (what `make demo DURATION=…` runs) exits 0 having shown acknowledged readings."""
+"""`python -m simulator demo` (what `make demo DURATION=…` runs) exits 0 having shown acknowledged readings,
+and stops cleanly on Ctrl-C or SIGTERM."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -27,3 +30,43 @@ def test_demo_runs_end_to_end_and_exits_0(site, broker):
     assert "sequence gaps 0" in last
     if site == "community":  # the smoke triggered half-way is a critical alarm to the property office
         assert "alert.raised" in out and "[critical] property-office" in out, out[-3000:]
+
+
+def _delivered(line: str) -> int:
+    return int(line.split("broker delivered ")[1].split()[0]) if "broker delivered " in line else 0
+
+
+@pytest.mark.parametrize("how,when", [("ctrl-c", "running"), ("sigterm", "running"), ("ctrl-c", "starting")])
+def test_demo_stops_cleanly_on_ctrl_c_and_sigterm(how, when):
+    """Ctrl-C (SIGINT to the whole foreground process group, as a terminal sends it) or SIGTERM to the demo
+    alone: exit 0 once readings flowed (130 if stopped before), and never a traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "simulator", "demo", "--site", "farm"], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if (when == "starting" and line.startswith("Canopy demo")) or _delivered(line) > 0:
+                break
+        if how == "ctrl-c":
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=40)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    out = "".join(lines) + rest
+    assert "Traceback" not in out, out[-3000:]
+    assert "demo FAILED" not in out and "<site>" not in out, out[-3000:]
+    if when == "running":
+        assert proc.returncode == 0, out[-3000:]
+        # the gateway said goodbye through its broker before that broker stopped
+        assert "demo OK" in out and "last state: offline (shutdown)" in out, out[-3000:]
+    else:
+        assert proc.returncode in (0, 130), out[-3000:]

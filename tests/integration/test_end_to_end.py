@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from gateway.config.site import load_profile
+from gateway.config.load import load_profile
 from tests.support import PROFILES, free_port, site_config, wait_until
 
 FARM_PROFILES = {"soil-1": "soil_probe", "soil-2": "soil_probe", "soil-3": "soil_probe", "weather": "weather_station",

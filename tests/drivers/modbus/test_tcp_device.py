@@ -9,7 +9,7 @@ import pytest
 from drivers.errors import BadReply, DeviceError, DeviceException, DeviceTimeout, DeviceUnreachable
 from drivers.modbus.device import ModbusDevice
 from drivers.modbus.tcp import ModbusTcpEndpoint
-from gateway.config.site import load_profile
+from gateway.config.load import load_profile
 from simulator.sites import start_site
 from tests.support import PROFILES, free_port
 

@@ -6,7 +6,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from drivers.serial_line.settings import SerialSettings
-from gateway.config.site import load_profile
+from gateway.config.load import load_profile
 from simulator.clock import SimClock
 from simulator.modbus_tcp import SimulatedDevice
 from simulator.rtu import RtuLineSimulator, soil_probes

@@ -11,7 +11,8 @@ import yaml
 from core.clock import FakeClock
 from core.records import Reading
 from gateway.alerts.engine import AlertEngine
-from gateway.config.site import LoadedConfig, load_config
+from gateway.config.load import load_config
+from gateway.config.site import LoadedConfig
 from tests.support import PROFILES
 
 # 2023-11-14 22:13:20 UTC: FakeClock's default start
@@ -137,6 +138,37 @@ class Harness:
 
     def lanes(self, type_: str) -> set[str]:
         return {lane for lane, r in self.records if r["type"] == type_}
+
+
+# --------------------------------------------------------------------------- engine scenarios (FakeClock)
+
+# a smoke detector that sounds the sounder, escalating along chain(0, 120, 300)
+SMOKE = {"id": "smoke-alarm", "type": "state", "devices": ["smoke-shed", "smoke-hall"], "point": "alarm", "to": True,
+         "severity": "critical", "class": "fire", "outputs": [{"device": "sounder", "point": "sounder"}]}
+
+
+def rules(*rule_list, classes=None, **extra) -> dict:
+    return {"groups": GROUPS, "classes": classes or {"fire": chain(0, 120, 300)}, "rules": list(rule_list), **extra}
+
+
+def ack(h: Harness, alert_id: str, by: str = "li", **kw) -> None:
+    h.engine.on_ack("canopy/v1/sunny-court/gw-3/alert/ack", orjson.dumps({"alert": alert_id, "by": by, **kw}))
+
+
+async def smoke_on(h: Harness, device: str = "smoke-shed") -> dict | None:
+    h.feed(device, "alarm", False)
+    h.feed(device, "alarm", True)
+    await h.settle()
+    raised = h.of("alert.raised", device=device)
+    return raised[-1] if raised else None
+
+
+async def flap(h: Harness, times: int, gap: float) -> None:
+    for _ in range(times):
+        h.feed("smoke-shed", "alarm", True)
+        await h.settle()
+        h.feed("smoke-shed", "alarm", False)
+        await h.advance(gap)
 
 
 # --------------------------------------------------------------------------- scenario helpers (real broker)

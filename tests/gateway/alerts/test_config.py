@@ -8,8 +8,9 @@ import textwrap
 
 import pytest
 
+from core.yamlsrc import ConfigError
 from gateway.cli.main import main
-from gateway.config.site import ConfigError, load_config
+from gateway.config.load import load_config
 from tests.support import PROFILES, ROOT
 
 SITE = """\

@@ -1,36 +1,18 @@
-"""The engine on a FakeClock: lifecycle, escalation, acks, outputs, persistence across restarts."""
+"""The engine on a FakeClock: lifecycle, escalation, acks, re-raise policies, outputs, other services.
+
+Restarts and the state file are in test_persistence.py; records on their way
+to the outbox in test_emission.py.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import json
 
 import orjson
 import pytest
 
-from gateway.alerts import state as statefile
 from gateway.alerts.engine import AlertEngine
-from tests.gateway.alerts.support import GROUPS, Harness, chain, load_site
-
-SMOKE = {"id": "smoke-alarm", "type": "state", "devices": ["smoke-shed", "smoke-hall"], "point": "alarm", "to": True,
-         "severity": "critical", "class": "fire", "outputs": [{"device": "sounder", "point": "sounder"}]}
-
-
-def rules(*rule_list, classes=None, **extra) -> dict:
-    return {"groups": GROUPS, "classes": classes or {"fire": chain(0, 120, 300)}, "rules": list(rule_list), **extra}
-
-
-def ack(h: Harness, alert_id: str, by: str = "li", **kw) -> None:
-    h.engine.on_ack("canopy/v1/sunny-court/gw-3/alert/ack", orjson.dumps({"alert": alert_id, "by": by, **kw}))
-
-
-async def smoke_on(h: Harness, device: str = "smoke-shed") -> dict | None:
-    h.feed(device, "alarm", False)
-    h.feed(device, "alarm", True)
-    await h.settle()
-    raised = h.of("alert.raised", device=device)
-    return raised[-1] if raised else None
-
+from tests.gateway.alerts.support import SMOKE, Harness, ack, chain, flap, load_site, rules, smoke_on
 
 # --------------------------------------------------------------------------- raising
 
@@ -140,14 +122,6 @@ async def test_resolve_ack_keeps_the_alert_until_closed_by_an_ack(tmp_path):
 # --------------------------------------------------------------------------- re-raise policies
 
 
-async def flap(h: Harness, times: int, gap: float) -> None:
-    for _ in range(times):
-        h.feed("smoke-shed", "alarm", True)
-        await h.settle()
-        h.feed("smoke-shed", "alarm", False)
-        await h.advance(gap)
-
-
 async def test_reraise_each_episode(tmp_path):
     h = Harness(load_site(tmp_path, rules({**SMOKE, "outputs": []})))
     h.feed("smoke-shed", "alarm", False)
@@ -178,89 +152,7 @@ async def test_reraise_after_dead_time(tmp_path):
     assert len(h.of("alert.raised")) == 2
 
 
-# --------------------------------------------------------------------------- restarts
-
-
-async def test_restart_mid_episode_no_duplicate_and_escalation_resumes(tmp_path):
-    cfg = load_site(tmp_path, rules(SMOKE))
-    h = Harness(cfg, state_dir=str(tmp_path))
-    raised = await smoke_on(h)
-    await h.advance(150, step=10)
-    assert [r["step"] for r in h.of("alert.escalated")] == [1]
-    h.engine.save_now()  # what run() does when cancelled
-    # the gateway restarts 30 s later
-    await h.clock.advance(30)
-    h2 = Harness(cfg, state_dir=str(tmp_path), clock=h.clock)
-    await h2.settle()
-    assert h2.writes == [("sounder", "sounder", True)]  # the sounder is driven again
-    for _ in range(10):
-        h2.feed("smoke-shed", "alarm", True)
-        await h2.advance(1)
-    assert h2.of("alert.raised") == [], "raised twice after a restart"
-    await h2.advance(300 - 190 - 1, step=1)
-    assert h2.of("alert.escalated") == []
-    await h2.advance(1)
-    assert [(r["step"], r["ts"] - raised["raised_at"]) for r in h2.of("alert.escalated")] == [(2, 300)]
-    assert h2.engine.snapshot()["open"][0]["id"] == raised["alert"]
-    ack(h2, raised["alert"])
-    await h2.settle()
-    assert h2.writes[-1] == ("sounder", "sounder", False)
-
-
-async def test_restart_after_ack_resolve_while_the_condition_holds(tmp_path):
-    cfg = load_site(tmp_path, rules(SMOKE))
-    h = Harness(cfg, state_dir=str(tmp_path))
-    raised = await smoke_on(h)
-    ack(h, raised["alert"], resolve=True)
-    await h.settle()
-    h2 = Harness(cfg, state_dir=str(tmp_path), clock=h.clock)
-    h2.feed("smoke-shed", "alarm", True)
-    await h2.settle()
-    assert h2.records == [] and h2.writes == []  # no new alert, and the released sounder stays off
-
-
-async def test_a_record_not_committed_before_a_crash_is_sent_after_the_restart(tmp_path):
-    cfg = load_site(tmp_path, rules(SMOKE))
-    h = Harness(cfg, state_dir=str(tmp_path), fail_emits=100)  # the outbox refuses everything
-    await smoke_on(h)
-    assert h.records == [] and h.engine.counters["emit_errors"] >= 1
-    saved = json.loads(open(statefile.file_in(str(tmp_path), "sunny-court", "gw-3")).read())
-    assert saved["alerts"][0]["pending"] == ["raised"]
-    h2 = Harness(cfg, state_dir=str(tmp_path), clock=h.clock)
-    await h2.settle()
-    assert [r["type"] for _, r in h2.records] == ["alert.raised"]
-    assert h2.records[0][1]["alert"] == saved["alerts"][0]["id"]
-
-
-async def test_emit_failure_is_retried(tmp_path):
-    h = Harness(load_site(tmp_path, rules(SMOKE)), fail_emits=1)
-    await smoke_on(h)
-    assert h.records == [] and h.engine.counters["emit_errors"] == 1
-    await h.advance(1)
-    assert [r["type"] for _, r in h.records] == ["alert.raised"]
-
-
-async def test_rule_removed_from_the_config_resolves_its_open_alert(tmp_path):
-    h = Harness(load_site(tmp_path, rules(SMOKE)), state_dir=str(tmp_path))
-    raised = await smoke_on(h)
-    other = {"id": "gas", "type": "threshold", "device": "smoke-hall", "point": "gas_lel", "above": 10}
-    h2 = Harness(load_site(tmp_path, rules(other), name="site2.yaml"), state_dir=str(tmp_path), clock=h.clock)
-    await h2.settle()
-    res = h2.of("alert.resolved")
-    assert [(r["alert"], r["resolved_by"]) for r in res] == [(raised["alert"], "rule removed")]
-    assert h2.writes == [("sounder", "sounder", False)]
-
-
-async def test_state_file_stays_small(tmp_path):
-    cfg = load_site(tmp_path, rules({**SMOKE, "outputs": []}, history=3))
-    h = Harness(cfg, state_dir=str(tmp_path))
-    h.feed("smoke-shed", "alarm", False)
-    await flap(h, 10, 5)
-    data = json.loads(open(statefile.file_in(str(tmp_path), "sunny-court", "gw-3")).read())
-    assert len(data["alerts"]) == 3 and data["counter"] == 10
-
-
-# --------------------------------------------------------------------------- bad input, outputs, delivery
+# --------------------------------------------------------------------------- bad input, outputs, timers
 
 
 @pytest.mark.parametrize("payload,counter", [
@@ -330,16 +222,6 @@ async def test_no_output_writer_is_not_a_crash(tmp_path):
     assert len(out) == 1
 
 
-async def test_delivered_once_the_broker_acknowledged_the_record(tmp_path):
-    h = Harness(load_site(tmp_path, rules(SMOKE)))
-    await smoke_on(h)
-    seq = len(h.records)  # the harness's emit returns the record's seq
-    h.engine.on_delivered("event", seq, seq)
-    assert h.engine.snapshot()["open"][0]["status"] == "raised"
-    h.engine.on_delivered("alarm", seq, seq)
-    assert h.engine.snapshot()["open"][0]["status"] == "delivered"
-
-
 async def test_timers_run_in_the_engine_task(tmp_path):
     """run(): escalation happens on time with no reading arriving."""
     h = Harness(load_site(tmp_path, rules(SMOKE, classes={"fire": chain(0, 5, 9)})))
@@ -361,41 +243,7 @@ async def test_timers_run_in_the_engine_task(tmp_path):
         await asyncio.gather(task, return_exceptions=True)
 
 
-async def test_inactivity_clock_survives_a_restart(tmp_path):
-    welfare = {"id": "welfare", "type": "inactivity", "sources": [{"device": "door-101", "point": "door_open"}],
-               "for": "1h", "severity": "warning"}
-    cfg = load_site(tmp_path, rules(welfare, timezone="UTC"))
-    h = Harness(cfg, state_dir=str(tmp_path))
-    h.feed("door-101", "door_open", False)
-    await h.advance(600)
-    h.feed("door-101", "door_open", True)  # activity at +600 s
-    h.feed("door-101", "door_open", False)
-    await h.settle()
-    h.engine.save_now()
-    await h.clock.advance(1800)  # down for half an hour
-    h2 = Harness(cfg, state_dir=str(tmp_path), clock=h.clock)
-    await h2.advance(1799, step=60)
-    assert h2.of("alert.raised") == []
-    await h2.advance(1)
-    rec = h2.of("alert.raised")
-    assert len(rec) == 1 and rec[0]["subject"] == "101"
-    assert rec[0]["location"] == {"site": "sunny-court", "building": "3", "unit": "1", "household": "101", "grid": "G7"}
-    assert rec[0]["message"] == "[WARNING] Welfare check: no activity for 1 h; please call or visit at building 3, unit 1, household 101, grid G7"
-
-
-# --------------------------------------------------------------------------- routing, other services
-
-
-async def test_alert_records_name_their_group_topic_lifecycle_notes_do_not(tmp_path):
-    h = Harness(load_site(tmp_path, rules(SMOKE, {**SMOKE, "id": "no-class", "class": None, "outputs": []})))
-    await smoke_on(h)
-    await h.advance(120)
-    assert {r["topic"] for r in h.of("alert.raised", rule="smoke-alarm")} == {"alert/property-office"}
-    assert {r["topic"] for r in h.of("alert.escalated")} == {"alert/volunteers"}
-    assert "topic" not in h.of("alert.raised", rule="no-class")[0]  # no class, no group: …/event
-    ack(h, h.of("alert.raised", rule="smoke-alarm")[0]["alert"])
-    await h.settle()
-    assert "topic" not in h.of("alert.acknowledged")[0]
+# --------------------------------------------------------------------------- other services
 
 
 async def test_other_services_raise_alerts_with_the_same_lifecycle(tmp_path):
@@ -429,65 +277,3 @@ async def test_other_services_raise_alerts_with_the_same_lifecycle(tmp_path):
     assert h2.engine.raise_alert(**args) != aid  # a new fall: a new alert
 
 
-async def test_a_stuck_event_lane_does_not_hold_back_alarms_or_outputs(tmp_path):
-    cfg = load_site(tmp_path, rules(SMOKE))
-    h = Harness(cfg)
-    committed = []
-
-    async def emit(lane, body, topic=None):
-        if lane == "event":
-            raise RuntimeError("event queue full: the store is not committing")
-        committed.append(orjson.loads(body))
-
-    h.engine.emit = emit
-    raised = await smoke_on(h)
-    assert raised is None and [r["type"] for r in committed] == ["alert.raised"]
-    ack(h, committed[0]["alert"], resolve=True)  # acknowledged + resolved: event lane, stuck
-    h.feed("smoke-hall", "alarm", False)
-    h.feed("smoke-hall", "alarm", True)
-    await h.settle()
-    assert [r["type"] for r in committed] == ["alert.raised", "alert.raised"]
-    assert h.engine.counters["emit_errors"] >= 1
-
-
-async def test_outputs_are_driven_while_a_commit_hangs(tmp_path):
-    gas = {"id": "gas", "type": "threshold", "device": "smoke-hall", "point": "gas_lel", "above": 10}
-    h = Harness(load_site(tmp_path, rules(SMOKE, gas)))
-    gate = asyncio.Event()
-    emitted = []
-
-    async def emit(lane, body, topic=None):
-        emitted.append(orjson.loads(body)["rule"])
-        await gate.wait()  # the outbox is stuck (disk full, slow SD card)
-
-    h.engine.emit = emit
-    h.feed("smoke-hall", "gas_lel", 30.0)
-    drain = asyncio.create_task(h.engine.drain())
-    for _ in range(5):
-        await asyncio.sleep(0)
-    assert emitted == ["gas"]  # the drain is stuck in this commit
-    h.feed("smoke-shed", "alarm", False)
-    h.feed("smoke-shed", "alarm", True)
-    for _ in range(5):
-        await asyncio.sleep(0)
-    assert h.writes == [("sounder", "sounder", True)]
-    gate.set()
-    await drain
-    await h.engine.drain()
-    assert emitted == ["gas", "smoke-alarm"]
-
-
-async def test_an_unwritable_state_file_never_holds_back_an_alarm(tmp_path):
-    blocked = tmp_path / "ro"
-    blocked.mkdir()
-    h = Harness(load_site(tmp_path, rules(SMOKE)), state_dir=str(blocked / "missing-folder"))
-    raised = await smoke_on(h)
-    assert raised is not None and h.writes == [("sounder", "sounder", True)]
-    assert h.engine.counters["state_errors"] >= 1
-    n = h.engine.counters["state_errors"]
-    for _ in range(10):
-        h.feed("smoke-shed", "alarm", True)
-        await h.settle()
-    assert h.engine.counters["state_errors"] == n, "retried with backoff, not on every poll"
-    await h.advance(2)
-    assert h.engine.counters["state_errors"] > n

@@ -66,3 +66,23 @@ def test_validate_good_config_exits_0(tmp_path, capsys):
 def test_shipped_site_configs_are_valid(example):
     proc = subprocess.run([sys.executable, "-m", "gateway", "validate", str(ROOT / "config" / example)], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_status_shows_the_outbox_per_lane_and_the_devices(tmp_path, capsys):
+    """`canopy status`: "accepted" is the outbox's `produced` counter (committed records)."""
+    import json
+
+    from tests.support import site_config
+
+    cfg = site_config(tmp_path, sim_port=5020, broker={"host": "127.0.0.1", "port": 1883})
+    status = {"site": "test-site", "gateway": "gw-1", "boot": 3, "ts": 0, "uplink": {"connected": True},
+              "outbox": {"telemetry": {"produced": 1234, "acknowledged": 1200, "pending": 34, "last_seq": 1234}},
+              "devices": {"soil-1": {"bus": "field", "status": "ok", "polls": 10, "failures": 0}}}
+    (tmp_path / "canopy-status.json").write_text(json.dumps(status))
+    assert main(["status", "-c", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "accepted" in out and "1234" in out and "1200" in out and "None" not in out
+    assert "soil-1" in out and "test-site/gw-1" in out
+    (tmp_path / "canopy-status.json").unlink()
+    assert main(["status", "-c", str(cfg)]) == 1
+    assert "no status file" in capsys.readouterr().err

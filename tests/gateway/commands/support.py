@@ -12,7 +12,7 @@ from core.clock import FakeClock
 from core.protocol import envelope
 from core.records import Reading
 from gateway.commands.service import CommandService
-from gateway.config.site import load_config, load_profile
+from gateway.config.load import load_config, load_profile
 from tests.support import PROFILES
 
 T0 = 1_700_000_000.0  # FakeClock's default start
@@ -125,8 +125,10 @@ class FakeLock(FakeDevice):
 
 
 class Harness:
-    def __init__(self, tmp: Path, cmds: dict | None = None, devs: list[dict] | None = None, start: float = T0):
+    def __init__(self, tmp: Path, cmds: dict | None = None, devs: list[dict] | None = None, start: float = T0,
+                 on_commit=None):
         self.tmp = tmp
+        self.on_commit = on_commit  # the command store's commit hook (a slow SD card)
         self.cfg = load_config(write_site(tmp, cmds, devs=devs))
         self.clock = FakeClock(start)
         self.records: list[tuple[str, dict]] = []
@@ -145,7 +147,7 @@ class Harness:
         self.records.append((lane, record))
 
     async def start(self, readings: bool = True) -> CommandService:
-        self.svc = CommandService(self.cfg, self.clock, self.emit, self.devices, str(self.state_dir))
+        self.svc = CommandService(self.cfg, self.clock, self.emit, self.devices, str(self.state_dir), on_commit=self.on_commit)
         await self.svc.start()
         self.task = asyncio.create_task(self.svc.run())
         self.svc.on_link(True)
@@ -157,9 +159,9 @@ class Harness:
         if clean:
             await self.svc.stop()
         else:  # like kill -9: nothing more runs, the files stay as they are
-            for t in list(self.svc._timers.values()) + list(self.svc._jobs):
+            for t in list(self.svc.jobs.timers.values()) + list(self.svc.jobs.jobs):
                 t.cancel()
-            self.svc.store.close()
+            await self.svc.store.close()  # what was written so far is on disk, as with the synchronous store
         if self.task:
             self.task.cancel()
             await asyncio.gather(self.task, return_exceptions=True)

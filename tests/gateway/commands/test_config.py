@@ -6,8 +6,9 @@ import copy
 
 import pytest
 
+from core.yamlsrc import ConfigError
 from gateway.commands.config import parse_duration, parse_window
-from gateway.config.site import ConfigError, load_config
+from gateway.config.load import load_config
 from tests.gateway.commands.support import commands, write_site
 
 

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gateway.config.site import load_profile
+from gateway.config.load import load_profile
 from simulator.physics import SoilProbe, ValveRelay
 from tests.gateway.commands.support import Harness, commands
 from tests.support import PROFILES

@@ -14,15 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from core.yamlsrc import Problem
+from core.yamlsrc import ConfigError, Problem
 from drivers.modbus.profile import Profile
-from gateway.config.site import (
-    ConfigError,
-    LoadedConfig,
+from gateway.config.load import (
     _data_path,  # noqa: PLC2701 - the discriminator mapping is worth testing on its own
     load_config,
     load_profile,
 )
+from gateway.config.site import LoadedConfig
 
 REPO = Path(__file__).resolve().parents[3]
 SHIPPED_PROFILES = REPO / "config" / "profiles"
@@ -752,3 +751,36 @@ def test_a_password_is_never_echoed_in_an_error(site_dir):
     text = "site: s\ngateway: g\nbroker:\n  host: h\n  username: u\n  password: 987654\n"
     p = only_problem(write(site_dir, text))
     assert "987654" not in str(p) and "quotes" in p.message
+
+
+# --------------------------------------------------------------------------- removed keys
+
+RTU_WITH_ENGINE = """\
+site: s
+gateway: g
+buses:
+  - type: modbus_rtu
+    id: field-485
+    port: /dev/ttyUSB0
+    engine: pymodbus
+    devices:
+      - {id: soil-1, unit: 1, profile: soil_probe}
+"""
+
+
+@pytest.mark.parametrize("engine", ["pymodbus", "raw"])
+def test_rtu_engine_key_was_removed(site_dir, engine):
+    path = write(site_dir, RTU_WITH_ENGINE.replace("engine: pymodbus", f"engine: {engine}"))
+    p = only_problem(path)
+    assert (p.file, p.line, p.key) == (str(path), line(RTU_WITH_ENGINE, "engine:"), "buses[0].engine")
+    assert p.message == "engine: pymodbus was removed; the built-in RTU engine is always used -- delete this key"
+
+
+def test_rtu_engine_key_fails_validate_with_exit_2(site_dir, capsys):
+    from gateway.cli.main import EXIT_CONFIG, main
+
+    path = write(site_dir, RTU_WITH_ENGINE)
+    assert main(["validate", str(path)]) == EXIT_CONFIG == 2
+    err = capsys.readouterr().err
+    assert f"{path}:{line(RTU_WITH_ENGINE, 'engine:')}: buses[0].engine: engine: pymodbus was removed" in err
+    assert "Traceback" not in err

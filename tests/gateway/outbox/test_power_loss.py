@@ -9,9 +9,10 @@ keeps a random subset of the unsynced sectors, modelling reordering).
 
 apsw links its own SQLite, and Python's sqlite3 (which the outbox uses via
 aiosqlite) cannot see an apsw VFS.  So these tests drive the *same SQL
-protocol* as gateway/store.py through apsw: ``replica_open_db`` and
-``replica_commit`` below repeat ``Outbox._open_db`` and ``Outbox._commit`` /
-``Outbox._count`` statement for statement, and
+protocol* as gateway/outbox/store.py through apsw: ``replica_open_db`` (with
+``replica_migrate``) and ``replica_commit`` below repeat ``Outbox._open_db``
+(with ``schema.migrate`` and ``counters.load_counters``) and ``Outbox._commit``
+(with ``counters.add_counts``) statement for statement, and
 ``test_replica_mirrors_store_sql`` fails as soon as the two drift apart.
 (apsw bundles SQLite 3.54; the venv's sqlite3 may be older.  The WAL commit
 and recovery logic these tests exercise has been stable for a decade.)
@@ -42,13 +43,17 @@ import apsw
 import pytest
 
 from core.records import LANES
-from gateway.outbox.store import SCHEMA, Outbox, StorePolicy
+from gateway.outbox import counters, schema
+from gateway.outbox.policy import StorePolicy
+from gateway.outbox.schema import SCHEMA, split_topic
+from gateway.outbox.store import Outbox
 from tests.powerloss import SECTOR, PowerLossVFS, _FileState, assert_no_mmap, autocheckpoint_like_sqlite
 
 # =========================================================================== the replica
-# KEEP IN STEP WITH gateway/store.py: Outbox._open_db, Outbox._commit and
-# Outbox._count, statement for statement (the same SQL text, order, execute vs
-# executemany).  test_replica_mirrors_store_sql compares them.
+# KEEP IN STEP WITH gateway/outbox/: Outbox._open_db (schema.migrate,
+# counters.load_counters), Outbox._commit (counters.add_counts), statement for
+# statement (the same SQL text, order, execute vs executemany).
+# test_replica_mirrors_store_sql compares them.
 
 
 def replica_open_db(db: apsw.Connection, max_bytes: int = StorePolicy().max_bytes) -> dict:
@@ -65,6 +70,7 @@ def replica_open_db(db: apsw.Connection, max_bytes: int = StorePolicy().max_byte
     db.execute("BEGIN IMMEDIATE")
     for stmt in SCHEMA:
         db.execute(stmt)
+    replica_migrate(db)
     meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
     boot = int(meta.get("boot", 0)) + 1
     epoch = meta.get("epoch") or secrets.token_hex(8)
@@ -79,21 +85,48 @@ def replica_open_db(db: apsw.Connection, max_bytes: int = StorePolicy().max_byte
     return {"boot": boot, "epoch": epoch, "counters": counters}
 
 
-def replica_commit(db: apsw.Connection, rows: dict[str, list[tuple[float, bytes]]],
+def replica_migrate(db: apsw.Connection) -> None:
+    """schema.migrate (with its _move_topics_out), through apsw."""
+    version = db.execute("PRAGMA user_version").fetchall()[0][0]
+    if version >= schema.VERSION:
+        return
+    for lane in LANES:
+        columns = {row[1] for row in db.execute(f"PRAGMA table_info({lane})").fetchall()}
+        if "topic" not in columns:
+            db.execute(f"ALTER TABLE {lane} ADD COLUMN topic TEXT")
+        if lane != "telemetry":
+            replica_move_topics_out(db, lane)
+    db.execute(f"PRAGMA user_version={schema.VERSION}")
+
+
+def replica_move_topics_out(db: apsw.Connection, lane: str) -> None:
+    after = 0
+    while True:
+        rows = db.execute(f"SELECT seq, body FROM {lane} WHERE seq > ? AND instr(body, ?) > 0 ORDER BY seq LIMIT ?",
+                          (after, b'"topic":', 1000)).fetchall()
+        updates = [(split[1], split[0], seq) for seq, body in rows if (split := split_topic(body)) is not None]
+        if updates:
+            db.executemany(f"UPDATE {lane} SET body = ?, topic = ? WHERE seq = ?", updates)
+        if len(rows) < 1000:
+            return
+        after = rows[-1][0]
+
+
+def replica_commit(db: apsw.Connection, rows: dict[str, list[tuple[float, bytes, str | None]]],
                    acks: dict[str, list[tuple[int, int]]]) -> tuple[dict[str, int], dict[str, int]]:
-    """Outbox._commit (with Outbox._count inlined), through apsw.  Returns (last seq, rows deleted) per lane."""
+    """Outbox._commit (with counters.add_counts inlined), through apsw.  Returns (last seq, rows deleted) per lane."""
     db.execute("BEGIN IMMEDIATE")
     deleted: dict[str, int] = {}
     for lane in LANES:
         if rows[lane]:
-            db.executemany(f"INSERT INTO {lane} (ts, body) VALUES (?, ?)", rows[lane])
+            db.executemany(f"INSERT INTO {lane} (ts, body, topic) VALUES (?, ?, ?)", rows[lane])
         if acks[lane]:
             before = db.total_changes()
             db.executemany(f"DELETE FROM {lane} WHERE seq BETWEEN ? AND ?", acks[lane])
             deleted[lane] = db.total_changes() - before
     delta = [(len(rows[lane]), lane, "produced") for lane in LANES if rows[lane]]
     delta += [(n, lane, "acknowledged") for lane, n in deleted.items() if n]
-    if delta:  # Outbox._count
+    if delta:  # counters.add_counts
         db.executemany("INSERT OR IGNORE INTO counters (lane, name, value) VALUES (?, ?, 0)", [(l, n) for _, l, n in delta])
         db.executemany("UPDATE counters SET value = value + ? WHERE lane = ? AND name = ?", delta)
     seqs = {}
@@ -106,7 +139,7 @@ def replica_commit(db: apsw.Connection, rows: dict[str, list[tuple[float, bytes]
 
 # =========================================================================== keeping the replica honest
 
-_SQL_WORDS = ("PRAGMA", "BEGIN", "COMMIT", "ROLLBACK", "SELECT", "INSERT", "UPDATE", "DELETE", "CREATE")
+_SQL_WORDS = ("PRAGMA", "BEGIN", "COMMIT", "ROLLBACK", "SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "ALTER")
 
 
 def _sql_text(node: ast.expr) -> str:
@@ -121,8 +154,9 @@ def _sql_text(node: ast.expr) -> str:
 def sql_calls(func, inline: dict | None = None) -> list[tuple[str, str]]:
     """(method, statement) of every execute/executemany in ``func``, in source order.
 
-    ``inline`` maps a method name (e.g. ``_count``) to a function whose calls
-    are spliced in where ``self.<name>(...)`` is called.
+    ``inline`` maps a function or method name (e.g. ``add_counts``) to a
+    function whose calls are spliced in where ``name(...)`` or ``x.<name>(...)``
+    is called (recursively, with the same map).
     """
     tree = ast.parse(textwrap.dedent(inspect.getsource(func)))
     out: list[tuple[str, str]] = []
@@ -130,28 +164,30 @@ def sql_calls(func, inline: dict | None = None) -> list[tuple[str, str]]:
     class V(ast.NodeVisitor):
         def visit_Call(self, node: ast.Call) -> None:
             self.generic_visit(node)
-            if isinstance(node.func, ast.Attribute):
-                name = node.func.attr
-                if name in ("execute", "executemany") and node.args:
-                    out.append((name, _sql_text(node.args[0])))
-                elif inline and name in inline:
-                    out.extend(sql_calls(inline[name]))
+            name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", None)
+            if isinstance(node.func, ast.Attribute) and name in ("execute", "executemany") and node.args:
+                out.append((name, _sql_text(node.args[0])))
+            elif inline and name in inline:
+                out.extend(sql_calls(inline[name], inline))
 
     V().visit(tree)
     return out
 
 
 def test_replica_mirrors_store_sql():
-    store_open = sql_calls(Outbox._open_db)
-    store_commit = sql_calls(Outbox._commit, inline={"_count": Outbox._count})
+    store_open = sql_calls(Outbox._open_db, inline={"migrate": schema.migrate, "_move_topics_out": schema._move_topics_out,
+                                                    "load_counters": counters.load_counters})
+    store_commit = sql_calls(Outbox._commit, inline={"add_counts": counters.add_counts})
     # the guarantees under test, spelled out
     assert ("execute", "PRAGMA synchronous=FULL") in store_open
     assert ("execute", "PRAGMA journal_mode=WAL") in store_open
     assert store_commit[0] == ("execute", "BEGIN IMMEDIATE") and store_commit[-1] == ("execute", "COMMIT")
     assert all(s.startswith(_SQL_WORDS) or s.startswith("<") for _, s in store_open + store_commit)
     # and the replica says exactly the same, in the same order
-    assert sql_calls(replica_open_db) == store_open, "gateway/store.py Outbox._open_db changed: update replica_open_db"
-    assert sql_calls(replica_commit) == store_commit, "gateway/store.py Outbox._commit/_count changed: update replica_commit"
+    replica_open = sql_calls(replica_open_db, inline={"replica_migrate": replica_migrate,
+                                                      "replica_move_topics_out": replica_move_topics_out})
+    assert replica_open == store_open, "gateway/outbox Outbox._open_db/migrate changed: update replica_open_db"
+    assert sql_calls(replica_commit) == store_commit, "gateway/outbox Outbox._commit/add_counts changed: update replica_commit"
     # the loop variable both use runs over the very same SCHEMA list
     assert ("execute", "<stmt>") in store_open
 
@@ -161,7 +197,7 @@ def test_replica_mirrors_store_sql():
 
 @dataclass
 class DbState:
-    rows: dict[str, dict[int, bytes]]
+    rows: dict[str, dict[int, tuple[bytes, str | None]]]  # seq -> (body, topic)
     counters: dict[tuple[str, str], int]
     seq: dict[str, int]
     boot: int
@@ -178,7 +214,8 @@ class DbState:
 
 def read_state(db: apsw.Connection) -> DbState:
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()}
-    rows = {lane: dict(db.execute(f"SELECT seq, body FROM {lane}").fetchall()) if lane in tables else {} for lane in LANES}
+    rows = {lane: {q: (b, t) for q, b, t in db.execute(f"SELECT seq, body, topic FROM {lane}").fetchall()}
+            if lane in tables else {} for lane in LANES}
     counters = {(l, n): v for l, n, v in db.execute("SELECT lane, name, value FROM counters").fetchall()} if "counters" in tables else {}
     seq = dict(db.execute("SELECT name, seq FROM sqlite_sequence").fetchall()) if "sqlite_sequence" in tables else {}
     meta = dict(db.execute("SELECT key, value FROM meta").fetchall()) if "meta" in tables else {}
@@ -191,7 +228,7 @@ class Model:
 
     state: DbState = field(default_factory=lambda: DbState({l: {} for l in LANES}, {}, {l: 0 for l in LANES}, 0))
     hwm: dict[str, int] = field(default_factory=lambda: {l: 0 for l in LANES})  # highest seq a returned commit handed out
-    acked: dict[str, set[bytes]] = field(default_factory=lambda: {l: set() for l in LANES})  # deleted by returned commits
+    acked: dict[str, set[tuple[bytes, str | None]]] = field(default_factory=lambda: {l: set() for l in LANES})  # deleted by returned commits
     inflight: tuple | None = None  # ("open",) or ("commit", rows, acks), between its BEGIN and its return
     commit_issued: bool = False
     returned_commits: int = 0
@@ -206,9 +243,9 @@ class Model:
         _, new, acks = self.inflight
         for lane in LANES:  # in replica_commit's order: a lane's inserts, then its deletes
             if new[lane]:
-                for _, body in new[lane]:
+                for _, body, topic in new[lane]:
                     seq[lane] += 1  # AUTOINCREMENT: one writer, so the batch gets consecutive seqs
-                    rows[lane][seq[lane]] = body
+                    rows[lane][seq[lane]] = (body, topic)  # a record: body and topic column
                 counters[(lane, "produced")] = counters.get((lane, "produced"), 0) + len(new[lane])
             n = 0
             for a, b in acks[lane]:
@@ -295,6 +332,10 @@ class Workload:
         pad = "x" * self.rng.randint(40, 400 if lane == "telemetry" else 120)
         return f'{{"n":{self.n},"lane":"{lane}","pad":"{pad}"}}'.encode()
 
+    def topic(self, lane: str) -> str | None:
+        """Some alarms and events name a topic of their own (no rng draw: the crash points stay put)."""
+        return None if lane == "telemetry" else (None, "cmd/result", None, "alert/volunteers")[self.n % 4]
+
     def step(self, model: Model, reader: apsw.Connection) -> tuple[dict, dict]:
         """The next commit, as the outbox writer would batch it: records and/or acked ranges."""
         rng = self.rng
@@ -306,7 +347,7 @@ class Workload:
             [l for l in LANES if rng.random() < 0.6]
         for lane in lanes:
             ts = 1.7e9 + self.n
-            rows[lane] = [(ts, self.body(lane)) for _ in range(rng.randint(*sizes[lane]))]
+            rows[lane] = [(ts, self.body(lane), self.topic(lane)) for _ in range(rng.randint(*sizes[lane]))]
         if rng.random() < 0.45 or not any(rows.values()):
             for lane in LANES:
                 if rng.random() < 0.6:
@@ -315,8 +356,8 @@ class Workload:
 
     def acks_for(self, model: Model, reader: apsw.Connection, lane: str) -> list[tuple[int, int]]:
         """PUBACKed ranges, from what the uplink fetched through the read-only connection."""
-        fetched = reader.execute(f"SELECT seq, body FROM {lane} WHERE seq > ? ORDER BY seq LIMIT ?", (0, 100)).fetchall()
-        expected = sorted(model.state.rows[lane].items())[:100]
+        fetched = reader.execute(f"SELECT seq, body, topic FROM {lane} WHERE seq > ? ORDER BY seq LIMIT ?", (0, 100)).fetchall()
+        expected = [(q, b, t) for q, (b, t) in sorted(model.state.rows[lane].items())[:100]]
         assert fetched == expected, "the reader does not see exactly the committed rows"
         ranges, i = [], 0
         while i < len(fetched) and len(ranges) < 3:

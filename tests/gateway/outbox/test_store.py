@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.outbox.store import Outbox, _Ranges
+from gateway.outbox.ranges import AckedRanges
+from gateway.outbox.store import Outbox
 from tests.support import until  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -85,13 +86,13 @@ async def test_record_is_visible_to_fetch_and_disk_only_after_its_commit(make_ou
     assert not put.done(), "put(wait_commit=True) returned before the commit finished"
     assert await ob.fetch("telemetry", 0, 100) == []
     assert rows_on_disk(tmp_path / "outbox.sqlite", "telemetry") == []
-    assert ob.counters["telemetry"].accepted == 0, "counted as accepted before it was committed"
+    assert ob.counters["telemetry"].produced == 0, "counted as accepted (produced) before it was committed"
     gate.open.set()
     await asyncio.wait_for(put, 10)
     # the moment put returns, another process can see the rows
     assert rows_on_disk(tmp_path / "outbox.sqlite", "telemetry") == list(zip([1, 2, 3], bodies(3)))
-    assert await ob.fetch("telemetry", 0, 100) == list(zip([1, 2, 3], bodies(3)))
-    assert ob.counters["telemetry"].accepted == 3
+    assert await ob.fetch("telemetry", 0, 100) == list(zip([1, 2, 3], bodies(3), [None] * 3))
+    assert ob.counters["telemetry"].produced == 3
 
 
 async def test_batched_telemetry_is_not_visible_until_the_batch_commits(make_outbox, tmp_path):
@@ -100,7 +101,7 @@ async def test_batched_telemetry_is_not_visible_until_the_batch_commits(make_out
     await ob.put("telemetry", [b'{"second":2}'])  # now inside the 30 s batching window
     for _ in range(20):
         await asyncio.sleep(0)
-    assert [s for s, _ in await ob.fetch("telemetry", 0, 10)] == [1]
+    assert [s for s, *_ in await ob.fetch("telemetry", 0, 10)] == [1]
     assert len(rows_on_disk(tmp_path / "outbox.sqlite", "telemetry")) == 1
     await asyncio.wait_for(ob.flush(), 10)
     assert rows_on_disk(tmp_path / "outbox.sqlite", "telemetry") == [(1, b'{"first":1}'), (2, b'{"second":2}')]
@@ -115,9 +116,9 @@ async def test_each_lane_has_its_own_sequence_starting_at_one(make_outbox):
     await ob.put("alarm", bodies(2), wait_commit=True)
     await ob.put("event", bodies(1), wait_commit=True)
     await ob.put("telemetry", bodies(2), wait_commit=True)
-    assert [s for s, _ in await ob.fetch("telemetry", 0, 100)] == [1, 2, 3, 4, 5, 6, 7]
-    assert [s for s, _ in await ob.fetch("alarm", 0, 100)] == [1, 2]
-    assert [s for s, _ in await ob.fetch("event", 0, 100)] == [1]
+    assert [s for s, *_ in await ob.fetch("telemetry", 0, 100)] == [1, 2, 3, 4, 5, 6, 7]
+    assert [s for s, *_ in await ob.fetch("alarm", 0, 100)] == [1, 2]
+    assert [s for s, *_ in await ob.fetch("event", 0, 100)] == [1]
     assert {lane: c.last_seq for lane, c in ob.counters.items()} == {"alarm": 2, "event": 1, "telemetry": 7}
 
 
@@ -154,7 +155,7 @@ async def test_second_open_without_close_continues_sequences(make_outbox, tmp_pa
     assert second.boot == first.boot + 1
     assert second.counters["event"].last_seq == 3 and second.counters["event"].pending == 3
     assert second.counters["telemetry"].last_seq == 4 and second.counters["telemetry"].pending == 4
-    assert [s for s, _ in await second.fetch("event", 0, 10)] == [1, 2, 3]
+    assert [s for s, *_ in await second.fetch("event", 0, 10)] == [1, 2, 3]
     await second.put("event", bodies(1), wait_commit=True)
     assert [s for s, _ in rows_on_disk(path, "event")] == [1, 2, 3, 4]
 
@@ -191,10 +192,10 @@ async def test_committed_records_and_sequences_survive_kill_9(make_outbox, tmp_p
         await proc.wait()
     ob = await make_outbox(path, commit_interval=0.05)
     assert ob.boot == 2
-    assert [s for s, _ in await ob.fetch("alarm", 0, 10)] == [1, 2]
+    assert [s for s, *_ in await ob.fetch("alarm", 0, 10)] == [1, 2]
     tele = await ob.fetch("telemetry", 0, 1000)
     # the ack was never committed, so those records are still there (re-sent later: duplicates, not losses)
-    assert [s for s, _ in tele] == list(range(1, 101))
+    assert [s for s, *_ in tele] == list(range(1, 101))
     assert tele[0][1] == b'{"t":0}'
     assert ob.counters["telemetry"].pending == 100 and ob.counters["telemetry"].last_seq == 100
     await ob.put("alarm", [b'{"a":3}'], wait_commit=True)
@@ -218,14 +219,14 @@ async def test_acked_ranges_are_deleted_at_next_commit_and_counters_reconcile(ma
     assert [s for s, _ in rows_on_disk(path, "telemetry")] == [5, 6, 9, 10]
     assert [s for s, _ in rows_on_disk(path, "alarm")] == [1, 3]
     t, a = ob.counters["telemetry"], ob.counters["alarm"]
-    assert (t.accepted, t.acknowledged, t.pending) == (10, 6, 4)
-    assert (a.accepted, a.acknowledged, a.pending) == (3, 1, 2)
+    assert (t.produced, t.acknowledged, t.pending) == (10, 6, 4)
+    assert (a.produced, a.acknowledged, a.pending) == (3, 1, 2)
     # a duplicate ack (a re-sent message acknowledged twice) changes nothing
     ob.ack("telemetry", 1, 4)
     await ob.flush()
-    assert (t.accepted, t.acknowledged, t.pending) == (10, 6, 4)
+    assert (t.produced, t.acknowledged, t.pending) == (10, 6, 4)
     for c in ob.counters.values():
-        assert c.accepted == c.acknowledged + c.pending
+        assert c.produced == c.acknowledged + c.pending
     assert ob.pending("telemetry") == 4
 
 
@@ -239,7 +240,7 @@ async def test_counters_reconcile_after_reopen_with_pending_rows(make_outbox, tm
     await ob2.flush()
     c = ob2.counters["telemetry"]
     assert c.pending == 5
-    assert c.accepted == c.acknowledged + c.pending, c.as_dict()
+    assert c.produced == c.acknowledged + c.pending, c.as_dict()
 
 
 async def test_fetch_skips_records_acked_but_not_yet_deleted(make_outbox, tmp_path):
@@ -249,8 +250,8 @@ async def test_fetch_skips_records_acked_but_not_yet_deleted(make_outbox, tmp_pa
     ob.ack("telemetry", 3, 6)
     # the delete waits for the 30 s batching window, but the uplink must not send them again
     assert len(rows_on_disk(path, "telemetry")) == 10
-    assert [s for s, _ in await ob.fetch("telemetry", 0, 100)] == [1, 2, 7, 8, 9, 10]
-    assert [s for s, _ in await ob.fetch("telemetry", 6, 100)] == [7, 8, 9, 10]
+    assert [s for s, *_ in await ob.fetch("telemetry", 0, 100)] == [1, 2, 7, 8, 9, 10]
+    assert [s for s, *_ in await ob.fetch("telemetry", 6, 100)] == [7, 8, 9, 10]
 
 
 async def test_close_commits_pending_acks(make_outbox, tmp_path):
@@ -289,7 +290,7 @@ async def test_telemetry_puts_are_batched_into_few_commits(make_outbox, tmp_path
     allowed = 2 + int(elapsed / 0.3) + 1
     assert ob.commits <= allowed, f"{ob.commits} commits for 1000 puts in {elapsed:.2f}s"
     assert len(rows_on_disk(tmp_path / "outbox.sqlite", "telemetry")) == 10_000
-    assert ob.counters["telemetry"].accepted == 10_000
+    assert ob.counters["telemetry"].produced == 10_000
 
 
 @pytest.mark.parametrize("lane", ["alarm", "event"])
@@ -351,15 +352,15 @@ async def test_commit_failure_keeps_the_batch_and_commits_it_later(make_outbox, 
     assert ob.commit_errors == 2
     assert [s for s, _ in rows_on_disk(tmp_path / "outbox.sqlite", "alarm")] == [1, 2, 3]
     assert len(rows_on_disk(tmp_path / "outbox.sqlite", "telemetry")) == 7
-    assert ob.counters["alarm"].accepted == 3 and ob.counters["alarm"].pending == 3
+    assert ob.counters["alarm"].produced == 3 and ob.counters["alarm"].pending == 3
     assert any("disk I/O error" in r.getMessage() for r in caplog.records), "the failure was not logged"
 
 
-# --------------------------------------------------------------------------- _Ranges
+# --------------------------------------------------------------------------- AckedRanges
 
 
 def test_ranges_add_merges_overlapping_and_adjacent():
-    r = _Ranges()
+    r = AckedRanges()
     assert not r
     r.add(10, 12)
     r.add(1, 3)
@@ -379,20 +380,20 @@ def test_ranges_add_merges_overlapping_and_adjacent():
 
 
 def test_ranges_covers():
-    r = _Ranges()
+    r = AckedRanges()
     r.add(5, 7)
     r.add(10, 10)
     assert [s for s in range(0, 13) if r.covers(s)] == [5, 6, 7, 10]
 
 
 def test_ranges_remove_exact_and_merged():
-    r = _Ranges()
+    r = AckedRanges()
     r.add(1, 5)
     r.add(10, 12)
     r.remove([(1, 5)])
     assert r.items() == [(10, 12)]
     # a committed range that was merged with acks arriving during the commit
-    r = _Ranges()
+    r = AckedRanges()
     r.add(5, 6)
     snapshot = r.items()
     r.add(1, 4)
@@ -404,7 +405,7 @@ def test_ranges_remove_exact_and_merged():
 
 
 def test_ranges_remove_several_merged_into_one():
-    r = _Ranges()
+    r = AckedRanges()
     r.add(1, 2)
     r.add(4, 5)
     snapshot = r.items()
@@ -416,7 +417,7 @@ def test_ranges_remove_several_merged_into_one():
 
 
 def test_ranges_remove_of_unknown_range_is_harmless():
-    r = _Ranges()
+    r = AckedRanges()
     r.add(10, 20)
     r.remove([(1, 3), (30, 40)])
     assert r.items() == [(10, 20)]

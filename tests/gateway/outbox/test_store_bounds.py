@@ -13,7 +13,8 @@ import orjson
 import pytest
 
 from core.clock import FakeClock
-from gateway.outbox.store import Outbox, StorePolicy
+from gateway.outbox.policy import StorePolicy
+from gateway.outbox.store import Outbox
 
 MiB = 1024 * 1024
 
@@ -180,7 +181,7 @@ async def test_a_full_store_still_delivers_alarms_to_the_broker(tmp_path, outbox
     import asyncio
 
     from core.protocol.topics import Topics
-    from gateway.config.site import BrokerConfig
+    from gateway.config.broker import BrokerConfig
     from gateway.uplink.uplink import Uplink
     from tests.support import Subscriber, until
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.uplink.uplink import QueueDelayWindow
+from gateway.uplink.window import QueueDelayWindow
 
 MSG = 16 * 1024
 

@@ -16,7 +16,7 @@ import pytest
 
 from core.protocol.topics import Topics
 from core.records import Reading, event_body, reading_body
-from gateway.config.site import BrokerConfig
+from gateway.config.broker import BrokerConfig
 from gateway.outbox.store import Outbox
 from gateway.uplink.uplink import Uplink
 from tests.support import until  # noqa: E402
@@ -140,7 +140,7 @@ async def test_records_arrive_in_batched_envelopes_and_leave_the_outbox_after_pu
     await until(lambda: rig.outbox.pending("telemetry") == 0, what="outbox to empty")
     assert rows_on_disk(rig.path, "telemetry") == 0
     c = rig.outbox.counters["telemetry"]
-    assert (c.accepted, c.acknowledged, c.pending) == (1200, 1200, 0)
+    assert (c.produced, c.acknowledged, c.pending) == (1200, 1200, 0)
 
 
 async def test_alarms_and_events_go_to_the_event_topic_with_their_lane(broker, quick_subscribers, rig_factory):
@@ -322,11 +322,34 @@ async def test_event_records_can_name_their_own_topic(broker, quick_subscribers,
     """Command results and escalations go to their own topics, still through the outbox."""
     sub = await subscribe(quick_subscribers, broker.port)
     rig = await rig_factory(broker.port)
-    bodies = [b'{"ts":1.0,"type":"device.status"}', b'{"ts":1.0,"type":"cmd.result","topic":"cmd/result"}',
-              b'{"ts":1.0,"type":"cmd.result","topic":"cmd/result"}', b'{"ts":1.0,"type":"device.status"}']
-    await rig.outbox.put("event", bodies, wait_commit=True)
+    status, result = b'{"ts":1.0,"type":"device.status"}', b'{"ts":1.0,"type":"cmd.result"}'
+    await rig.outbox.put("event", [status])
+    await rig.outbox.put("event", [result, result], topic="cmd/result")  # the outbox's topic column
+    await rig.outbox.put("event", [status], wait_commit=True)
     rig.start()
     await until(lambda: len(sub.records("event")) >= 4, what="routed events")
     await until(lambda: sum(len(m["records"]) for m in sub.of("cmd/result")) == 2, what="cmd results")
     assert [r["seq"] for m in sub.of("cmd/result") for r in m["records"]] == [2, 3]
     assert [r["seq"] for m in sub.of("event") for r in m["records"]] == [1, 4]
+    # the topic travels beside the body, not in it: records are published exactly as put
+    assert [r for m in sub.of("cmd/result") for r in m["records"]] == [{"seq": 2, "ts": 1.0, "type": "cmd.result"},
+                                                                       {"seq": 3, "ts": 1.0, "type": "cmd.result"}]
+    assert all(m["lane"] == "event" for m in sub.of("cmd/result"))
+
+
+async def test_alarm_topics_cut_batches_and_telemetry_cannot_name_a_topic(broker, quick_subscribers, rig_factory):
+    """Alerts go to their group's topic; a message never mixes topics, seqs stay in order across them."""
+    sub = await subscribe(quick_subscribers, broker.port)
+    rig = await rig_factory(broker.port)
+    plan = [("alert/property-office", 2), (None, 1), ("alert/volunteers", 1), ("alert/property-office", 1)]
+    for suffix, n in plan:
+        await rig.outbox.put("alarm", [event_body(1.0, "alert.raised", n=i) for i in range(n)], topic=suffix)
+    await rig.outbox.flush()
+    with pytest.raises(ValueError, match="telemetry"):
+        await rig.outbox.put("telemetry", [reading(0)], topic="alert/volunteers")
+    rig.start()
+    await until(lambda: len(sub.records("alarm")) >= 5, what="routed alarms")
+    got = [(t.rsplit(f"{GW}/", 1)[1], m["seq"]) for t, m in data_messages(sub)]
+    assert got == [("alert/property-office", [1, 2]), ("event", [3, 3]), ("alert/volunteers", [4, 4]),
+                   ("alert/property-office", [5, 5])]
+    await until(lambda: rig.outbox.pending("alarm") == 0, what="alarms acknowledged")

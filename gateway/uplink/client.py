@@ -1,0 +1,396 @@
+"""One asyncio MQTT client: how every CLI command and the demo talk to the broker.
+
+In the spirit of aiomqtt, on top of paho driven from the loop (``PahoOnLoop``)::
+
+    async with MqttClient(endpoint, client_id="canopy-ack-gw-1") as client:
+        await client.subscribe(topics.event)           # returns after SUBACK
+        await client.publish(topics.alert_ack, body)   # returns after PUBACK (QoS 1)
+        async for message in client.messages():        # what the broker delivers
+            ...
+
+Why not four hand-written clients: one place decides how a connection is made
+(the blocking TCP/TLS connect in a worker thread, CONNACK awaited on the loop,
+the TLS and password policy of ``broker_auth``) and what a failure looks like
+(``MqttConnectError`` with the broker's reason, ``MqttCodeError`` for a refused
+subscription or publish, ``MqttDisconnectedError`` when the link drops while
+something waits).  An exception inside a paho callback is caught there and
+raised to whoever awaits, never only logged.  MQTT 3.1.1 by default;
+``protocol="5"`` gives MQTT 5 (properties, reason codes) through the same calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import secrets
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from gateway.uplink.broker_auth import BrokerEndpoint
+from gateway.uplink.mqtt import PahoOnLoop
+from gateway.uplink.mqtt_errors import (MqttCodeError, MqttConnectError, MqttDisconnectedError, MqttError,
+                                        describe_connect_failure, describe_refusal)
+
+__all__ = ["Message", "MqttClient", "MqttCodeError", "MqttConnectError", "MqttDisconnectedError", "MqttError",
+           "Protocol", "Will"]
+
+log = logging.getLogger("canopy.mqtt")
+
+Protocol = Literal["3.1.1", "5"]
+_PAHO_PROTOCOL = {"3.1.1": mqtt.MQTTv311, "5": mqtt.MQTTv5}
+
+
+# ------------------------------------------------------------------------------------ values
+@dataclass(frozen=True, slots=True)
+class Will:
+    """The last will: published by the broker if the connection dies without a DISCONNECT."""
+
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One message the broker delivered (``properties`` with MQTT 5 only)."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    properties: Properties | None = None
+
+    def matches(self, pattern: str) -> bool:
+        """Whether the topic matches a subscription pattern with ``+`` and ``#``."""
+        return mqtt.topic_matches_sub(pattern, self.topic)
+
+
+def _guarded(callback):
+    """A paho callback whose exception is raised to the awaiting caller instead of inside paho."""
+
+    @functools.wraps(callback)
+    def wrapper(self: MqttClient, client, *args) -> None:
+        if client is not self._paho:
+            return  # a callback of a connection we already let go of
+        try:
+            callback(self, client, *args)
+        except Exception as exc:
+            self._fail(exc)
+
+    return wrapper
+
+
+# ------------------------------------------------------------------------------------ client
+class MqttClient:
+    """One connection to one broker, used from one event loop.
+
+    ``max_queued_messages`` bounds the messages delivered but not yet read;
+    past it the oldest are dropped and counted in ``dropped``.  For many
+    messages in flight at once (the uplink's pump), ``publish_nowait`` returns
+    the mid and ``on_published(mid, reason_code)`` hears each acknowledgement.
+    """
+
+    def __init__(self, endpoint: BrokerEndpoint, *, client_id: str | None = None, protocol: Protocol = "3.1.1",
+                 keepalive: int = 30, connect_timeout: float = 10.0, clean_start: bool = True, will: Will | None = None,
+                 connect_properties: Properties | None = None, max_queued_messages: int = 10_000, max_inflight: int = 20,
+                 on_published: Callable[[int, ReasonCode], None] | None = None):
+        if protocol not in _PAHO_PROTOCOL:
+            raise ValueError(f"MQTT protocol {protocol!r}: expected one of {', '.join(_PAHO_PROTOCOL)}")
+        if connect_properties is not None and protocol != "5":
+            raise ValueError("connect properties need MQTT 5")
+        self.endpoint = endpoint
+        self.client_id = client_id or f"canopy-{secrets.token_hex(4)}"
+        self.protocol = protocol
+        self.keepalive = keepalive
+        self.connect_timeout = connect_timeout
+        self.clean_start = clean_start
+        self.will = will
+        self.connect_properties = connect_properties
+        self.max_inflight = max_inflight
+        self.on_published = on_published
+        self.session_present = False
+        self.connack_properties: Properties | None = None
+        self.dropped = 0  # messages dropped because nobody read them in time
+        self._paho: mqtt.Client | None = None
+        self._adapter: PahoOnLoop | None = None
+        self._connack: asyncio.Future | None = None
+        self._closed: asyncio.Future | None = None  # why the connection ended: None (by us) or an MqttError
+        self._closing = False
+        self._error: BaseException | None = None
+        self._acks: dict[int, asyncio.Future] = {}  # mid -> SUBACK / UNSUBACK / PUBACK
+        self._inbox: deque[Message] = deque(maxlen=max_queued_messages)
+        self._arrived = asyncio.Event()
+
+    async def __aenter__(self) -> MqttClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.disconnect()
+
+    @property
+    def paho(self) -> mqtt.Client | None:
+        """The underlying paho client while connected (for what this class does not wrap)."""
+        return self._paho
+
+    @property
+    def is_connected(self) -> bool:
+        return (self._paho is not None and self._closed is not None and not self._closed.done()
+                and self._connack is not None and self._connack.done() and not self._connack.cancelled()
+                and self._connack.exception() is None)
+
+    # -- connect / disconnect -------------------------------------------------------------
+    async def connect(self) -> None:
+        """Connect, and return once the broker accepted us; raises MqttConnectError otherwise."""
+        if self._paho is not None:
+            if self._closed is None or not self._closed.done():
+                raise MqttError("already connected: one MqttClient holds one connection")
+            self._release()  # the link dropped: connect again with the same settings
+        loop = asyncio.get_running_loop()
+        self._error = None
+        self._closing = False
+        self._paho = self._new_paho()
+        self._adapter = PahoOnLoop(loop, self._paho, on_error=self._fail)
+        self._connack = loop.create_future()
+        self._closed = loop.create_future()
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                await asyncio.to_thread(self._connect_blocking, self._paho)
+                rc = await self._connack
+        except (OSError, ValueError, MqttDisconnectedError) as exc:  # TimeoutError and ssl.SSLError are OSErrors
+            self._release()
+            raise MqttConnectError(describe_connect_failure(exc), timed_out=isinstance(exc, TimeoutError)) from None
+        except BaseException:
+            self._release()
+            raise
+        if rc.is_failure:
+            self._release()
+            raise MqttConnectError(describe_refusal(rc), rc=rc)
+        log.debug("connected to %s as %s (MQTT %s)", self.endpoint, self.client_id, self.protocol)
+
+    def _new_paho(self) -> mqtt.Client:
+        v5 = self.protocol == "5"
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=_PAHO_PROTOCOL[self.protocol],
+                             clean_session=None if v5 else self.clean_start)
+        client.connect_timeout = self.connect_timeout  # bounds the worker thread, even after we gave up on it
+        client.max_inflight_messages_set(self.max_inflight)
+        e = self.endpoint
+        if e.username:
+            client.username_pw_set(e.username, e.password)
+        if e.tls is not None:
+            client.tls_set_context(e.tls)
+        if self.will is not None:
+            client.will_set(self.will.topic, self.will.payload, self.will.qos, self.will.retain)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_subscribe = client.on_unsubscribe = self._on_suback
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        return client
+
+    def _connect_blocking(self, client: mqtt.Client) -> None:
+        """TCP (and TLS) connect plus CONNECT queued: runs in a worker thread."""
+        e = self.endpoint
+        if self.protocol == "5":
+            client.connect(e.host, e.port, self.keepalive, clean_start=self.clean_start, properties=self.connect_properties)
+        else:
+            client.connect(e.host, e.port, self.keepalive)
+
+    async def disconnect(self, timeout: float = 2.0) -> None:
+        """Send DISCONNECT (so no last will), wait briefly until it is written, let the socket go."""
+        client = self._paho
+        if client is None:
+            return
+        self._closing = True
+        if self._closed is not None and not self._closed.done() and client.is_connected():
+            client.disconnect()
+            try:
+                async with asyncio.timeout(timeout):
+                    await asyncio.shield(self._closed)
+            except TimeoutError:
+                pass
+        self._release()
+
+    def _release(self) -> None:
+        client, self._paho = self._paho, None
+        if self._adapter is not None:
+            self._adapter.detach()
+            self._adapter = None
+        sock = client.socket() if client is not None else None
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass
+        self._end(None if self._closing else MqttDisconnectedError("connection closed"))
+
+    def _end(self, why: MqttError | None) -> None:
+        """The connection is over: wake every waiter (``why`` None when we ended it)."""
+        if self._closed is not None and not self._closed.done():
+            self._closed.set_result(why)
+        acks, self._acks = self._acks, {}
+        for fut in acks.values():
+            if not fut.done():
+                fut.set_exception(MqttDisconnectedError(str(why) if why else "disconnected by the client"))
+        self._arrived.set()
+
+    def _fail(self, exc: BaseException) -> None:
+        """An exception in a paho callback or loop step: raised to every waiter and the next call."""
+        log.debug("MQTT client error: %r", exc)
+        if self._error is None:
+            self._error = exc
+        if self._connack is not None and not self._connack.done():
+            self._connack.set_exception(exc)
+        acks, self._acks = self._acks, {}
+        for fut in acks.values():
+            if not fut.done():
+                fut.set_exception(exc)
+        self._arrived.set()
+
+    def _require(self) -> mqtt.Client:
+        if self._error is not None:
+            raise self._error
+        if not self.is_connected:
+            raise MqttDisconnectedError(f"not connected to {self.endpoint}")
+        return self._paho  # type: ignore[return-value]
+
+    async def _await_ack(self, mid: int) -> object:
+        fut = asyncio.get_running_loop().create_future()
+        self._acks[mid] = fut
+        try:
+            return await fut
+        finally:
+            self._acks.pop(mid, None)
+
+    # -- requests -------------------------------------------------------------------------
+    async def subscribe(self, *topics: str, qos: int = 1, options: SubscribeOptions | None = None,
+                        properties: Properties | None = None) -> list[ReasonCode]:
+        """Subscribe to topics; returns the granted reason codes once the broker sent SUBACK."""
+        if not topics:
+            raise ValueError("subscribe needs at least one topic")
+        client = self._require()
+        if self.protocol == "5":
+            opts = options or SubscribeOptions(qos=qos)
+            result, mid = client.subscribe([(t, opts) for t in topics], properties=properties)
+        else:
+            result, mid = client.subscribe([(t, qos) for t in topics])
+        if result != mqtt.MQTT_ERR_SUCCESS or mid is None:
+            raise MqttCodeError(f"subscribe to {', '.join(topics)}", result)
+        codes = list(await self._await_ack(mid))
+        for topic, rc in zip(topics, codes):
+            if rc.is_failure:
+                raise MqttCodeError(f"the broker refused the subscription to {topic}", rc)
+        return codes
+
+    async def unsubscribe(self, *topics: str) -> None:
+        client = self._require()
+        result, mid = client.unsubscribe(list(topics))
+        if result != mqtt.MQTT_ERR_SUCCESS or mid is None:
+            raise MqttCodeError(f"unsubscribe from {', '.join(topics)}", result)
+        await self._await_ack(mid)
+
+    async def publish(self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False,
+                      properties: Properties | None = None) -> ReasonCode:
+        """Publish and return once the broker has it: PUBACK for QoS 1, PUBCOMP for QoS 2, written for QoS 0."""
+        client = self._require()
+        info = client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            raise MqttCodeError(f"publish to {topic}", info.rc)
+        return await self._await_ack(info.mid)  # type: ignore[return-value]
+
+    def publish_nowait(self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False,
+                       properties: Properties | None = None) -> int:
+        """Queue a message without waiting; its acknowledgement goes to ``on_published``.  Returns the mid."""
+        info = self._require().publish(topic, payload, qos=qos, retain=retain, properties=properties)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            raise MqttCodeError(f"publish to {topic}", info.rc)
+        return info.mid
+
+    async def wait_closed(self) -> MqttError | None:
+        """Until the connection ends: None when we ended it, else why it was lost."""
+        if self._closed is None:
+            raise MqttDisconnectedError("not connected")
+        return await asyncio.shield(self._closed)
+
+    async def messages(self) -> AsyncIterator[Message]:
+        """What the broker delivers, in order, until we disconnect.
+
+        Raises MqttDisconnectedError when the link drops (after the messages
+        already received), and a callback's exception when one failed.
+        """
+        while True:
+            if self._inbox:
+                yield self._inbox.popleft()
+                continue
+            if self._error is not None:
+                raise self._error
+            if self._closed is None:
+                raise MqttDisconnectedError("not connected")
+            if self._closed.done():
+                why = self._closed.result()
+                if why is None:
+                    return
+                raise why
+            self._arrived.clear()
+            await self._arrived.wait()
+
+    # -- paho callbacks (on the loop thread) --------------------------------------------
+    @_guarded
+    def _on_connect(self, client, userdata, flags, rc, properties) -> None:
+        self.session_present = bool(flags.session_present)
+        self.connack_properties = properties if self.protocol == "5" else None
+        if self._connack is not None and not self._connack.done():
+            self._connack.set_result(rc)
+
+    @_guarded
+    def _on_disconnect(self, client, userdata, flags, rc, properties) -> None:
+        if self._connack is not None and not self._connack.done():
+            self._connack.set_exception(MqttDisconnectedError(f"disconnected before CONNACK ({rc})"))
+        self._end(None if self._closing else MqttDisconnectedError(f"connection to {self.endpoint} lost: {rc}"))
+
+    @_guarded
+    def _on_suback(self, client, userdata, mid, reason_codes, properties) -> None:  # SUBACK and UNSUBACK
+        fut = self._acks.get(mid)
+        if fut is not None and not fut.done():
+            fut.set_result(reason_codes)
+
+    @_guarded
+    def _on_publish(self, client, userdata, mid, rc, properties) -> None:
+        fut = self._acks.get(mid)
+        if fut is None:
+            if self.on_published is not None:
+                self.on_published(mid, rc)
+            return
+        if fut.done():
+            return
+        if rc.is_failure:
+            fut.set_exception(MqttCodeError("the broker refused the message", rc))
+        else:
+            fut.set_result(rc)
+
+    @_guarded
+    def _on_message(self, client, userdata, msg) -> None:
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:
+            self.dropped += 1
+            log.warning("dropped a message whose topic is not UTF-8")
+            return
+        if len(self._inbox) == self._inbox.maxlen:
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                log.warning("%d message(s) dropped: nobody read them in time (max_queued_messages %d)",
+                            self.dropped, self._inbox.maxlen)
+        props = msg.properties if self.protocol == "5" else None
+        self._inbox.append(Message(topic, msg.payload, msg.qos, bool(msg.retain), props))
+        self._arrived.set()
