@@ -229,7 +229,7 @@ async def phase_alarm(args, broker: Broker, backlog: Path, workdir: Path, helper
     def compose_hook(lane, rows):
         if lane == "alarm":
             now = time.perf_counter()
-            for seq, body in rows:
+            for seq, body, *_ in rows:
                 k = orjson.loads(body).get("n")
                 if isinstance(k, int):
                     seq_to_k[seq] = k

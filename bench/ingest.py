@@ -239,7 +239,7 @@ async def run_canopy(args, broker: Broker, farm: ModbusFarm | None, workdir: Pat
             extra = {}
             if endpoints:
                 extra = {"requests": sum(e.requests for e in endpoints), "errors": sum(e.errors for e in endpoints)}
-            return win.snap(acked=uplink.acked_records["telemetry"], accepted=c.accepted, polled=polled,
+            return win.snap(acked=uplink.acked_records["telemetry"], accepted=c.produced, polled=polled,
                             commits=outbox.commits, **extra)
 
         await asyncio.sleep(WARMUP)
@@ -476,7 +476,6 @@ def main(argv=None) -> int:
             log(msg)
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     available = cpus()
     pinned = pin_self(0) if (os.cpu_count() or 1) >= 2 else False
     helpers = other_cpus(0)

@@ -205,7 +205,7 @@ def test_status_command_shows_the_running_gateway(tmp_path, farm_sim, broker, ga
             snap = _json.loads(status_file.read_bytes())
         except (FileNotFoundError, ValueError):
             return None
-        return snap if snap["outbox"]["telemetry"]["accepted"] > 0 and snap["devices"]["soil-1"]["status"] == "ok" else None
+        return snap if snap["outbox"]["telemetry"]["produced"] > 0 and snap["devices"]["soil-1"]["status"] == "ok" else None
 
     wait_until(snapshot_with_data, 15, what="status file with committed readings")
     proc = subprocess.run([sys.executable, "-m", "gateway", "status", "-c", str(cfg)], capture_output=True, text=True, cwd=ROOT)
@@ -216,5 +216,5 @@ def test_status_command_shows_the_running_gateway(tmp_path, farm_sim, broker, ga
 
     snap = json.loads(proc.stdout)
     tel = snap["outbox"]["telemetry"]
-    assert tel["accepted"] > 0 and snap["devices"]["soil-1"]["status"] == "ok"
+    assert tel["produced"] > 0 and snap["devices"]["soil-1"]["status"] == "ok"
     gw.terminate()
