@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # bench -> (arguments, {metric name: path into its last JSON line})
 BENCHES: dict[str, tuple[list[str], dict[str, tuple]]] = {
-    "ingest": (["bench/ingest.py", "--seconds", "5", "--json-only"], {"ingest_ratio": ("ratio",)}),
+    "ingest": (["bench/ingest.py", "--seconds", "5", "--interval", "0.04", "--json-only"], {"ingest_ratio": ("ratio",)}),
     "backlog": (["bench/backlog.py", "--phases", "drain", "--json-only"], {"backlog_drain_ratio": ("drain_ratio",)}),
     "rtu_bus": (["bench/rtu_bus.py", "--quick"], {"rtu_min_ratio_healthy": ("min_ratio_healthy",)}),
 }

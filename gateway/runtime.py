@@ -1,8 +1,9 @@
 """The daemon: wires drivers -> pollers -> outbox -> uplink, and shuts down cleanly.
 
 Nothing here does protocol work; it builds the pieces from a validated config,
-starts their tasks, publishes health, and stops them in the order that loses
-nothing: stop polling, commit what was polled, say "offline", close.
+starts their tasks, publishes health and the site's retained ``…/meta``, and
+stops them in the order that loses nothing: stop polling, commit what was
+polled, say "offline", close.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from core.tasks import cancel_all
 from gateway import __version__
 from gateway.alerts.engine import AlertEngine
 from gateway.config.broker import BrokerConfig
+from gateway.config.meta import site_meta_payload
 from gateway.config.site import LoadedConfig
 from gateway.outbox.store import Outbox, StorePolicy
 from gateway.poll.health import DeviceStatus, Health
@@ -69,6 +71,9 @@ class Gateway:
         self._tasks: list[asyncio.Task] = []
         self._bg: set[asyncio.Task] = set()
         self._state_dirty = asyncio.Event()
+        self.meta_version: str | None = None  # the config's hash, named in …/state -> meta
+        self._meta: bytes | None = None
+        self._describe_site(cfg)
 
     # -- assembly ---------------------------------------------------------------
     def _build_devices(self) -> None:
@@ -113,18 +118,50 @@ class Gateway:
         self._bg.add(task)
         task.add_done_callback(self._bg.discard)
 
+    # -- …/meta -----------------------------------------------------------------
+    def _describe_site(self, cfg: LoadedConfig) -> bool:
+        """Build the meta document of ``cfg``; True when its version differs from the one we had."""
+        try:
+            version, payload = site_meta_payload(cfg)
+        except ValueError as exc:  # a validated config always has one; never let it stop the gateway
+            log.error("cannot describe this site on …/meta (%s): receivers will show device ids only", exc)
+            return False
+        changed = version != self.meta_version
+        self.meta_version, self._meta = version, payload
+        return changed
+
+    def publish_meta(self) -> None:
+        """Hand ``…/meta`` to the uplink: retained, QoS 1, now when connected and again on every connect.
+
+        Every connect rather than only when the broker's copy is older: knowing the
+        broker's copy would take a subscription to our own ``…/meta``, which the
+        protocol does not make, and a retained document of a few KiB per connect is
+        cheap.  A broker that lost its retained store (restarted without
+        persistence) is thereby repaired at once, before the gateway says "online".
+        """
+        if self._meta is not None and self.uplink is not None:
+            self.uplink.retain(self.topics.meta, self._meta)
+
+    def config_changed(self, cfg: LoadedConfig) -> bool:
+        """A new config took effect: rebuild ``…/meta`` and republish it when its version changed."""
+        if not self._describe_site(cfg):
+            return False
+        self.publish_meta()
+        self._state_dirty.set()  # …/state names the new version
+        return True
+
     def state(self) -> dict:
         up = self.uplink
         return {
             "version": __version__,
             "boot": self.outbox.boot,
             "ts": round(self.clock.time(), 3),
+            **({"meta": self.meta_version} if self.meta_version else {}),
             "devices": self.health.snapshot(),
             "outbox": {lane: c.as_dict() for lane, c in self.outbox.counters.items()}
             | {"commits": self.outbox.commits, "commit_errors": self.outbox.commit_errors, "epoch": self.outbox.epoch,
                "degraded": self.outbox.degraded, "last_error": self.outbox.last_error},
-            "uplink": {"connects": up.connects if up else 0, "connected": bool(up and up.connected.is_set()),
-                       "published": dict(up.published) if up else {}, "last_error": up.last_error if up else None},
+            "uplink": up.stats() if up else {"connects": 0, "connected": False, "published": {}, "last_error": None},
             "buses": {b.id: stats for b in self.buses if (stats := b.transport.stats()) is not None},
             **({"alerts": self.alerts.snapshot()} if self.alerts is not None else {}),
             **({"commands": self.commands.snapshot()} if self.commands is not None else {}),
@@ -156,6 +193,7 @@ class Gateway:
         await self.outbox.open()
         self.uplink = await self._make_uplink()
         self.outbox.on_commit.append(self.uplink.wake)
+        self.publish_meta()  # retained on every connect, before "online"
         self._build_devices()
         state_dir = os.path.dirname(self.outbox.path) or "."
         if self.site.rules is not None:
@@ -179,7 +217,7 @@ class Gateway:
             port = int(os.environ.get("CANOPY_EMBEDDED_BROKER_PORT", "1883"))
             self.embedded = EmbeddedBroker(port=port)
             await self.embedded.start()
-            broker = BrokerConfig(host=self.embedded.host, port=self.embedded.port)
+            broker = BrokerConfig(**self.embedded.broker_section())  # MQTT 5, or 3.1.1 with amqtt
         up = self.site.uplink
         return Uplink(broker, self.topics, self.outbox, base_dir=self.cfg.base_dir,
                       batch_max_records=up.batch_max_records, batch_max_bytes=up.batch_max_bytes, state=self.state,

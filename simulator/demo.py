@@ -4,6 +4,9 @@ Everything shown comes from what the broker delivered, so the view proves the
 whole path: polled -> committed -> published -> acknowledged.  A device is
 made to fail for a few seconds half-way, to show errors and recovery.
 
+The demo starts the broker itself: mosquitto (MQTT 5) when it is installed,
+else amqtt, which speaks MQTT 3.1.1 only; the screen then says what that loses.
+
 Ctrl-C or SIGTERM stops it the way it stops with ``--duration``: the gateway
 gets SIGTERM (if a terminal's Ctrl-C has not reached it already), the view
 reads what the broker still delivers, and the verdict is printed.  Exit codes:
@@ -14,6 +17,7 @@ readings arrived.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import signal
@@ -21,17 +25,18 @@ import sys
 import time
 from pathlib import Path
 
-import orjson
 import yaml
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from core.protocol.meta import describe as place
+from core.protocol.receiver import Receiver
 from core.yamlsrc import load_yaml
 from gateway.uplink.broker_auth import BrokerEndpoint
 from gateway.uplink.client import MqttClient, MqttConnectError, MqttError
-from gateway.uplink.embedded_broker import free_port
+from gateway.uplink.embedded_broker import MQTT311_LOSES, EmbeddedBroker
 
 ROOT = Path(__file__).resolve().parent.parent
 FAULTY = {"farm": "soil-3", "community": "meter-101"}
@@ -49,31 +54,38 @@ class Watch:
         self.new_events: list[dict] = []  # not yet printed (non-interactive view)
         self.state: dict = {}
         self.final: dict = {}
+        self.meta: dict = {}
+        self.new_meta = False  # not yet printed (non-interactive view)
+        self.receiver = Receiver()
         self.started = time.monotonic()
 
     def on_message(self, topic: str, payload: bytes) -> None:
-        try:
-            body = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            return
-        if not isinstance(body, dict):
+        """Through the reference receiver: a lifecycle record comes on …/event and on every paged
+        group's topic, and is shown once (de-duplicated by epoch, lane and seq)."""
+        got = self.receiver.receive(topic, payload)
+        if got.kind not in ("batch", "state", "meta"):
             return
         self.messages += 1
-        if topic.endswith("/telemetry"):
-            for r in body["records"]:
+        if got.kind == "batch" and got.lane == "telemetry":
+            for r in got.records:
                 self.telemetry_records += 1
                 self.seqs.add(r["seq"])
                 self.latest[(r["device"], r["point"])] = (r["value"], r.get("unit", ""), r["ts"])
-        elif body.get("lane") in ("alarm", "event") and "records" in body:  # …/event, …/alert/{group}, …/cmd/result
-            self.events.extend(body["records"])
-            self.events = self.events[-6:]
-            self.new_events.extend(body["records"])
-            del self.new_events[:-50]
-        elif topic.endswith("/state"):
+        elif got.kind == "batch":  # …/event, …/alert/{group}, …/cmd/result
+            self.events = [*self.events, *got.records][-6:]
+            self.new_events = [*self.new_events, *got.records][-50:]
+        elif got.kind == "state":
+            body = self.receiver.state(got.topic.site, got.topic.gateway) or {}
             if body.get("status") == "online":
                 self.state = body
             else:
                 self.final = body
+        else:  # retained: what the devices are and where, for people
+            self.meta, self.new_meta = self.receiver.meta(got.topic.site, got.topic.gateway) or {}, True
+
+    def where(self, device: str) -> str:
+        """A device's place in words, from the retained …/meta alone (its id until meta arrived)."""
+        return place(self.meta, device, (self.meta.get("languages") or ["en"])[0]) if self.meta else device
 
     def gaps(self) -> int:
         if not self.seqs:
@@ -104,8 +116,9 @@ class Watch:
             st = devices.get(dev, {}).get("status", "?")
             style = "green" if st == "ok" else "red"
             points = sorted((p, v) for (d, p), v in self.latest.items() if d == dev) or [("–", ("", "", 0))]
+            name = Text.assemble(dev, ("\n" + self.where(dev), "dim")) if self.where(dev) != dev else Text(dev)
             for i, (p, (v, unit, _)) in enumerate(points):
-                table.add_row(dev if i == 0 else "", Text(st, style=style) if i == 0 else "", p,
+                table.add_row(name if i == 0 else "", Text(st, style=style) if i == 0 else "", p,
                               f"{v:.2f}" if isinstance(v, float) else str(v), unit)
         events = Table(show_header=False, show_edge=False, box=None)
         for e in self.events:
@@ -132,16 +145,17 @@ def describe(e: dict) -> str:
     return f"{kind}: " + ", ".join(f"{k}={v}" for k, v in e.items() if k not in ("seq", "ts", "type"))[:120]
 
 
-def _demo_config(site: str, workdir: Path, sim_port: int) -> Path:
+def _demo_config(site: str, workdir: Path, sim_port: int, broker: EmbeddedBroker) -> Path:
     # Canopy's own loader: PyYAML's safe_load would turn keys like `on:` into True
     data = load_yaml(ROOT / "config" / f"{site}.yaml").data
     data["profiles_dir"] = str(ROOT / "config" / "profiles")
+    data["broker"] = {**broker.broker_section(), "backoff_initial": 0.2, "backoff_max": 2.0}
     data["store"] = {**data.get("store", {}), "path": str(workdir / f"{site}-outbox.sqlite")}
     for bus in data["buses"]:
         bus["port"] = sim_port
     data["uplink"] = {"state_interval": 2}
     out = workdir / f"{site}.yaml"
-    out.write_text(yaml.safe_dump(data, sort_keys=False))
+    out.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
     return out
 
 
@@ -154,10 +168,28 @@ def _stop_event() -> asyncio.Event:
     return stop
 
 
-async def _start_gateway(cfg: Path, broker_port: int, log_file) -> asyncio.subprocess.Process:
-    env = dict(os.environ, CANOPY_EMBEDDED_BROKER_PORT=str(broker_port))
+async def _start_gateway(cfg: Path, log_file) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(sys.executable, "-m", "gateway", "run", "-c", str(cfg),
-                                                stdout=log_file, stderr=log_file, env=env)
+                                                stdout=log_file, stderr=log_file)
+
+
+async def _start_broker(console: Console, workdir: Path) -> EmbeddedBroker:
+    """mosquitto (MQTT 5) when installed, else amqtt (MQTT 3.1.1), said on screen with what 3.1.1 loses."""
+    handler = logging.FileHandler(workdir / "broker.log")  # amqtt runs in this process: its log is not the view
+    for name in ("amqtt", "transitions", "canopy.broker"):
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        logger.propagate = False
+    broker = EmbeddedBroker()
+    await broker.start()
+    if broker.protocol == "5":
+        console.print(f"broker: {broker.kind} on 127.0.0.1:{broker.port}, MQTT 5")
+    else:
+        console.print(f"[yellow]broker: {broker.kind} on 127.0.0.1:{broker.port}, MQTT 3.1.1 only "
+                      f"(install mosquitto for MQTT 5). What 3.1.1 loses:[/]")
+        for line in MQTT311_LOSES:
+            console.print(f"[yellow]  - {line}[/]")
+    return broker
 
 
 async def _stop_gateway(proc: asyncio.subprocess.Process) -> int:
@@ -178,11 +210,12 @@ async def _stop_gateway(proc: asyncio.subprocess.Process) -> int:
         return -9
 
 
-async def _connect_view(port: int, proc, stop: asyncio.Event, timeout: float = 15.0) -> MqttClient | None:
-    """Connect to the gateway's embedded broker once it is up; None if it never came (or we were stopped)."""
-    client = MqttClient(BrokerEndpoint("127.0.0.1", port), client_id=f"canopy-demo-{os.getpid()}", connect_timeout=2.0)
+async def _connect_view(broker: EmbeddedBroker, stop: asyncio.Event, timeout: float = 15.0) -> MqttClient | None:
+    """Connect the view to the broker, in the broker's MQTT version; None if it never answered (or we were stopped)."""
+    client = MqttClient(BrokerEndpoint(broker.host, broker.port), client_id=f"canopy-demo-{os.getpid()}",
+                        connect_timeout=2.0, protocol=broker.protocol)  # type: ignore[arg-type]
     deadline = time.monotonic() + timeout
-    while not stop.is_set() and proc.returncode is None:
+    while not stop.is_set():
         try:
             await client.connect()
             await client.subscribe("canopy/v1/#", qos=1)
@@ -241,6 +274,12 @@ async def _show(console: Console, site: str, watch: Watch, script: FaultScript, 
     next_line = 0.0
     while running():
         script.tick()
+        if watch.new_meta:
+            devices = watch.meta.get("devices", {})
+            example = next((d for d in devices if watch.where(d) != d), next(iter(devices), None))
+            print(f"           meta {watch.meta.get('version')}: {len(watch.meta.get('devices', {}))} devices described"
+                  + (f", e.g. {example}: {watch.where(example)}" if example else ""), flush=True)
+            watch.new_meta = False
         for e in watch.new_events[:]:
             print(f"           {e.get('type', '')} #{e.get('seq')}: {describe(e)}", flush=True)
         watch.new_events.clear()
@@ -281,29 +320,45 @@ async def run_demo(site: str = "farm", duration: float = 0) -> int:
     workdir.mkdir(parents=True)
     log_path = os.path.relpath(workdir / "gateway.log")
     sim, _clock = await start_site(site, port=0, speed=60)
-    broker_port = free_port()
-    watch, client, reader = Watch(), None, None
-    with open(log_path, "wb") as log_file:
-        proc = await _start_gateway(_demo_config(site, workdir, sim.port), broker_port, log_file)
-        console.print(f"[bold]Canopy demo[/]: {site} simulator on 127.0.0.1:{sim.port} (60× time), embedded broker on "
-                      f"127.0.0.1:{broker_port}, gateway pid {proc.pid} (log: {log_path})")
+    watch, broker, client, reader, proc, rc = Watch(), None, None, None, None, -1
+    log_file = open(log_path, "wb")
+    try:
         try:
-            client = await _connect_view(broker_port, proc, stop)
-            if client is None and not stop.is_set():
-                console.print(f"[red]the gateway's embedded broker did not come up; see {log_path}[/]")
-                return 1
-            if client is not None:
-                reader = asyncio.create_task(_read_into(client, watch), name="demo-view")
-                await _show(console, site, watch, FaultScript(site, sim), stop, duration)
-        finally:
+            broker = await _start_broker(console, workdir)
+        except RuntimeError as exc:
+            console.print(f"[red]{exc}[/]")
+            return 1
+        client = await _connect_view(broker, stop)
+        if client is None and not stop.is_set():
+            console.print(f"[red]the broker on port {broker.port} did not answer; see {workdir / 'broker.log'}[/]")
+            return 1
+        if client is not None:
+            reader = asyncio.create_task(_read_into(client, watch), name="demo-view")
+            proc = await _start_gateway(_demo_config(site, workdir, sim.port, broker), log_file)
+            console.print(f"[bold]Canopy demo[/]: {site} simulator on 127.0.0.1:{sim.port} (60× time), broker on "
+                          f"127.0.0.1:{broker.port}, gateway pid {proc.pid} (log: {log_path})")
+            await _show(console, site, watch, FaultScript(site, sim), stop, duration)
+    finally:
+        if proc is not None:
             rc = await _stop_gateway(proc)
-            if reader is not None:  # the gateway's last words ("offline") arrive as its broker stops
-                await asyncio.wait({reader}, timeout=1.0)
-                reader.cancel()
-            if client is not None:
-                await client.disconnect()
-            await sim.stop()
+        await _last_words(watch, reader)
+        if client is not None:
+            await client.disconnect()
+        if broker is not None:
+            await broker.stop()
+        await sim.stop()
+        log_file.close()
     return _verdict(watch, rc, stop.is_set(), log_path)
+
+
+async def _last_words(watch: Watch, reader: asyncio.Task | None, timeout: float = 2.0) -> None:
+    """Let the view read what the broker still delivers (the gateway's `offline`), then stop reading."""
+    deadline = time.monotonic() + timeout
+    while reader is not None and not reader.done() and not watch.final and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    if reader is not None:
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
 
 
 def main(argv: list[str] | None = None) -> int:

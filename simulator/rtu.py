@@ -19,6 +19,11 @@ request that arrives while a reply is still due is a *collision* (both are
 lost).  A master speaking at the wrong baud or character length (read back
 from the pty's termios) gets silence, as a UART full of framing errors would.
 
+The line also times both ends: ``reaction_ms`` is how late each request
+started after t3.5 past the previous reply (the master's reaction), and
+``jitter_ms`` how late the simulator itself wrote each reply after it was due
+(its own timing error, which bounds what the other figure can resolve).
+
 Faults per slave: ``silent``, ``crc`` (reply with a bad CRC), ``garbled``
 (random bytes), ``truncated`` (first half of the reply, then nothing),
 ``slow`` (answers ``slow_delay`` seconds late), ``exception`` (Modbus
@@ -27,6 +32,7 @@ exception 4).  Line faults: ``vanish()`` / ``restore()`` (pty_line).
 
 from __future__ import annotations
 
+import collections
 import random
 import struct
 from dataclasses import dataclass
@@ -155,6 +161,9 @@ class RtuLineSimulator(PtyLine):
         self._rx_last = 0.0
         self._wire_free = 0.0  # end of the last frame on the wire
         self._pending: tuple[float, bytes] | None = None  # (due, bytes)
+        self._after_reply = False  # the last frame on the wire was one of our replies
+        self.reaction: collections.deque[float] = collections.deque(maxlen=50_000)  # seconds
+        self.jitter: collections.deque[float] = collections.deque(maxlen=50_000)  # seconds
 
     # -- control (any thread) ------------------------------------------------------------------
     def slave(self, key: int | str) -> RtuSlave:
@@ -186,8 +195,10 @@ class RtuLineSimulator(PtyLine):
 
     def stats(self) -> dict:
         with self.lock:
-            return {**self.counters, "slaves": {s.unit: {"id": s.id, "requests": s.requests, "replies": s.replies,
-                                                         "fault": s.fault} for s in self.slaves.values()}}
+            reaction, jitter = list(self.reaction), list(self.jitter)
+            out = {**self.counters, "slaves": {s.unit: {"id": s.id, "requests": s.requests, "replies": s.replies,
+                                                        "fault": s.fault} for s in self.slaves.values()}}
+        return {**out, "reaction_ms": percentiles_ms(reaction), "jitter_ms": percentiles_ms(jitter)}
 
     # -- the wire (serving thread) ---------------------------------------------------------------
     def reset(self) -> None:
@@ -211,6 +222,7 @@ class RtuLineSimulator(PtyLine):
             # Someone talks while a reply is due: on a real bus both frames are destroyed.
             self.counters["collisions"] += 1
             self._pending = None
+            self._after_reply = False
             self._rx.clear()
             self._wire_free = t + len(data) * self.settings.char_time
             return
@@ -225,10 +237,12 @@ class RtuLineSimulator(PtyLine):
 
     def on_timer(self, now: float) -> None:
         if self._pending is not None and now >= self._pending[0]:
-            _, reply = self._pending
+            due, reply = self._pending
             self._pending = None
             self.write(reply)
             self._wire_free = now
+            self._after_reply = True
+            self.jitter.append(now - due)
         if self._rx and now >= self._rx_last + self._frame_silence():
             self.counters["garbage"] += 1  # an incomplete frame followed by silence
             self._wire_free = max(self._wire_free, self._rx_last)
@@ -275,6 +289,9 @@ class RtuLineSimulator(PtyLine):
         st = self.settings
         self.counters["frames"] += 1
         req_end = start + len(frame) * st.char_time
+        if self._after_reply and self.framer == "rtu":
+            self.reaction.append(start - (self._wire_free + st.t35))
+        self._after_reply = False
         if not self.settings_match():
             self.counters["wrong_settings"] += 1
             self._wire_free = req_end
@@ -321,6 +338,15 @@ class RtuLineSimulator(PtyLine):
         slave.replies += 1
         self.counters["replies"] += 1
         self._pending = (due, reply)
+
+
+def percentiles_ms(seconds: list[float]) -> dict | None:
+    """{"p50", "p99", "n"} in milliseconds, or None without samples."""
+    if not seconds:
+        return None
+    ordered = sorted(seconds)
+    pick = lambda q: round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 3)  # noqa: E731
+    return {"p50": pick(0.5), "p99": pick(0.99), "n": len(ordered)}
 
 
 def soil_probes(units: list[int], clock, seed: int = 1, profiles_dir=None) -> list[SimulatedDevice]:

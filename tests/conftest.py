@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -52,8 +53,21 @@ def broker(tmp_path):
     b.stop()
 
 
+INTEGRATION = Path(__file__).resolve().parent / "integration"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the test, so a fixture's teardown can tell whether the test itself passed."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
 @pytest.fixture
-def subscriber_factory():
+def subscriber_factory(request):
+    """Subscribers to the test's broker; in tests/integration every message a gateway published must
+    validate against docs/schemas (checked at teardown, when the test itself passed)."""
     subs = []
 
     def make(port, **kw):
@@ -64,6 +78,10 @@ def subscriber_factory():
     yield make
     for s in subs:
         s.close()
+    call = getattr(request.node, "report_call", None)
+    if INTEGRATION in Path(request.node.path).parents and call is not None and call.passed:
+        for s in subs:
+            s.assert_valid()
 
 
 @pytest.fixture

@@ -110,7 +110,16 @@ class Mosquitto:
 
 
 class Subscriber:
-    """Collects every message under canopy/v1/# (QoS 1, persistent session)."""
+    """Collects every message under canopy/v1/# (QoS 1, persistent session) and checks each against the schemas.
+
+    Every message on a gateway -> centre topic (telemetry, event, alert/{group},
+    cmd/result, state, meta) is validated with ``core.protocol.schemas.validate``
+    when ``schema_problems()`` is asked (the integration tests' fixture asks at
+    teardown), so a gateway that drifts from docs/schemas fails the test that saw
+    it.  Messages *to* gateways (cmd, alert/ack, config, replay) are what tests and
+    issuers publish: the gateway judges those itself, so they are not checked here,
+    nor is anything published through :meth:`publish`.
+    """
 
     def __init__(self, port: int, *, client_id: str | None = None, tls_ca: str | None = None,
                  username: str | None = None, password: str | None = None, topic: str = "canopy/v1/#"):
@@ -125,6 +134,10 @@ class Subscriber:
         self.topic = topic
         self.lock = threading.Lock()
         self.messages: list[tuple[str, dict, bool]] = []
+        self.raw: list[tuple[str, bytes]] = []  # what arrived, as it arrived: for the schema check
+        self._own: set[tuple[str, bytes]] = set()  # published by the test itself (publish())
+        self._checked = 0
+        self._problems: list[str] = []
         self.subscribed = threading.Event()
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(self.topic, qos=1)
         self.client.on_subscribe = lambda c, u, mid, rcs, p: self.subscribed.set()
@@ -135,8 +148,45 @@ class Subscriber:
             raise AssertionError("subscriber could not subscribe")
 
     def _on_message(self, client, userdata, msg) -> None:
+        payload = bytes(msg.payload)
+        try:
+            body = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            body = None  # junk a test sent to a gateway; on a gateway topic the schema check reports it
         with self.lock:
-            self.messages.append((msg.topic, orjson.loads(msg.payload), bool(msg.retain)))
+            self.raw.append((msg.topic, payload))
+            if body is not None:
+                self.messages.append((msg.topic, body, bool(msg.retain)))
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False):
+        """Publish as the test (an issuer, a fake peer): left out of the schema check."""
+        with self.lock:
+            self._own.add((topic, payload))
+        return self.client.publish(topic, payload, qos=qos, retain=retain)
+
+    def schema_problems(self) -> list[str]:
+        """``topic: problem`` for every message a gateway published that its schema refuses (checked once each)."""
+        from core.protocol.schemas import validate
+        from core.protocol.topics import CENTRE_TO_GATEWAY, parse_topic
+
+        with self.lock:
+            todo, self._checked = self.raw[self._checked:], len(self.raw)
+            own = set(self._own)
+        seen: set[tuple[str, bytes]] = set()
+        for topic, payload in todo:
+            if (topic, payload) in own or (topic, payload) in seen:
+                continue
+            seen.add((topic, payload))
+            name = parse_topic(topic)
+            if name is not None and name.leaf in CENTRE_TO_GATEWAY:
+                continue
+            for problem in validate(topic, payload):
+                self._problems.append(f"{topic}: {problem} in {payload[:300]!r}")
+        return list(self._problems)
+
+    def assert_valid(self) -> None:
+        problems = self.schema_problems()
+        assert not problems, f"{len(problems)} message(s) disagree with docs/schemas:\n" + "\n".join(problems[:20])
 
     def close(self) -> None:
         self.client.loop_stop()

@@ -69,9 +69,13 @@ class ModbusDevice:
             if code is None:
                 raise BadReply(f"error reply to {what}: {reply}")
             raise DeviceException(code, what)
-        values = list(reply.bits if req.table in ("coil", "discrete") else reply.registers)
-        if len(values) < req.count:
-            raise BadReply(f"{what}: reply carried {len(values)} values, expected {req.count}")
+        bits = req.table in ("coil", "discrete")
+        values = list(reply.bits if bits else reply.registers)
+        # bits come in whole bytes (padded with zeros); registers exactly as asked
+        expected = 8 * ((req.count + 7) // 8) if bits else req.count
+        if len(values) != expected:
+            carried = f"{len(values) // 8} byte(s) of bits" if bits else f"{len(values)} values"
+            raise BadReply(f"{what}: reply carried {carried}, expected {req.count} {'bits' if bits else 'values'}")
         return values[: req.count]
 
     async def write(self, point_name: str, value) -> None:

@@ -116,3 +116,28 @@ def rtu_request_length(head: bytes) -> int | None:
     if fc == 23:
         return 13 + head[10] if len(head) >= 11 else None
     return -1
+
+
+RTU_MAX = 256  # the longest RTU frame (unit + 253-byte PDU + CRC)
+
+
+def expected_reply_length(pdu: bytes) -> int:
+    """RTU length of the normal reply to request ``pdu`` (function code first); RTU_MAX if it cannot be told.
+
+    The master knows how long the reply will be before it sends the request,
+    so a reply timeout can be the reply's own wire time plus the slave's
+    turnaround (an exception reply is shorter, and only ever earlier).
+    """
+    fc = pdu[0] if pdu else 0
+    if fc in (1, 2) and len(pdu) >= 5:
+        return 5 + (int.from_bytes(pdu[3:5], "big") + 7) // 8
+    if fc in (3, 4) and len(pdu) >= 5:
+        return 5 + 2 * int.from_bytes(pdu[3:5], "big")
+    if fc == 23 and len(pdu) >= 5:
+        return 5 + 2 * int.from_bytes(pdu[3:5], "big")
+    return _FIXED_RESPONSE.get(fc, RTU_MAX)
+
+
+def ascii_length(rtu_length: int) -> int:
+    """Characters of the ASCII frame carrying what takes ``rtu_length`` bytes in RTU (':', hex, LRC, CRLF)."""
+    return 2 * rtu_length + 1

@@ -8,6 +8,7 @@ pieces it runs on:
 ``rtu_transaction``  one request/response on the port: the 3.5-character gap,
                      the frame, the reply's end, the timeout (and why it is
                      hand-written rather than pymodbus' serial client);
+``rtu_timeouts``     each slave's reply timeout, learned per function code;
 ``rtu_slaves``       per-slave backoff, quarantine and re-probes.
 
 A port that vanishes (USB unplugged, read errors) is reopened with jittered
@@ -32,7 +33,8 @@ from core.tasks import cancel_and_wait
 from drivers.errors import DeviceError, DeviceUnreachable
 from drivers.modbus.device import ModbusDevice
 from drivers.modbus.rtu_slaves import SlavePolicy, Slaves
-from drivers.modbus.rtu_transaction import Framer, PortLost, RtuWire
+from drivers.modbus.rtu_timeouts import TimeoutBounds
+from drivers.modbus.rtu_transaction import Framer, PortLost, RtuWire, WaitPlan
 from drivers.serial_line.port import AsyncSerialPort, PortError
 from drivers.serial_line.settings import SerialSettings
 
@@ -53,7 +55,7 @@ class _Job:
     priority: int
     seq: int
     fn: RequestFn = field(compare=False)
-    timeout: float = field(compare=False)
+    plan: WaitPlan = field(compare=False)
     unit: int | None = field(compare=False)
     future: asyncio.Future = field(compare=False)
 
@@ -67,11 +69,14 @@ class ModbusRtuLine:
     """
 
     def __init__(self, port: str, settings: SerialSettings | None = None, *, framer: Framer = "rtu",
-                 timeout: float = 0.5, quarantine_after: int = 5, reprobe_interval: float = 30.0,
+                 timeout: float = 0.5, timeout_floor: float = 0.04, quarantine_after: int = 3,
+                 reprobe_interval: float = 30.0,
                  slave_backoff_initial: float = 1.0, slave_backoff_max: float = 10.0,
                  backoff_initial: float = 1.0, backoff_max: float = 30.0,
                  name: str | None = None, clock: Any = None):
         # ``clock`` is unused: the wire is timed with time.monotonic(), never with simulated time.
+        # ``timeout``: the ceiling of a slave's learned reply timeout (and the fixed one of untracked
+        # requests); ``timeout_floor``: what a slave gets at least past t3.5 and its reply's wire time.
         if framer not in ("rtu", "ascii"):
             raise ValueError(f"framer must be 'rtu' or 'ascii', not {framer!r}")
         self.port = port
@@ -82,8 +87,8 @@ class ModbusRtuLine:
         self.char_time = self.settings.char_time
         self.counters = collections.Counter()
         self.started = time.monotonic()
-        self.wire = RtuWire(self.settings, framer, self.counters)
-        self.wire.reply_timeout = timeout
+        self.wire = RtuWire(self.settings, framer, self.counters,
+                            TimeoutBounds(timeout, self.settings.t35 + timeout_floor))
         self.slaves = Slaves(SlavePolicy(max(1, quarantine_after), reprobe_interval,
                                          slave_backoff_initial, slave_backoff_max), self.name)
         self._backoff = Backoff(backoff_initial, backoff_max)
@@ -128,11 +133,14 @@ class ModbusRtuLine:
             self.counters["fast_fail_unreachable"] += 1
             raise DeviceUnreachable(f"{self.port}: {self._port_error}; reopening in {self._reopen_at - now:.1f}s")
         slave = self.slaves.get(unit) if unit is not None else None
-        if slave is not None:
-            self.slaves.admit(slave, now, command=prio <= COMMAND)
+        if slave is None:
+            plan = WaitPlan(timeout or self.timeout)  # untracked (scans, probes): the fixed timeout
+        else:
+            probing = self.slaves.admit(slave, now, command=prio <= COMMAND)
+            plan = WaitPlan(timeout or self.timeout, True, slave.probe_wait() if probing else None)
         self._start()
         fut = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Job(prio, next(self._seq), request_fn, timeout or self.timeout, unit, fut))
+        self._queue.put_nowait(_Job(prio, next(self._seq), request_fn, plan, unit, fut))
         if slave is None:
             return await fut
         slave.requests += 1
@@ -152,13 +160,14 @@ class ModbusRtuLine:
         self._fail_queued()
         if self._task is not None and not self._idle.is_set():
             try:
-                await asyncio.wait_for(self._idle.wait(), timeout=self.wire.reply_timeout + 0.2)
+                await asyncio.wait_for(self._idle.wait(), timeout=self.wire.plan.ceiling + 0.2)
             except asyncio.TimeoutError:
                 pass
         await cancel_and_wait(self._task)
         self._task = None
         self._fail_queued()
         self._close_port()
+        self.wire.close()
 
     def _fail_queued(self) -> None:
         while self._queue is not None and not self._queue.empty():
@@ -192,7 +201,9 @@ class ModbusRtuLine:
             "queue": self._queue.qsize() if self._queue is not None else 0,
             **{k: c[k] for k in ("transactions", "replies", "timeouts", "crc_errors", "garbled", "truncated",
                                  "exceptions", "stale_bytes", "commands")},
-            "slaves": self.slaves.as_dict(now),
+            "reaction_ms": _percentiles(wire.reaction),
+            "slaves": {u: {**s, "reply_timeouts": wire.timeouts.as_dict(int(u))}
+                       for u, s in self.slaves.as_dict(now).items()},
         }
 
     def _state(self) -> str:
@@ -236,7 +247,7 @@ class ModbusRtuLine:
         except DeviceUnreachable as exc:
             job.future.set_exception(exc)
             return
-        self.wire.reply_timeout = job.timeout
+        self.wire.plan = job.plan
         if job.priority == COMMAND:
             self.counters["commands"] += 1
         try:
@@ -297,6 +308,15 @@ class ModbusRtuLine:
         if self._port is not None:
             self._port.close()
             self._port = self.wire.port = None
+
+
+def _percentiles(seconds) -> dict | None:
+    """p50/p99 in ms of how late requests left after the gap (the line's reaction), or None."""
+    if not seconds:
+        return None
+    ordered = sorted(seconds)
+    return {"p50": round(ordered[len(ordered) // 2] * 1000, 3),
+            "p99": round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000, 3)}
 
 
 def _settle(future: asyncio.Future, exc: BaseException) -> None:

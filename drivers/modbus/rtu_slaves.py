@@ -5,8 +5,9 @@ timeout on every poll.  After a failure (timeout, CRC error, garbled or
 truncated reply) a slave's next polls wait out a jittered exponential backoff
 and fail at once meanwhile; after ``quarantine_after`` failures in a row it is
 quarantined: its polls fail at once with ``DeviceQuarantined`` and cost no
-wire time, except one re-probe per ``reprobe_interval``; the first answer
-brings it back.  A Modbus exception reply proves the slave is alive.  A
+wire time, except one re-probe per ``reprobe_interval`` (waiting only the
+floor timeout, but every ``LONG_PROBE_EVERY``-th the ceiling: see
+``rtu_timeouts``); the first answer brings it back.  A Modbus exception reply proves the slave is alive.  A
 command is always tried: an operator's write must not wait for a re-probe.
 
 Pure bookkeeping (no I/O, no clock of its own): the line passes ``now``.
@@ -21,6 +22,7 @@ from typing import Any
 
 from core.backoff import Backoff
 from drivers.errors import DeviceError, DeviceQuarantined, DeviceTimeout, DeviceUnreachable
+from drivers.modbus.rtu_timeouts import LONG_PROBE_EVERY, ProbeWait
 
 log = logging.getLogger("canopy.modbus.rtu")
 
@@ -29,7 +31,7 @@ log = logging.getLogger("canopy.modbus.rtu")
 class SlavePolicy:
     """How quickly a failing slave is backed off and quarantined (the bus's config)."""
 
-    quarantine_after: int = 5
+    quarantine_after: int = 3
     reprobe_interval: float = 30.0
     backoff_initial: float = 1.0
     backoff_max: float = 10.0
@@ -47,12 +49,17 @@ class SlaveState:
     consecutive: int = 0
     quarantined: bool = False
     quarantines: int = 0
+    probes: int = 0  # re-probes while quarantined
     retry_at: float = 0.0
     next_probe_at: float = 0.0
     last_error: str = ""
     last_error_type: type[DeviceError] = DeviceTimeout
     latencies: collections.deque = field(default_factory=lambda: collections.deque(maxlen=64))
     backoff: Backoff | None = None
+
+    def probe_wait(self) -> ProbeWait:
+        """How long the current re-probe waits: the floor, or every LONG_PROBE_EVERY-th the ceiling."""
+        return "ceiling" if self.probes % LONG_PROBE_EVERY == 0 else "floor"
 
     @property
     def who(self) -> str:
@@ -122,6 +129,7 @@ class Slaves:
                 raise DeviceQuarantined(f"unit {slave.unit} quarantined ({slave.last_error}); "
                                         f"next re-probe in {slave.next_probe_at - now:.1f}s")
             slave.next_probe_at = now + self.policy.reprobe_interval  # this request is the probe
+            slave.probes += 1
             return True
         if slave.consecutive and now < slave.retry_at:
             slave.skipped += 1
@@ -137,6 +145,7 @@ class Slaves:
         if slave.quarantined:
             log.info("%s: %s answers again; back from quarantine", self.line_name, slave.who)
         slave.quarantined = False
+        slave.probes = 0
         slave.consecutive = 0
         slave.retry_at = 0.0
         slave.last_error = ""

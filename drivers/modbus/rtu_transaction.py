@@ -3,9 +3,15 @@
 Before each request the wire waits until the line has been silent for the
 inter-frame gap (3.5 characters; 1.75 ms above 19200 baud), counted from the
 last byte actually seen, so a garbled reply that keeps trickling in pushes
-the next request back instead of colliding with it.  No other sleep exists
-on the hot path: a reply is complete the moment its last byte (by its length)
-has arrived, and the timeout counts from the end of the request on the wire.
+the next request back instead of colliding with it; after a timeout it counts
+from the moment the wait was given up, so a late reply cannot collide with
+the next request.  The gap is waited on a ``PreciseTimer`` (a timerfd), not
+``asyncio.sleep``, whose millisecond ticks would make every request late.
+No other sleep exists on the hot path: a reply is complete the moment its
+last byte (by its length) has arrived.  The timeout counts from the end of
+the request on the wire: fixed (``WaitPlan.adaptive`` false: scans, probes)
+or learned per slave and function code (``rtu_timeouts``); a reply still
+arriving when it expires gets the floor's time past its last byte.
 
 Why hand-written rather than pymodbus' ``AsyncModbusSerialClient``: pymodbus
 does not wait the 3.5-character silence before sending the next request (a
@@ -30,8 +36,10 @@ from pymodbus.pdu import DecodePDU, ModbusPDU
 
 from drivers.errors import BadReply, DeviceTimeout
 from drivers.modbus import framing
+from drivers.modbus.rtu_timeouts import ProbeWait, ReplyTimeouts, TimeoutBounds
 from drivers.serial_line.port import AsyncSerialPort, PortError
 from drivers.serial_line.settings import SerialSettings
+from drivers.serial_line.timer import PreciseTimer
 
 Framer = Literal["rtu", "ascii"]
 
@@ -127,6 +135,20 @@ class ActivityWindow:
 
 
 # -- the wire -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class WaitPlan:
+    """How long the next transaction waits for its reply (the line sets one per request).
+
+    ``adaptive``: learned per slave and function code, at most ``ceiling`` past
+    the reply's wire time; else ``ceiling`` itself, from the end of the request.
+    ``probe``: a quarantined slave's re-probe (waits the floor, or the ceiling).
+    """
+
+    ceiling: float
+    adaptive: bool = False
+    probe: ProbeWait | None = None
+
+
 @dataclass
 class PendingReply:
     """The reply the line is waiting for."""
@@ -134,8 +156,10 @@ class PendingReply:
     unit: int
     fc: int
     future: asyncio.Future
+    timeout: float = 0.0
     buf: bytearray = field(default_factory=bytearray)
     reply_len: int = 0
+    done_at: float = 0.0  # arrival of the reply's last byte
 
 
 class RtuWire:
@@ -145,14 +169,18 @@ class RtuWire:
     garbled, truncated, exceptions, stale_bytes.
     """
 
-    def __init__(self, settings: SerialSettings, framer: Framer, counters: collections.Counter):
+    def __init__(self, settings: SerialSettings, framer: Framer, counters: collections.Counter,
+                 bounds: TimeoutBounds | None = None):
         self.framer = framer
         self.gap = settings.t35
         self.char_time = settings.char_time
         self.counters = counters
         self.port: AsyncSerialPort | None = None
         self.port_error: str | None = None  # why there is no port, for PortLost
-        self.reply_timeout = 0.5  # of the transaction under way; the line sets it per request
+        self.timeouts = ReplyTimeouts(bounds or TimeoutBounds())
+        self.plan = WaitPlan(self.timeouts.bounds.ceiling)  # of the transaction under way; set per request
+        self.timer = PreciseTimer()
+        self.reaction = collections.deque(maxlen=4096)  # seconds from the gap's end to the request's last byte
         self.busy_s = 0.0
         self.wire_s = 0.0
         self.window = ActivityWindow()
@@ -161,11 +189,15 @@ class RtuWire:
         self._parse = parse_rtu_reply if framer == "rtu" else parse_ascii_reply
         self._last_rx = 0.0
         self._tx_end = 0.0
+        self._gave_up = 0.0  # when the last timeout expired: the line counts as busy until then
         self._pending: PendingReply | None = None
 
     def fresh_line(self) -> None:
         """A port was just opened: keep one gap of silence from now."""
         self._last_rx = self._tx_end = time.monotonic()
+
+    def close(self) -> None:
+        self.timer.close()
 
     def port_lost(self, reason: str) -> None:
         """The port reported a failure: the reply under way will not come."""
@@ -207,6 +239,7 @@ class RtuWire:
             return
         pdu.dev_id = pending.unit
         pending.reply_len = reply.frame_len
+        pending.done_at = self._last_rx
         if pdu.isError():
             self.counters["exceptions"] += 1
         self.counters["replies"] += 1
@@ -215,34 +248,53 @@ class RtuWire:
     def _expire(self, pending: PendingReply) -> None:
         if pending.future.done():
             return
+        now = time.monotonic()
+        grace = self._last_rx + self.timeouts.bounds.floor
+        if pending.buf and now < grace:  # a reply is still coming in (an adapter delivers it in bursts)
+            asyncio.get_running_loop().call_at(grace, self._expire, pending)
+            return
+        self._gave_up = now
         if pending.buf:
             self._fail(pending, "truncated", f"truncated reply from unit {pending.unit}: {len(pending.buf)} byte(s) "
                                              f"then silence ({bytes(pending.buf[:16]).hex(' ')})")
         else:
             self.counters["timeouts"] += 1
             pending.future.set_exception(
-                DeviceTimeout(f"no reply from unit {pending.unit} within {self.reply_timeout:.3g}s"))
+                DeviceTimeout(f"no reply from unit {pending.unit} within {pending.timeout * 1000:.0f} ms"))
 
     # -- sending ----------------------------------------------------------------------------------
-    async def wait_silence(self) -> None:
-        """Until the line has been quiet for one inter-frame gap (re-checked: late bytes push it back)."""
+    async def wait_silence(self) -> float:
+        """Until the line has been quiet for one inter-frame gap (re-checked: late bytes push it back).
+
+        Returns when the gap ended (the earliest the request could leave)."""
         while True:
-            delay = max(self._last_rx, self._tx_end) + self.gap - time.monotonic()
-            if delay <= 0:
-                return
-            await asyncio.sleep(delay)
+            due = max(self._last_rx, self._tx_end, self._gave_up) + self.gap
+            if due <= time.monotonic():
+                return due
+            await self.timer.sleep_until(due)
+
+    def reply_wait(self, unit: int, pdu: bytes) -> float:
+        """Seconds from the request's end to give up on its reply, under the current plan."""
+        plan = self.plan
+        if not plan.adaptive:
+            return plan.ceiling
+        chars = framing.expected_reply_length(pdu)
+        if self.framer == "ascii":
+            chars = framing.ascii_length(chars)
+        return self.timeouts.timeout(unit, pdu[0], chars * self.char_time, ceiling=plan.ceiling, probe=plan.probe)
 
     async def transact(self, request: ModbusPDU, no_response_expected: bool) -> ModbusPDU | None:
         """Send ``request`` after the gap and wait for its reply (None for a broadcast)."""
         port = self.port
         if port is None or not port.is_open:
             raise PortLost(self.port_error or "port not open")
-        await self.wait_silence()
         unit, fc = request.dev_id, request.function_code
         pdu = bytes((fc,)) + request.encode()
         frame = framing.rtu_encode(unit, pdu) if self.framer == "rtu" else framing.ascii_encode(unit, pdu)
         loop = asyncio.get_running_loop()
-        pending = PendingReply(unit, fc, loop.create_future())
+        pending = PendingReply(unit, fc, loop.create_future(), self.reply_wait(unit, pdu))
+        ready = time.monotonic()
+        gap_end = await self.wait_silence()
         self._pending = pending  # before writing: a fast reply must find it
         try:
             t_send = await port.write(frame)
@@ -252,19 +304,28 @@ class RtuWire:
                 pending.future.exception()  # set by port_lost(); superseded by the PortLost raised here
             raise PortLost(str(exc)) from None
         self._tx_end = t_send + len(frame) * self.char_time
+        if ready <= gap_end:  # the request waited for the gap: how late after it did it leave?
+            self.reaction.append(t_send - gap_end)
         self.counters["transactions"] += 1
         if no_response_expected or unit == 0:
             self._pending = None
             await asyncio.sleep(max(0.0, self._tx_end - time.monotonic()))
             self._account(t_send, len(frame), 0)
             return None
-        timer = loop.call_at(self._tx_end + self.reply_timeout, self._expire, pending)
+        timer = loop.call_at(self._tx_end + pending.timeout, self._expire, pending)
         try:
-            return await pending.future
+            reply = await pending.future
+        except DeviceTimeout:
+            if self.plan.adaptive:
+                self.timeouts.timed_out(unit, fc)
+            raise
         finally:
             timer.cancel()
             self._pending = None
             self._account(t_send, len(frame), pending.reply_len or len(pending.buf))
+        if self.plan.adaptive:
+            self.timeouts.observe(unit, fc, pending.done_at - self._tx_end - pending.reply_len * self.char_time)
+        return reply
 
     def _account(self, t_send: float, tx_chars: int, rx_chars: int) -> None:
         now = time.monotonic()

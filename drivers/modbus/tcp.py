@@ -4,6 +4,13 @@ Requests are serialised with a lock (many TCP-to-RS-485 gateways cannot take
 two at once).  A broken connection is reopened with jittered backoff; while
 backing off, polls fail fast as "unreachable" instead of each waiting for a
 connect timeout, so one dead endpoint costs nothing to the others.
+
+A reply whose lengths do not add up (a byte count that disagrees with the
+frame, a frame cut short, bytes that are not Modbus TCP) is a ``BadReply`` of
+the request that got it, and the connection stays up: pymodbus would raise
+inside ``data_received``, asyncio would log a ~1 KB traceback at ERROR and
+drop the connection its neighbours share, and the device would look
+unreachable (``guard_replies``).
 """
 
 from __future__ import annotations
@@ -22,6 +29,69 @@ from drivers.errors import BadReply, DeviceTimeout, DeviceUnreachable
 
 log = logging.getLogger("canopy.modbus.tcp")
 T = TypeVar("T")
+
+_MAX_LENGTH = 254  # MBAP length field: unit id + the longest PDU (253 bytes)
+_COUNTED = (1, 2, 3, 4)  # reads: function, byte count, data
+
+
+class MalformedReply(Exception):
+    """A reply frame whose lengths do not add up; fails the request that was waiting for it."""
+
+
+def reply_problem(data: bytes) -> str | None:
+    """What is wrong with the Modbus TCP reply at the start of ``data``; None if it is right or still arriving."""
+    if len(data) < 4:
+        return None
+    if pid := int.from_bytes(data[2:4], "big"):
+        return f"not a Modbus TCP reply (protocol id {pid:#06x})"
+    if len(data) < 6:
+        return None
+    length = int.from_bytes(data[4:6], "big")
+    if not 2 <= length <= _MAX_LENGTH:
+        return f"frame length {length} is outside Modbus's 2..{_MAX_LENGTH}"
+    if len(data) < 6 + length:
+        return None
+    function = data[7]
+    if function in _COUNTED:
+        if length < 3:
+            return f"function {function} reply without a byte count"
+        if data[8] != length - 3:
+            return f"byte count {data[8]} but {length - 3} data bytes follow"
+    return None
+
+
+def truncation(data: bytes) -> str | None:
+    """The part of a reply that arrived when the wait ended, said as such; None if nothing arrived."""
+    if not data:
+        return None
+    if len(data) >= 6:
+        return f"truncated reply: {len(data)} of {6 + int.from_bytes(data[4:6], 'big')} bytes arrived"
+    return f"truncated reply: {len(data)} bytes arrived, not even a header"
+
+
+def guard_replies(client: AsyncModbusTcpClient) -> None:
+    """Check each reply frame before pymodbus decodes it; a bad one fails its request with MalformedReply.
+
+    pymodbus offers no hook for this: its transaction manager's ``callback_data``
+    is wrapped on this one client.  The bad bytes are dropped (requests on an
+    endpoint are serialised, so nothing else is in the buffer).
+    """
+    ctx = client.ctx
+    decode = ctx.callback_data
+
+    def callback_data(data: bytes, addr: tuple | None = None) -> int:
+        problem = reply_problem(data)
+        if problem is None:
+            try:
+                return decode(data, addr=addr)
+            except ModbusException as exc:
+                problem = f"undecodable reply ({exc})"
+        future = ctx.response_future
+        if not future.done():
+            future.set_exception(MalformedReply(problem))
+        return len(data)
+
+    ctx.callback_data = callback_data
 
 
 class ModbusTcpEndpoint:
@@ -52,6 +122,7 @@ class ModbusTcpEndpoint:
         if self._client is not None:
             self._client.close()
         client = AsyncModbusTcpClient(self.host, port=self.port, timeout=self.timeout, retries=0, reconnect_delay=0)
+        guard_replies(client)
         try:
             ok = await asyncio.wait_for(client.connect(), timeout=self.timeout + 1)
         except (asyncio.TimeoutError, OSError) as exc:
@@ -84,6 +155,9 @@ class ModbusTcpEndpoint:
             except asyncio.TimeoutError:
                 self.errors += 1
                 raise DeviceTimeout(f"no reply within {timeout:.2f}s") from None
+            except MalformedReply as exc:
+                self.errors += 1
+                raise BadReply(str(exc)) from None
             except ConnectionException as exc:
                 self.errors += 1
                 self._client = None
@@ -94,6 +168,8 @@ class ModbusTcpEndpoint:
                 if not client.connected:
                     self._client = None
                     raise DeviceUnreachable(f"connection to {self.name} lost") from None
+                if cut_short := truncation(client.ctx.recv_buffer):
+                    raise BadReply(f"{cut_short} within {timeout:.2f}s") from None
                 raise DeviceTimeout(f"no reply within {timeout:.2f}s") from None
             except ModbusException as exc:
                 self.errors += 1

@@ -21,7 +21,8 @@ from gateway.alerts.records import Record, lane_of
 log = logging.getLogger("canopy.alerts")
 
 MAX_SEQ_MAP = 4096  # raised records awaiting their PUBACK
-MAX_PENDING_EVENTS = 100  # ready bodies (ack rejections) waiting for the outbox; more are not answered
+MAX_PENDING_EVENTS = 100  # ready bodies (answers to junk acks) waiting for the outbox; more are not answered
+MAX_PENDING_AUDITS = 1000  # answers to signed acks (their audit): junk cannot crowd them out
 RETRY_DELAY = 1.0
 
 Emit = Callable[[str, bytes, "str | None"], Awaitable[object]]
@@ -52,11 +53,12 @@ class RecordQueue:
         for tag in a.pending:
             self.items.append((a.id, tag, None))
 
-    def add_event(self, body: bytes) -> bool:
-        """A ready ``event`` record that is not an alert's; False (dropped) while too many wait."""
-        if sum(1 for aid, _, _ in self.items if aid is None) >= MAX_PENDING_EVENTS:
+    def add_event(self, body: bytes, *, audited: bool = False) -> bool:
+        """A ready ``event`` record that is not an alert's; False (dropped) while too many of its kind wait."""
+        tag = "event:audit" if audited else "event"
+        if sum(1 for aid, t, _ in self.items if aid is None and t == tag) >= (MAX_PENDING_AUDITS if audited else MAX_PENDING_EVENTS):
             return False
-        self.items.append((None, "event", body))
+        self.items.append((None, tag, body))
         return True
 
     def due(self, now: float) -> bool:
@@ -72,7 +74,7 @@ class RecordQueue:
         for want in ("alarm", "event"):
             for item in list(self.items):
                 aid, tag, body = item
-                lane = lane_of(tag) if aid is not None else tag
+                lane = lane_of(tag) if aid is not None else _lane_of_ready(tag)
                 if lane != want or lane in failed:
                     continue
                 a = alerts.get(aid) if aid is not None else None
@@ -87,7 +89,7 @@ class RecordQueue:
 
     async def _commit(self, item: tuple, a: Alert | None, now: float) -> bool:
         aid, tag, body = item
-        lane, payload, topic = self.build(a, tag) if a is not None else (tag, body, None)
+        lane, payload, topic = self.build(a, tag) if a is not None else (_lane_of_ready(tag), body, None)
         try:
             result = await self.emit(lane, payload, topic)
         except Exception as exc:  # outbox closing or failing: keep it, try again
@@ -115,6 +117,10 @@ class RecordQueue:
             return []
         keys = [k for k in self.seq_alert if k[0] == lane and first <= k[1] <= last]
         return [self.seq_alert.pop(k) for k in keys]
+
+
+def _lane_of_ready(tag: str) -> str:
+    return tag.split(":", 1)[0]
 
 
 def _seqs(result) -> list[int]:

@@ -4,7 +4,8 @@ Seam used by the runtime:
 - ``observe(readings)``: called with every poll's readings (sync, cheap);
 - ``run()``: the task for timers (debounce, inactivity, stale, escalation),
   for writing records and the state file, and for driving local outputs;
-- ``on_ack(topic, payload)``: acks arriving on ``…/alert/ack`` (sync, never raises);
+- ``on_ack(topic, payload)``: signed acks arriving on ``…/alert/ack`` (sync, never raises;
+  checked in acks.py, decided and answered in ack_desk.py);
 - ``on_delivered(lane, first, last)``: PUBACKs of outbox records (optional hook);
 - ``snapshot()``: open alerts and counters for ``…/state``;
 - ``raise_alert(...)`` / ``resolve_alert(...)``: alerts from other services
@@ -28,23 +29,24 @@ import math
 import secrets
 from collections.abc import Awaitable, Callable
 
-from core.backoff import RateLimitedLog
 from gateway.alerts import state as statefile
-from gateway.alerts.acks import Ack, Rejections, parse_ack
+from gateway.alerts.ack_desk import AckDesk
+from gateway.alerts.ack_ids import SeenAcks
+from gateway.alerts.acks import AckChecker, ack_keys
 from gateway.alerts.emission import RecordQueue
 from gateway.alerts.lifecycle import Alert, ChainStep, Episode, chains_of, escalation_due, next_escalation, on_new_episode, prune
 from gateway.alerts.locations import Locations
 from gateway.alerts.messages import render
 from gateway.alerts.outputs import Outputs
 from gateway.alerts.persistence import SavedState, StateSaver
-from gateway.alerts.records import Record, acknowledged_record, alarm_record, is_alarm, resolved_record
+from gateway.alerts.records import Record, acknowledged_record, alarm_record, groups_reached, is_alarm, resolved_record
 from gateway.alerts.rules import Change, InactivityRule, build_rules
 from gateway.alerts.wakeup import Wakeup
 
 log = logging.getLogger("canopy.alerts")
 
-COUNTERS = ("raised", "escalated", "acknowledged", "resolved", "folded", "ack_ok",
-            "ack_malformed", "ack_unknown", "ack_duplicate", "emit_errors", "state_errors")
+COUNTERS = ("raised", "escalated", "acknowledged", "resolved", "folded", "ack_ok", "ack_rejected",
+            "emit_errors", "state_errors")
 
 
 class AlertEngine:
@@ -74,8 +76,9 @@ class AlertEngine:
         self._changed = False
         self._wake = Wakeup(clock, max_sleep)
         self._lock = asyncio.Lock()
-        self._rejections = Rejections()
-        self._ratelog = RateLimitedLog(log)
+        self.seen_acks = SeenAcks()
+        checker = AckChecker(self.site_id, self.gateway_id, site.commands, ack_keys(site.commands, cfg.base_dir), self.seen_acks)
+        self.acks = AckDesk(checker, self.records, self.counters, self._wake.set)
         self._has_inactivity = any(isinstance(r, InactivityRule) for r in self.ruleset.rules)
         now = clock.time()
         self.ruleset.start(now)
@@ -99,6 +102,7 @@ class AlertEngine:
         self.alerts = {a.id: a for a in saved.alerts}
         self.episodes = self.ruleset.restore(saved.episodes, saved.rules)
         self.outputs.load(saved.outputs)
+        self.seen_acks.load(saved.acks)
         for a in list(self.alerts.values()):
             self.records.requeue(a)  # decided before the restart, not committed yet
             rule = self.ruleset.by_id.get(a.rule)
@@ -113,7 +117,8 @@ class AlertEngine:
             log.info("alert state restored: %d open alert(s), %d record(s) to send", len(opened), len(self.records))
 
     def _state(self) -> SavedState:
-        return SavedState(self.counter, list(self.alerts.values()), self.episodes, self.ruleset.dump(), self.outputs.dump())
+        return SavedState(self.counter, list(self.alerts.values()), self.episodes, self.ruleset.dump(), self.outputs.dump(),
+                          self.seen_acks.dump(self.clock.time()))
 
     async def _save(self) -> None:
         self.alerts = prune(self.alerts, self.rc.history)
@@ -149,33 +154,14 @@ class AlertEngine:
             self._wake.set()
 
     def on_ack(self, topic: str, payload: bytes) -> None:
-        """An ack from …/alert/ack.  Bad input is counted and logged, never raised."""
+        """A message on …/alert/ack.  Refusals change nothing and are counted and answered, never raised."""
         try:
-            self._on_ack(payload)
+            if self.acks.handle(bytes(payload), self.clock.time(), self.alerts, self.groups_of, self.apply_ack):
+                self.saver.mark()  # its id (replay protection) reaches the state file with what it changed
+                self._wake.set()
         except Exception:  # belt and braces: the uplink's handler must never see an exception
-            self.counters["ack_malformed"] += 1
+            self.counters["ack_rejected"] += 1
             log.exception("ack handling failed")
-
-    def _on_ack(self, payload: bytes) -> None:
-        now = self.clock.time()
-        ack = parse_ack(payload)
-        if not isinstance(ack, Ack):
-            self.counters["ack_malformed"] += 1
-            self._ratelog("malformed", "ack rejected: %s", ack)
-            return
-        a = self.alerts.get(ack.alert)
-        if a is None:
-            self.counters["ack_unknown"] += 1
-            self._ratelog("unknown", "ack from %s for unknown alert %r ignored", ack.by, ack.alert)
-            self._reject(now, ack.alert, ack.by, "unknown alert")
-            return
-        if self.apply_ack(a, ack.by, ack.resolve, ack.note, now):
-            self.counters["ack_ok"] += 1
-        else:
-            self.counters["ack_duplicate"] += 1
-            log.info("ack from %s for alert %s changed nothing (already %s)", ack.by, ack.alert, a.status)
-            self._reject(now, ack.alert, ack.by, f"already {a.status}")
-        self._wake.set()
 
     def on_delivered(self, lane: str, first: int, last: int) -> None:
         """The broker acknowledged records ``first..last`` of ``lane`` (PUBACK)."""
@@ -301,11 +287,19 @@ class AlertEngine:
         self.counters["resolved"] += 1
         log.info("alert %s resolved (%s)", a.id, by)
 
-    def apply_ack(self, a: Alert, by: str, resolve: bool, note: str | None, now: float) -> bool:
-        """Acknowledge (stops escalation, releases outputs) and optionally resolve; False if nothing changed."""
+    def groups_of(self, a: Alert) -> list[str]:
+        """The recipient groups the alert has reached so far."""
+        return groups_reached(self.chains.get(a.cls or "") or [], a.step)
+
+    def apply_ack(self, a: Alert, by: str, resolve: bool, note: str | None, now: float, *,
+                  issuer: str | None = None, ack_id: str | None = None) -> bool:
+        """Acknowledge (stops escalation, releases outputs) and optionally resolve; False if nothing changed.
+
+        Only for acks that passed every check (acks.py, ack_desk.py): nothing else may call it.
+        """
         changed = False
         if a.acked_at is None:
-            a.acked_at, a.acked_by, a.note = now, by, note
+            a.acked_at, a.acked_by, a.note, a.acked_issuer, a.ack_id = now, by, note, issuer, ack_id
             ep = self.episodes.get(a.key)
             if ep is not None and ep.alert == a.id:
                 ep.acked = True
@@ -334,22 +328,18 @@ class AlertEngine:
                 self.counters["escalated"] += 1
                 log.warning("alert %s not acknowledged: escalated to %s (step %d)", a.id, chain[i].group, i)
 
-    def _reject(self, now: float, aid, by, reason: str) -> None:
-        body = self._rejections.answer(now, aid, by, reason)
-        if body is not None and self.records.add_event(body):
-            self._wake.set()
-
     # ------------------------------------------------------------------ records
     def _record(self, a: Alert, tag: str) -> Record:
         """The record for one of an alert's tags: (lane, body, topic)."""
         now = self.clock.time()
         if is_alarm(tag):
             return alarm_record(a, tag, self.chains.get(a.cls or "") or [], self.lang, now)
+        chain = self.chains.get(a.cls or "") or []
         if tag == "acknowledged":
-            return acknowledged_record(a, now)
+            return acknowledged_record(a, chain, now)
         spec = self.specs.get(a.rule) if a.source == "rule" else self.rc.external_spec(a.rule)
         msg = render(spec, a.facts, a.location, a.severity, self.lang, resolved=True) if spec is not None else a.message
-        return resolved_record(a, msg, self.lang, now)
+        return resolved_record(a, chain, msg, self.lang, now)
 
     # ------------------------------------------------------------------ the task
     def _next_wakeup(self, now: float) -> float:
@@ -403,5 +393,6 @@ class AlertEngine:
 
     def snapshot(self) -> dict:
         out = [a.summary(self.chains.get(a.cls or "") or []) for a in self.open_alerts()[:50]]
-        return {"open": out, "counters": dict(self.counters), "outputs": self.outputs.snapshot()}
+        return {"open": out, "counters": dict(self.counters), "ack_rejections": dict(self.acks.rejected),
+                "outputs": self.outputs.snapshot()}
 

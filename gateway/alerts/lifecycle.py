@@ -34,10 +34,12 @@ class Alert:
     facts: dict = field(default_factory=dict)
     delivered_at: float | None = None
     acked_at: float | None = None
-    acked_by: str | None = None
+    acked_by: str | None = None  # the person: the ack's on_behalf_of, else its issuer
+    acked_issuer: str | None = None  # the key that signed the ack
+    ack_id: str | None = None  # the ack envelope's id
     note: str | None = None
     resolved_at: float | None = None
-    resolved_by: str | None = None  # "condition", "ack", "rule removed"
+    resolved_by: str | None = None  # "condition", "ack:{by}", "rule removed"
     condition: bool = True  # the rule's condition holds right now
     episodes: int = 1  # episodes covered by this alert (re-raise policy folds later ones in)
     step: int = 0  # escalation step last published (0: the first group)

@@ -35,10 +35,12 @@ class SavedState:
     episodes: dict[str, Episode] = field(default_factory=dict)  # "rule|subject" -> episode
     rules: dict[str, dict] = field(default_factory=dict)  # rule id -> its dump()
     outputs: dict = field(default_factory=dict)
+    acks: dict = field(default_factory=dict)  # "issuer/id" of signed acks -> until when a replay is refused (ack_ids.py)
 
     def to_dict(self) -> dict:
         return {"counter": self.counter, "alerts": [a.to_dict() for a in self.alerts],
-                "episodes": {k: e.to_dict() for k, e in self.episodes.items()}, "rules": self.rules, "outputs": self.outputs}
+                "episodes": {k: e.to_dict() for k, e in self.episodes.items()}, "rules": self.rules, "outputs": self.outputs,
+                "acks": self.acks}
 
 
 def parse(data: dict) -> SavedState:
@@ -50,7 +52,8 @@ def parse(data: dict) -> SavedState:
             continue
     episodes = {k: Episode.from_dict(d) for k, d in (data.get("episodes") or {}).items() if isinstance(d, dict)}
     rules = {k: d for k, d in (data.get("rules") or {}).items() if isinstance(d, dict)}
-    return SavedState(int(data.get("counter", 0)), alerts, episodes, rules, data.get("outputs") or {})
+    acks = data.get("acks") if isinstance(data.get("acks"), dict) else {}
+    return SavedState(int(data.get("counter", 0)), alerts, episodes, rules, data.get("outputs") or {}, acks)
 
 
 class StateSaver:

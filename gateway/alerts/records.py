@@ -1,9 +1,13 @@
 """The records an alert produces, as the outbox takes them: (lane, body, topic).  Pure.
 
 ``alert.raised`` and ``alert.escalated`` go to the ``alarm`` lane (every
-severity: an alert is for people) on the recipient group's topic
-``alert/{group}`` (``None``, i.e. ``…/event``, when the alert has no class);
-``alert.acknowledged`` and ``alert.resolved`` go to the ``event`` lane.
+severity: an alert is for people), ``alert.acknowledged`` and ``alert.resolved``
+to the ``event`` lane.  Every one of them carries ``groups`` -- the groups the
+alert has reached so far -- and is published on ``…/event`` and on
+``…/alert/{g}`` of each of those groups as ONE outbox row (one seq, so receivers
+de-duplicate by ``(epoch, lane, seq)``; docs/protocol.md#alert-lifecycle-on-the-wire):
+its topic is the space-separated list ``"event alert/g1 alert/g2"``.  An alert
+without a class has no groups and goes to ``…/event`` only (topic ``None``).
 A record is named by a *tag* kept in ``Alert.pending`` until it is committed:
 ``raised``, ``escalated:{step}``, ``acknowledged``, ``resolved``.
 """
@@ -13,7 +17,17 @@ from __future__ import annotations
 from core.records import event_body
 from gateway.alerts.lifecycle import Alert, ChainStep
 
-Record = tuple[str, bytes, "str | None"]  # lane, body, topic suffix (None: the lane's default topic)
+Record = tuple[str, bytes, "str | None"]  # lane, body, topic suffixes (None: the lane's default topic)
+
+
+def groups_reached(chain: list[ChainStep], step: int) -> list[str]:
+    """The groups paged up to and including ``step``, in order, each once."""
+    return list(dict.fromkeys(s.group for s in chain[:step + 1]))
+
+
+def topics_of(groups: list[str]) -> str | None:
+    """``"event alert/g1 alert/g2"``: where one lifecycle record goes; None (``…/event``) without groups."""
+    return " ".join(["event", *(f"alert/{g}" for g in groups)]) if groups else None
 
 
 def is_alarm(tag: str) -> bool:
@@ -24,9 +38,9 @@ def lane_of(tag: str) -> str:
     return "alarm" if is_alarm(tag) else "event"
 
 
-def _common(a: Alert) -> dict:
+def _common(a: Alert, groups: list[str]) -> dict:
     return {"alert": a.id, "rule": a.rule, "class": a.cls, "severity": a.severity, "subject": a.subject,
-            "device": a.device, "location": a.location, "raised_at": round(a.raised_at, 3)}
+            "device": a.device, "location": a.location, "raised_at": round(a.raised_at, 3), "groups": groups}
 
 
 def alarm_record(a: Alert, tag: str, chain: list[ChainStep], lang: str, now: float) -> Record:
@@ -36,23 +50,27 @@ def alarm_record(a: Alert, tag: str, chain: list[ChainStep], lang: str, now: flo
     grp = chain[step] if step < len(chain) else None
     nxt = a.raised_at + chain[step + 1].after if step + 1 < len(chain) else None
     ts = a.raised_at if raised else a.escalated.get(str(step), now)
+    groups = groups_reached(chain, step)
     body = event_body(
-        ts, "alert.raised" if raised else "alert.escalated", **_common(a),
+        ts, "alert.raised" if raised else "alert.escalated", **_common(a, groups),
         status="raised" if raised else "escalated", step=step,
         group=grp.group if grp else None, recipients=list(grp.recipients) if grp else [],
         next_escalation_at=round(nxt, 3) if nxt is not None else None,
         readings=a.readings, message=a.message, lang=lang,
     )
-    return "alarm", body, (f"alert/{grp.group}" if grp else None)
+    return "alarm", body, topics_of(groups)
 
 
-def acknowledged_record(a: Alert, now: float) -> Record:
-    return "event", event_body(a.acked_at or now, "alert.acknowledged", **_common(a), status="acknowledged",
-                               by=a.acked_by, note=a.note, step=a.step), None
+def acknowledged_record(a: Alert, chain: list[ChainStep], now: float) -> Record:
+    """``by`` is the person (the ack's on_behalf_of, else its issuer); ``issuer`` the key; ``ack`` the envelope id."""
+    groups = groups_reached(chain, a.step)
+    return "event", event_body(a.acked_at or now, "alert.acknowledged", **_common(a, groups), status="acknowledged",
+                               by=a.acked_by, note=a.note, step=a.step, issuer=a.acked_issuer, ack=a.ack_id), topics_of(groups)
 
 
-def resolved_record(a: Alert, message: str, lang: str, now: float) -> Record:
-    return "event", event_body(a.resolved_at or now, "alert.resolved", **_common(a), status="resolved",
+def resolved_record(a: Alert, chain: list[ChainStep], message: str, lang: str, now: float) -> Record:
+    groups = groups_reached(chain, a.step)
+    return "event", event_body(a.resolved_at or now, "alert.resolved", **_common(a, groups), status="resolved",
                                resolved_by=a.resolved_by, acked_by=a.acked_by,
                                duration=round((a.resolved_at or a.raised_at) - a.raised_at, 3),
-                               readings=a.readings, message=message, lang=lang), None
+                               readings=a.readings, message=message, lang=lang), topics_of(groups)

@@ -1,15 +1,16 @@
-"""Operator tools: ``canopy alerts [--follow]`` and ``canopy ack ALERT_ID [--resolve] --by NAME``.
+"""Operator tools: ``canopy alerts [--follow]`` and ``canopy ack ALERT_ID --key OPERATOR.key [--as PERSON] [--resolve]``.
 
 ``canopy alerts`` reads the gateway's local alert state file (on the board),
 or the broker (``--broker``, or when there is no local file): the retained
 ``…/state`` carries the open alerts, and ``--follow`` then prints every
 ``alert.*`` record published on ``…/event`` and ``…/alert/{group}``.
 
-``canopy ack`` publishes an ack on ``…/alert/ack`` through the broker named in
-the site config (same username, password and TLS as the gateway, through the
-one asyncio MQTT client of ``gateway.uplink.client``) and waits for the
-gateway's answer (``alert.acknowledged``, ``alert.resolved`` or
-``alert.ack_rejected``).  Exit codes: 0 done, 1 not confirmed or refused,
+``canopy ack`` signs a v2 ack envelope (kind ``ack``) with the operator's key --
+the gateway acts on nothing else (docs/alerts.md#acknowledging-an-alert) --,
+publishes it on ``…/alert/ack`` through the broker named in the site config
+(same username, password and TLS as the gateway, through the one asyncio MQTT
+client of ``gateway.uplink.client``) and waits for the gateway's answer
+(``alert.acknowledged``, ``alert.resolved`` or ``alert.ack_rejected``).  Exit codes: 0 done, 1 not confirmed or refused,
 2 bad config, 130 interrupted (Ctrl-C; ``--follow`` exits 0).
 """
 
@@ -39,12 +40,16 @@ def add_parsers(subparsers) -> None:
                    help="with --follow: stop after this many seconds (default: until Ctrl-C)")
     p.set_defaults(func=cmd_alerts)
 
-    p = subparsers.add_parser("ack", help="acknowledge (and optionally resolve) an alert through the broker")
+    p = subparsers.add_parser("ack", help="acknowledge (and optionally resolve) an alert: a signed ack through the broker")
     p.add_argument("alert_id", help="the alert id, as shown by `canopy alerts`")
-    p.add_argument("--by", required=True, help="who acknowledges (name or staff id)")
+    p.add_argument("--key", required=True, help="the operator's private key (from `canopy keys gen`), mode 0600")
+    p.add_argument("--issuer", help="issuer name as in the gateway's commands.issuers (default: the key file name without .key)")
+    p.add_argument("--as", "--by", dest="person", default=None,
+                   help="the person acknowledging, when the key is a service's or a desk's (the ack's on_behalf_of)")
     p.add_argument("--resolve", action="store_true", help="also close the alert")
-    p.add_argument("--note", default=None, help="a short note kept with the ack")
+    p.add_argument("--note", default=None, help="a short note kept with the ack (up to 500 characters)")
     p.add_argument("-c", "--config", required=True, help="site config YAML of the gateway")
+    p.add_argument("--valid-for", type=float, default=120.0, help="seconds the gateway may still act on it (default 120)")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the gateway's answer (default 10)")
     p.add_argument("--no-wait", action="store_true", help="return once the broker has the ack")
     p.set_defaults(func=cmd_ack)
@@ -228,11 +233,12 @@ def _print_record(r: dict, as_json: bool) -> None:
     if t in ("alert.raised", "alert.escalated"):
         extra = f" -> {r.get('group') or '-'} {r.get('recipients') or ''} {r.get('message', '')}"
     elif t == "alert.acknowledged":
-        extra = f" by {r.get('by')}" + (f" ({r['note']})" if r.get("note") else "")
+        signer = f" [key {r['issuer']}]" if r.get("issuer") and r.get("issuer") != r.get("by") else ""
+        extra = f" by {r.get('by')}{signer}" + (f" ({r['note']})" if r.get("note") else "")
     elif t == "alert.resolved":
         extra = f" ({r.get('resolved_by')}) {r.get('message', '')}"
     elif t == "alert.ack_rejected":
-        extra = f" ack from {r.get('by')}: {r.get('reason')}"
+        extra = f" ack from {r.get('by')}: {r.get('reason')}" + (f" ({r['detail']})" if r.get("detail") else "")
     print(f"{_when(r.get('ts'))} {r.get('alert', '?'):<12} {what:<12} {r.get('severity', '') or ''}{extra}", flush=True)
 
 
@@ -266,36 +272,52 @@ def _follow_file(path: str, args) -> int:
 # --------------------------------------------------------------------------- canopy ack
 
 
-def ack_payload(alert_id: str, by: str, resolve: bool = False, note: str | None = None) -> bytes:
-    body = {"v": 1, "alert": alert_id, "by": by, "resolve": bool(resolve), "ts": round(time.time(), 3)}
-    if note:
-        body["note"] = note
-    return orjson.dumps(body)
+def ack_envelope(cfg, args, now: float | None = None) -> dict:
+    """The signed v2 ack for the parsed arguments; raises ValueError (bad usage), OSError or KeyError_ (the key)."""
+    from pathlib import Path
+
+    from core.protocol import envelope
+    from gateway.cli.commands import load_issuer_key
+
+    person = args.person.strip() if args.person is not None else None
+    if person is not None and not envelope.PERSON_RE.match(person):
+        raise ValueError("--as needs a name of 1 to 128 letters, digits or _ . : @ + - (starting with a letter or digit)")
+    if not envelope.TARGET_RE.match(args.alert_id or ""):
+        raise ValueError(f"{args.alert_id!r} is not an alert id (like 17-a3f9, as `canopy alerts` shows)")
+    if args.note is not None and len(args.note) > 500:
+        raise ValueError("--note is at most 500 characters")
+    if not args.valid_for > 0:
+        raise ValueError("--valid-for must be positive")
+    issuer = args.issuer or (Path(args.key).stem if args.key.endswith(".key") else Path(args.key).name)
+    key = load_issuer_key(args.key)
+    env = envelope.make(v=2, kind="ack", issuer=issuer, on_behalf_of=person, site=cfg.site.site, gateway=cfg.site.gateway,
+                        target=args.alert_id, action="resolve" if args.resolve else "acknowledge",
+                        params={"note": args.note} if args.note else {}, valid_for=args.valid_for, now=now)
+    return envelope.sign(env, key)
 
 
 def cmd_ack(args) -> int:
+    from core.protocol.envelope import KeyError_
     from core.protocol.topics import Topics
     from gateway.cli.broker import run, site_client
 
     cfg = _load(args.config)
     if cfg is None:
         return EXIT_CONFIG
-    by = (args.by or "").strip()
-    if not by or len(by) > 64:
-        print("error: --by needs a name of 1 to 64 characters", file=sys.stderr)
-        return EXIT_CONFIG
-    if not args.alert_id or len(args.alert_id) > 64:
-        print("error: the alert id must be 1 to 64 characters", file=sys.stderr)
+    try:
+        env = ack_envelope(cfg, args)
+    except (ValueError, KeyError_, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     try:
         client = site_client(cfg, "ack", args.timeout)
     except (OSError, ssl.SSLError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAIL
-    return run(_ack(client, Topics(cfg.site.site, cfg.site.gateway), args, by))
+    return run(_ack(client, Topics(cfg.site.site, cfg.site.gateway), args, env))
 
 
-async def _ack(client, topics, args, by: str) -> int:
+async def _ack(client, topics, args, env: dict) -> int:
     """Publish the ack (PUBACK awaited), then wait for the gateway's answer on ``…/event``."""
     from gateway.cli.broker import connect_problem
     from gateway.uplink.client import MqttConnectError, MqttError
@@ -310,7 +332,7 @@ async def _ack(client, topics, args, by: str) -> int:
                     pass
             try:
                 async with asyncio.timeout(args.timeout):
-                    await client.publish(topics.alert_ack, ack_payload(args.alert_id, by, args.resolve, args.note), qos=1)
+                    await client.publish(topics.alert_ack, orjson.dumps(env), qos=1)
             except TimeoutError:
                 print(f"error: the broker did not confirm the ack within {args.timeout:g} s", file=sys.stderr)
                 return EXIT_FAIL
@@ -318,9 +340,9 @@ async def _ack(client, topics, args, by: str) -> int:
                 print(f"error: the ack could not be sent: {exc}", file=sys.stderr)
                 return EXIT_FAIL
             if args.no_wait:
-                print(f"ack for {args.alert_id} sent to {topics.alert_ack}")
+                print(f"ack for {args.alert_id} sent to {topics.alert_ack} (id {env['id']})")
                 return EXIT_OK
-            answer = await _gateway_answer(client, args.alert_id, by, args.resolve, args.timeout)
+            answer = await _gateway_answer(client, env, args.timeout)
     except MqttConnectError as exc:
         print(f"error: {connect_problem(exc, client.endpoint, args.timeout)}", file=sys.stderr)
         return EXIT_FAIL
@@ -329,28 +351,32 @@ async def _ack(client, topics, args, by: str) -> int:
         return EXIT_FAIL
     if answer is None:
         print(f"the broker has the ack, but gateway {topics.gateway} did not confirm it within {args.timeout:g} s "
-              "(is it online? an ack sent while it is offline is not kept: send it again)", file=sys.stderr)
+              f"(is it online? the ack stays valid for {args.valid_for:g} s; after that send a new one)", file=sys.stderr)
         return EXIT_FAIL
     if answer.get("type") == "alert.ack_rejected":
-        print(f"gateway refused the ack for {args.alert_id}: {answer.get('reason')}", file=sys.stderr)
+        detail = f" ({answer['detail']})" if answer.get("detail") else ""
+        print(f"gateway refused the ack for {args.alert_id}: {answer.get('reason')}{detail}", file=sys.stderr)
         return EXIT_FAIL
     verb = "resolved" if answer.get("type") == "alert.resolved" else "acknowledged"
-    print(f"alert {args.alert_id} {verb} by {by}")
+    print(f"alert {args.alert_id} {verb} by {env.get('on_behalf_of') or env['issuer']}")
     return EXIT_OK
 
 
-async def _gateway_answer(client, alert_id: str, by: str, resolve: bool, timeout: float) -> dict | None:
+async def _gateway_answer(client, env: dict, timeout: float) -> dict | None:
     """The gateway's record about this ack (acknowledged, resolved or ack_rejected), or None in time."""
     from gateway.cli.broker import records_of
 
-    wanted = {"alert.resolved"} if resolve else {"alert.acknowledged", "alert.resolved"}
+    alert_id, resolve = env["target"], env["action"] == "resolve"
     try:
         async with asyncio.timeout(timeout):
             async for msg in client.messages():
                 for r in records_of(msg.payload):
                     if r.get("alert") != alert_id:
                         continue
-                    if r.get("type") in wanted or (r.get("type") == "alert.ack_rejected" and r.get("by") == by):
+                    if r.get("type") == "alert.ack_rejected" and r.get("id") == env["id"]:
+                        return r
+                    if r.get("type") == "alert.resolved" or (not resolve and r.get("type") == "alert.acknowledged"
+                                                              and r.get("ack") == env["id"]):
                         return r
     except TimeoutError:
         pass

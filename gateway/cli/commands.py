@@ -1,6 +1,7 @@
 """Issuer-side tools: ``canopy keys gen`` and ``canopy remote irrigate|close|close-all|unlock|lock|...``.
 
-``canopy remote ...`` signs one command envelope with the issuer's private
+``canopy remote ...`` signs one command envelope (protocol v2, kind ``command``;
+``--as PERSON`` names the person a service signs for) with the issuer's private
 key, publishes it on ``canopy/v1/{site}/{gateway}/cmd`` through the broker,
 and waits for the gateway's results on ``…/cmd/result``: ``accepted``, then
 ``executed`` (with the state read back from the device) or ``failed``; or at
@@ -42,6 +43,8 @@ def add_parsers(subparsers) -> None:
     common.add_argument("--gateway", required=True, help="the gateway id")
     common.add_argument("--key", required=True, help="issuer private key (from `canopy keys gen`), mode 0600")
     common.add_argument("--issuer", help="issuer name as in the gateway's config (default: the key file name without .key)")
+    common.add_argument("--as", dest="on_behalf_of", metavar="PERSON",
+                        help="the person this issuer signs for (a service acting for people); results and audit name them")
     common.add_argument("--broker", default=None, help="broker host:port (default 127.0.0.1:1883, or :8883 with --tls-ca)")
     common.add_argument("--tls-ca", help="CA bundle (PEM) that signed the broker's certificate; enables TLS")
     common.add_argument("--username", help="broker user name")
@@ -158,8 +161,11 @@ def build_envelope(args, now: float | None = None) -> tuple[dict, object]:
     key_path = args.key
     issuer = args.issuer or (Path(key_path).stem if key_path.endswith(".key") else Path(key_path).name)
     key = load_issuer_key(key_path)
+    person = getattr(args, "on_behalf_of", None)
+    if person is not None and not envelope.PERSON_RE.match(person):
+        raise ValueError(f"--as {person!r}: 1-128 of A-Z a-z 0-9 _ . : @ + - (first a letter or digit)")
     env = envelope.make(issuer=issuer, site=args.site, gateway=args.gateway, target=target, action=action,
-                        params=params, valid_for=args.valid_for, now=now)
+                        params=params, valid_for=args.valid_for, now=now, v=2, kind="command", on_behalf_of=person)
     return envelope.sign(env, key), key
 
 
@@ -254,7 +260,7 @@ def _describe_record(rec: dict) -> str:
     if status == "accepted":
         return f"[cyan]accepted[/] {what} (id {rec.get('id')})"
     if status == "rejected":
-        extra = f" [{rec['interlock']}]" if rec.get("interlock") else ""
+        extra = f" [{rec['interlock']}]" if rec.get("interlock") else f" [{rec['problem']}]" if rec.get("problem") else ""
         return f"[red]rejected[/] {what}: [bold]{rec.get('reason')}[/]{extra} — {rec.get('detail', '')}"
     if status == "failed":
         return f"[red]failed[/] {what}: [bold]{rec.get('reason')}[/] — {rec.get('detail', '')}"
@@ -306,8 +312,9 @@ def cmd_remote(args) -> int:
     if (args.password_file is None) != (args.username is None):
         print("error: --username and --password-file go together", file=sys.stderr)
         return EXIT_USAGE
+    person = f" for {env['on_behalf_of']}" if env.get("on_behalf_of") else ""
     console.print(f"sending [bold]{env['action']}[/] {env['target']} {orjson.dumps(env['params']).decode() if env['params'] else ''}"
-                  f" to {env['site']}/{env['gateway']} via {host}:{port} as {env['issuer']} (id {env['id']})")
+                  f" to {env['site']}/{env['gateway']} via {host}:{port} as {env['issuer']}{person} (id {env['id']})")
 
     def show(rec):
         if args.json:
@@ -324,8 +331,9 @@ def cmd_remote(args) -> int:
         return EXIT_NO_ANSWER
     final = next((r for r in records if r.get("status") in FINAL), None)
     if final is None:
-        said = " (it accepted the command; the result did not come in time)" if records else ""
-        print(f"error: no result from {env['site']}/{env['gateway']} within {args.timeout:g} s{said}; "
-              "is the gateway online and subscribed?", file=sys.stderr)
+        said = (" (it accepted the command; the result did not come in time)" if records else
+                "; is the gateway online and subscribed? A gateway drops commands it cannot verify without an answer "
+                f"(unknown issuer {env['issuer']!r}, or a key it does not know): see …/state → commands.counters.junk")
+        print(f"error: no result from {env['site']}/{env['gateway']} within {args.timeout:g} s{said}", file=sys.stderr)
         return EXIT_NO_ANSWER
     return EXIT_OK if final["status"] == "executed" else EXIT_REFUSED

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import os
 import sys
 
 from gateway import __version__
-from gateway.cli.site import EXIT_CONFIG, load_site, read_status
+from gateway.cli.site import EXIT_CONFIG, load_site, print_warning, read_status
+
+log = logging.getLogger("canopy")
 
 
 def cmd_validate(args) -> int:
-    cfg = load_site(args.file, missing_ports_ok=False)
+    cfg = load_site(args.file, missing_ports_ok=False, warn=print_warning)
     if cfg is None:
         return EXIT_CONFIG
     devices = sum(len(b.devices) for b in cfg.site.buses)
@@ -24,11 +28,15 @@ def cmd_validate(args) -> int:
 
 def cmd_run(args) -> int:
     from gateway import logs
+    from gateway.config.security import DAEMON_UMASK, daemon_paths, exposed_files
 
+    os.umask(DAEMON_UMASK)  # whatever the shell's umask: every file the daemon creates is 0600, every folder 0700
     logs.setup(json=args.log_json, level=args.log_level)
-    cfg = load_site(args.config)
+    cfg = load_site(args.config, warn=log.warning)
     if cfg is None:
         return EXIT_CONFIG
+    for sentence in exposed_files(daemon_paths(cfg)):
+        log.warning(sentence)
     from gateway.runtime import run_gateway
 
     try:

@@ -2,11 +2,16 @@
 
 Operator views tolerate an unplugged serial adapter (the daemon does too), so
 they load with ``missing_ports_ok``.  Exit code 2 means a bad config.
+``canopy validate`` and ``canopy run`` also review the site's security
+(``gateway.config.security``): warnings by default, refusals under
+``security: strict``.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from dataclasses import replace
 
 import orjson
 
@@ -20,16 +25,39 @@ def print_problems(exc) -> None:
         print(f"  {p}", file=sys.stderr)
 
 
-def load_site(path: str, *, missing_ports_ok: bool = True):
-    """The validated site config, or None after printing why not."""
+def print_warning(text: str) -> None:
+    print(f"warning: {text}", file=sys.stderr)
+
+
+def load_site(path: str, *, missing_ports_ok: bool = True, warn: Callable[[str], None] | None = None):
+    """The validated site config, or None after printing why not.
+
+    With ``warn`` (``validate``, ``run``) the site's security is reviewed too:
+    each weakness goes to ``warn``, or refuses the site under ``security: strict``.
+    """
     from core.yamlsrc import ConfigError
     from gateway.config.load import load_config
 
     try:
-        return load_config(path, missing_ports_ok=missing_ports_ok)
+        cfg = load_config(path, missing_ports_ok=missing_ports_ok)
+        if warn is not None:
+            _review_security(cfg, warn)
+        return cfg
     except ConfigError as exc:
         print_problems(exc)
         return None
+
+
+def _review_security(cfg, warn: Callable[[str], None]) -> None:
+    """Warn about each weakness, or raise ConfigError with them all when the site is strict."""
+    from core.yamlsrc import ConfigError, load_yaml
+    from gateway.config.security import review
+
+    found = review(cfg.site, load_yaml(cfg.file))  # the file again, for the lines: a few KB
+    if found.refused:
+        raise ConfigError([replace(p, message=f"{p.message} (refused: the site says `security: strict`)") for p in found.refused])
+    for problem in found.warnings:
+        warn(f"{problem} (`security: strict` refuses this)")
 
 
 def read_status(config: str) -> dict | int:

@@ -65,14 +65,41 @@ def parse_window(text: str) -> tuple[int, int]:
 
 
 
+ACK_ALL = "*"  # what ``ack: all`` is stored as
+_ACK_SCOPE = re.compile(r"^(group:)?[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def _ack_scope_item(value) -> str:
+    if not isinstance(value, str) or not (value == ACK_ALL or _ACK_SCOPE.match(value)):
+        raise ValueError(f"{value!r} is not an alert class or group:<recipient group> (e.g. fire, group:property-office)")
+    return value
+
+
+def _ack_scopes(value):
+    """``all`` -> ["*"]; ``null`` -> []; a list stays a list (its entries are checked one by one)."""
+    if value == "all":
+        return [ACK_ALL]
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValueError("expected `all`, or a list of alert classes and group:<recipient group> entries")
+    return value
+
+
+AckScope = Annotated[str, BeforeValidator(_ack_scope_item)]
+
+
 class IssuerConfig(Strict):
-    """Someone who may sign commands, and what they may do."""
+    """Someone who may sign commands or acks, and what they may do."""
 
     public_key: str | None = Field(None, description="Ed25519 public key: base64 of the raw 32 bytes (as `canopy keys gen` prints), or PEM text")
     public_key_file: str | None = Field(None, description="file holding the public key (.pub from `canopy keys gen`, or PEM); relative to the config file")
-    actions: list[Action] = Field(min_length=1, description="actions this issuer may ask for")
+    actions: list[Action] = Field(default_factory=list, description="actions this issuer may ask for")
     targets: list[str] = Field(default_factory=list, description="valve/lock ids this issuer may command; globs allowed ('zone-*', '*')")
     buildings: list[str] = Field(default_factory=list, description="also any valve/lock whose device location has one of these buildings")
+    ack: Annotated[list[AckScope], BeforeValidator(_ack_scopes)] = Field(
+        default_factory=list, description="alerts this issuer may acknowledge and resolve: `all`, or alert classes and "
+                                          "`group:<name>` (alerts that have reached that recipient group); docs/alerts.md")
     description: str = ""
     enabled: bool = True
 
@@ -80,7 +107,13 @@ class IssuerConfig(Strict):
     def _one_key(self) -> "IssuerConfig":
         if (self.public_key is None) == (self.public_key_file is None):
             raise ValueError("give public_key or public_key_file (exactly one)")
+        if not self.actions and not self.ack:
+            raise ValueError("give actions (commands this issuer may send) or ack (alerts it may acknowledge), or both")
         return self
+
+    def may_ack(self, cls: str | None, groups) -> bool:
+        """Whether this issuer may acknowledge an alert of class ``cls`` that has reached ``groups``."""
+        return ACK_ALL in self.ack or (cls is not None and cls in self.ack) or any(f"group:{g}" in self.ack for g in groups)
 
 
 class Sensor(Strict):

@@ -1,13 +1,16 @@
-"""Command intake: queue, parse, verify, authorise, then hand the command to its action.
+"""Command intake: the gate, a queue of verified commands, then freshness, authorisation and the action.
 
-``on_command`` only queues (bounded: beyond ``commands.queue`` a command is
-dropped and counted); one worker takes them one at a time.  A command runs
-only if it parses, its issuer is known and enabled, its Ed25519 signature
-verifies, it is addressed to this gateway, it is within its validity (with
-``clock_skew``), its id was not seen before (the id is on disk before the
-command runs) and the issuer may do that action on that target.  Anything
-else is rejected with a reason (docs/commands.md lists them), answered,
-audited, and touches no device.
+``on_command`` (sync, for every message on ``…/cmd``) runs the gate (gate.py): junk --
+unparseable, unknown issuer, replayed, rate-limited, bad signature -- is counted
+(junk.py) and goes no further.  A verified envelope of a known issuer takes a slot of
+the queue (``commands.queue``; beyond it the command is dropped and counted), which junk
+therefore cannot fill.  One worker takes them one at a time: the envelope must be
+addressed to this gateway and within its validity (with ``clock_skew``), its id must be
+new (on disk before the command runs), and the issuer must be allowed that action on
+that target.  Each of these is answered with a reason (docs/commands.md), audited, and
+touches no device.  Answers to authentic but stale envelopes (expired, another
+gateway's...: perhaps captured and sent again) have a budget per issuer; beyond it
+they are junk too (kind ``stale``).
 """
 
 from __future__ import annotations
@@ -17,24 +20,29 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 
-from core.protocol.envelope import Malformed, Unsigned, load_public_key, parse, peek, verify
+from core.protocol.envelope import Envelope, load_public_key
 from gateway.commands.audit import describe
 from gateway.commands.config import ACTIONS, LOCK_ACTIONS, SITE_ACTIONS, VALVE_ACTIONS, CommandsConfig, resolve_key_text, target_allowed
+from gateway.commands.gate import Gate, Junk, TokenBucket
+from gateway.commands.junk import JunkLedger
 
 log = logging.getLogger("canopy.commands")
 
 PURGE_INTERVAL = 3600.0  # forget expired command ids this often
+STALE_ANSWERS_BURST = 5.0  # answers to stale envelopes per issuer ...
+STALE_ANSWERS_PER_S = 1 / 60  # ... then one a minute
 
-Handler = Callable[[object, dict, object], Awaitable[None]]  # (envelope, info, target or None)
+Handler = Callable[[Envelope, dict, object], Awaitable[None]]  # (envelope, info, target or None)
 
 
 class Rejected(Exception):
-    """A command refused before it runs: ``reason`` (a REJECT_REASONS key), ``detail`` for people."""
+    """A command refused before it runs: ``reason`` (a REJECT_REASONS key), ``detail`` for people, extra fields."""
 
-    def __init__(self, reason: str, detail: str):
+    def __init__(self, reason: str, detail: str, **extra):
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
+        self.extra = extra
 
 
 def unknown_params(env, allowed: set[str]) -> str | None:
@@ -71,18 +79,27 @@ class Intake:
         self.locations = locations
         self.handlers = handlers
         self.counters = audit.counters
-        self.inbox: deque[bytes] = deque()
+        self.gate = Gate(cc, keys, clock)
+        self.junk = JunkLedger(clock, jobs, audit, self.counters)
+        self.stale_answers: dict[str, TokenBucket] = {}
+        self.inbox: deque[Envelope] = deque()
         self._ready = asyncio.Event()
         self.worker_busy = False
         self.current: asyncio.Task | None = None
 
     def on_command(self, topic: str, payload: bytes) -> None:
         self.counters["received"] += 1
-        if len(self.inbox) >= self.cc.queue:
-            self.counters["dropped"] += 1
-            self.audit.ratelog("dropped", "commands: queue full (%d waiting); a command was dropped unanswered", len(self.inbox))
+        verdict = self.gate.admit(payload)
+        if isinstance(verdict, Junk):
+            self.junk.count(verdict, payload)
             return
-        self.inbox.append(bytes(payload))
+        if len(self.inbox) >= self.cc.queue:
+            self.gate.forget(verdict)
+            self.counters["dropped"] += 1
+            self.audit.ratelog("dropped", "commands: queue full (%d verified commands waiting); command %s from %s dropped "
+                               "unanswered", len(self.inbox), verdict.id, verdict.issuer)
+            return
+        self.inbox.append(verdict)
         self._ready.set()
 
     def idle(self) -> bool:
@@ -96,9 +113,9 @@ class Intake:
                 while not self.inbox:
                     self._ready.clear()
                     await self._ready.wait()
-                payload = self.inbox.popleft()
+                env = self.inbox.popleft()
                 self.worker_busy = True
-                self.current = asyncio.create_task(self.process(payload), name="commands-current")
+                self.current = asyncio.create_task(self.process(env), name="commands-current")
                 try:
                     await self.current
                 except asyncio.CancelledError:
@@ -122,37 +139,29 @@ class Intake:
             except Exception as exc:
                 log.warning("commands: purging old ids failed: %s", exc)
 
-    async def process(self, payload: bytes) -> None:
-        info = peek(payload)
-        try:
-            env = parse(payload, self.cc.max_payload)
-        except Unsigned as exc:
-            return await self.audit.reject(info, "unsigned", str(exc))
-        except Malformed as exc:
-            return await self.audit.reject(info, "malformed", str(exc))
+    async def process(self, env: Envelope) -> None:
+        """A verified envelope: where and when, new, allowed -- then its action."""
         info = {"id": env.id, "issuer": env.issuer, "action": env.action, "target": env.target}
+        if env.on_behalf_of is not None:
+            info["on_behalf_of"] = env.on_behalf_of
         try:
-            self._authenticate(env, self.clock.time())
-            if not await self._fresh(env, info):
-                return
+            self._check_validity(env, self.clock.time())
+        except Rejected as r:
+            return await self._stale(env, info, r)
+        if not await self._fresh(env, info):
+            return
+        try:
             target = self._authorise(env, info)
         except Rejected as r:
-            return await self.audit.reject(info, r.reason, r.detail)
+            return await self.audit.reject(info, r.reason, r.detail, **r.extra)
         await self.handlers[env.action](env, info, target)
 
-    def _authenticate(self, env, now: float) -> None:
-        """Who sent it, for whom, and is it still valid? Raises Rejected."""
-        issuer = self.cc.issuers.get(env.issuer)
-        key = self.keys.get(env.issuer)
-        if issuer is None or not issuer.enabled or key is None:
-            raise Rejected("unauthorised_issuer", f"issuer {env.issuer!r} is not known to this gateway"
-                           if issuer is None else f"issuer {env.issuer!r} is disabled")
-        if not verify(env, key):
-            raise Rejected("bad_signature", "the signature does not match the envelope and the issuer's key")
+    def _check_validity(self, env: Envelope, now: float) -> None:
+        """Addressed to this gateway, and valid now? Raises Rejected."""
         if env.site != self.site or env.gateway != self.gateway:
             raise Rejected("wrong_gateway", f"addressed to {env.site}/{env.gateway}, this is {self.site}/{self.gateway}")
         if env.expires_at <= env.issued_at:
-            raise Rejected("malformed", "expires_at must be after issued_at")
+            raise Rejected("malformed", "expires_at must be after issued_at", problem="bad_field")
         if env.expires_at - env.issued_at > self.cc.max_validity:
             raise Rejected("validity_too_long", f"valid for {env.expires_at - env.issued_at:.0f} s; at most {self.cc.max_validity:.0f} s")
         if env.issued_at > now + self.cc.clock_skew:
@@ -160,21 +169,34 @@ class Intake:
         if now > env.expires_at:
             raise Rejected("expired", f"expired {now - env.expires_at:.1f} s ago")
 
-    async def _fresh(self, env, info: dict) -> bool:
-        """Record the id on disk before anything runs; False once the command has been answered."""
+    async def _stale(self, env: Envelope, info: dict, r: Rejected) -> None:
+        """Answer an authentic envelope outside its time or place -- within the issuer's budget; else it is junk."""
+        bucket = self.stale_answers.get(env.issuer)
+        if bucket is None:
+            bucket = self.stale_answers[env.issuer] = TokenBucket(STALE_ANSWERS_PER_S, STALE_ANSWERS_BURST,
+                                                                  STALE_ANSWERS_BURST, self.clock.monotonic())
+        if bucket.take(self.clock.monotonic()):
+            await self.audit.reject(info, r.reason, r.detail, stale=True, **r.extra)
+        else:
+            self.junk.count(Junk("stale", r.reason, r.detail, env.issuer))
+
+    async def _fresh(self, env: Envelope, info: dict) -> bool:
+        """Record the id on disk before anything runs; False once the command has been dealt with."""
         try:
             fresh = await self.store.remember(f"{env.issuer}/{env.id}", env.expires_at + self.cc.clock_skew)
         except Exception as exc:  # without the id on disk a replay could not be refused: do nothing
             log.error("commands: cannot record command id (%s); command not executed", exc)
             await self.audit.finish(info, "failed", reason="store_error", detail=f"cannot record the command id: {describe(exc)}")
             return False
-        if not fresh:
-            raise Rejected("replayed", f"command {env.id} from {env.issuer} was already received")
+        if not fresh:  # sent again after the gate forgot it (a restart): junk all the same
+            self.junk.count(Junk("replayed", "replayed", f"command {env.id} from {env.issuer} was already received", env.issuer))
+            return False
         if self.jobs.stopping:
-            raise Rejected("shutting_down", "the gateway is stopping")
+            await self.audit.reject(info, "shutting_down", "the gateway is stopping")
+            return False
         return True
 
-    def _authorise(self, env, info: dict):
+    def _authorise(self, env: Envelope, info: dict):
         """The action and its target exist, and this issuer may do it. Returns the target (None for '*')."""
         action = env.action
         if action not in ACTIONS:

@@ -21,6 +21,7 @@ from gateway.commands.audit import describe
 from gateway.commands.config import LockConfig
 from gateway.commands.interlocks import is_number
 from gateway.commands.intake import unknown_params
+from gateway.commands.lockout import locked_out_until, requester
 
 log = logging.getLogger("canopy.commands")
 
@@ -40,8 +41,8 @@ class Lock:
         self.relock_point = cfg.relock_point or ("relock_time" if "relock_time" in writable_points and cfg.relock != "gateway" else None)
         self.relock_by = "device" if self.relock_point and cfg.relock != "gateway" else "gateway"
         self.unlocked: dict | None = None  # our unlock waiting for its relock
-        self.attempts: deque[float] = deque()
-        self.lockout_until: float | None = None
+        self.attempts: dict[str, deque[float]] = {}  # requester -> monotonic times of refused unlocks (lockout.py)
+        self.lockouts: dict[str, float] = {}  # requester -> locked out until (wall clock)
         self.last: dict = {}
         self.battery_low_sent = False
         self.relock_pending_sent = False
@@ -99,9 +100,10 @@ class Locks:
         if (problem := unknown_params(env, set())) is not None:
             return await self.audit.reject(info, "invalid_params", problem)
         now = self.clock.time()
-        if lk.lockout_until is not None and now < lk.lockout_until:
-            return await self.audit.reject(info, "lockout", f"{lk.id} is locked out for another {lk.lockout_until - now:.0f} s "
-                                           "after repeated rejected unlock attempts", lockout_until=round(lk.lockout_until, 3))
+        who = requester(env.issuer, env.on_behalf_of)
+        if (until := locked_out_until(lk, who, now)) is not None:
+            return await self.audit.reject(info, "lockout", f"{who} is locked out of {lk.id} for another {until - now:.0f} s "
+                                           "after repeated refused unlock attempts", lockout_until=round(until, 3))
         await self.audit.accepted(info)
         async with lk.oplock:
             try:
@@ -238,7 +240,10 @@ class Locks:
         now = self.clock.time()
         out = {}
         for lk in self.by_id.values():
-            out[lk.id] = {"locked": lk.last.get("locked"), "tamper": lk.last.get("tamper"), "battery": lk.last.get("battery"),
-                          **({"unlocked_by": lk.unlocked.get("issuer"), "relock_at": lk.unlocked.get("relock_at")} if lk.unlocked else {}),
-                          **({"lockout_until": round(lk.lockout_until, 3)} if lk.lockout_until and lk.lockout_until > now else {})}
+            entry = out[lk.id] = {"locked": lk.last.get("locked"), "tamper": lk.last.get("tamper"), "battery": lk.last.get("battery")}
+            if lk.unlocked:
+                entry.update(unlocked_by=lk.unlocked.get("issuer"), relock_at=lk.unlocked.get("relock_at"))
+            lockouts = {who: round(until, 3) for who, until in lk.lockouts.items() if until > now}
+            if lockouts:
+                entry["lockouts"] = lockouts  # requester (issuer or issuer/person) -> until
         return out

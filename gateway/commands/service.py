@@ -12,7 +12,9 @@ Seam used by the runtime (gateway/runtime.py):
 - ``snapshot()`` for ``…/state``.
 
 This class only wires the parts together, one concept per module:
-intake.py (queue, parse, verify, authorise), valves.py (the valve arbiter),
+gate.py (junk recognised before it costs a queue slot), junk.py (what junk
+costs: counters and a summary a minute), intake.py (the queue of verified
+commands, freshness, authorisation), valves.py (the valve arbiter),
 valve_commands.py (irrigate, close, close_all, resume_programs),
 interlocks.py, programs.py (the irrigation scheduler), locks.py (unlock,
 lock, relock), lockout.py, audit.py (results, audit records, counters),
@@ -197,7 +199,9 @@ class CommandService:
         return {"link": self.link_up, "valves": self.valves.snapshot(), "locks": self.locks.snapshot(),
                 "programs": self.programs.snapshot(),
                 "programs_paused_until": round(self.hold_until, 3) if self.programs.held(now) else None,
-                "counters": {**self.counters, "rejected": dict(self.counters["rejected"]), "store_errors": self.store.write_errors}}
+                "counters": {**self.counters, "rejected": dict(self.counters["rejected"]),
+                             "junk": {kind: dict(reasons) for kind, reasons in self.counters["junk"].items()},
+                             "junk_issuers": dict(self.counters["junk_issuers"]), "store_errors": self.store.write_errors}}
 
 
 def _writable_points(cfg) -> dict[str, set[str]]:

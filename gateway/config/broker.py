@@ -1,4 +1,4 @@
-"""How the gateway reaches its MQTT broker: address, TLS and credentials.
+"""How the gateway reaches its MQTT broker: address, protocol version, TLS and credentials.
 
 The files these name (CA, client key, password file) are checked when the
 site is loaded (``gateway.config.checks``), so a wrong path is a config error
@@ -7,7 +7,9 @@ with its line, not a failed connection an hour later.
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
 
 from core.model import Strict
 
@@ -28,6 +30,8 @@ class TlsConfig(Strict):
 class BrokerConfig(Strict):
     host: str = Field(description="broker host name or address")
     port: int = Field(8883, ge=1, le=65535)
+    protocol: Literal["5", "3.1.1"] = Field(
+        "5", description='MQTT version: "5", or "3.1.1" for brokers that cannot speak 5 (docs/protocol.md lists what that loses)')
     tls: TlsConfig | None = Field(None, description="omit for plain TCP (only sensible on loopback or a VPN)")
     username: str | None = None
     password: str | None = Field(None, description="literal or ${ENV_VAR}; prefer password_file")
@@ -38,6 +42,11 @@ class BrokerConfig(Strict):
     connect_timeout: float = Field(10.0, gt=0, le=120)
     backoff_initial: float = Field(1.0, gt=0, le=60)
     backoff_max: float = Field(60.0, gt=0, le=3600)
+
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _version_as_text(cls, v):
+        return str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v  # YAML reads `protocol: 5` as a number
 
     @model_validator(mode="after")
     def _secret(self) -> "BrokerConfig":

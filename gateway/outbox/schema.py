@@ -2,8 +2,10 @@
 
 Each lane has its own table whose AUTOINCREMENT key is the lane's sequence
 number.  ``topic`` is the record's topic suffix under
-``canopy/v1/{site}/{gateway}/`` (``cmd/result``, ``alert/{group}``); NULL
-sends the record on its lane's own topic.
+``canopy/v1/{site}/{gateway}/`` (``cmd/result``, ``alert/{group}``), or several
+separated by one space (``event alert/property-office``: the record is
+published on each, docs/protocol.md *Topic routing*); NULL sends the record on
+its lane's own topic.
 
 Version 1 files (before the column) kept the suffix inside the JSON body
 (``"topic":"cmd/result"``) and the uplink parsed every body at send time to
@@ -16,6 +18,7 @@ version 1 file as it was, to be upgraded at the next start.
 from __future__ import annotations
 
 import logging
+import re
 
 import aiosqlite
 import orjson
@@ -35,6 +38,7 @@ SCHEMA = [
     ),
 ]
 
+_SUFFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)*")  # no wildcard, space or empty level
 _CHUNK = 1000  # version 1 rows rewritten per statement: bounded memory however large the backlog
 
 
@@ -91,3 +95,19 @@ def split_topic(body: bytes) -> tuple[str, bytes] | None:
         return None
     del record["topic"]
     return suffix, compact_json(record)
+
+
+def check_topic(lane: str, topic: str | None) -> str | None:
+    """The topic column of a record put on ``lane``: None, or suffixes separated by one space; ValueError otherwise."""
+    if not topic:
+        return None
+    if lane == "telemetry":
+        raise ValueError(f"telemetry records always go to the telemetry topic, not {topic!r}")
+    suffixes = topic.split(" ")
+    bad = [s for s in suffixes if not _SUFFIX.fullmatch(s)]
+    if bad:
+        raise ValueError(f"topic {topic!r}: {bad[0]!r} is not a topic suffix such as 'event' or 'alert/volunteers' "
+                         "(several are separated by one space)")
+    if len(set(suffixes)) != len(suffixes):
+        raise ValueError(f"topic {topic!r} names a topic twice")
+    return topic

@@ -28,7 +28,7 @@ from core.records import LANES, Lane, event_body
 from gateway.outbox.counters import LaneCounters, add_counts, load_counters
 from gateway.outbox.policy import Pruner, StorePolicy
 from gateway.outbox.ranges import AckedRanges
-from gateway.outbox.schema import SCHEMA, migrate
+from gateway.outbox.schema import SCHEMA, check_topic, migrate
 
 log = logging.getLogger("canopy.store")
 
@@ -175,16 +175,16 @@ class Outbox:
                   topic: str | None = None) -> list[int] | None:
         """Queue records for the writer; with ``wait_commit``, return their seqs once committed (accepted).
 
-        ``topic``: an alarm/event topic suffix (``cmd/result``, ``alert/{group}``); None: the lane's own.
+        ``topic``: an alarm/event topic suffix (``cmd/result``, ``alert/{group}``), or several separated by
+        one space (published on each; the records leave once every copy is acknowledged); None: the lane's own.
         Telemetry waits while its queue is full (backpressure), unless commits are failing: then the
         oldest queued telemetry is shed (counted) so polling goes on.  Alarms and events never wait.
         """
         if self._closing:
             raise RuntimeError("outbox is closing")
-        if topic and lane == "telemetry":
-            raise ValueError(f"telemetry records always go to the telemetry topic, not {topic!r}")
+        topic = check_topic(lane, topic)
         done = asyncio.get_running_loop().create_future() if wait_commit else None
-        item = _Item(lane, self.clock.time() if ts is None else ts, bodies, done, topic or None)
+        item = _Item(lane, self.clock.time() if ts is None else ts, bodies, done, topic)
         if lane == "telemetry":
             if self._queue.full() and self.degraded:
                 old = self._queue.get_nowait()

@@ -1,7 +1,10 @@
-"""One MQTT message from a page of outbox rows: cut to size, cut at a topic change, the envelope.
+"""One MQTT message from a page of outbox rows: cut to size, cut at a topic change, its topics, the envelope.
 
 Pure functions over ``Outbox.fetch`` rows ``(seq, body, topic)``; the
-envelope is the contract in docs/protocol.md (*Batch envelope*).
+envelope is the contract in docs/protocol.md (*Batch envelope*).  A row's
+topic column holds one topic suffix, or several separated by one space
+(``"event alert/property-office alert/volunteers"``): the message is then
+published, the same bytes, on each of them (*Topic routing*).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from operator import itemgetter
 
 import orjson
 
+from core.protocol import PROTOCOL_VERSION
 from core.protocol.topics import Topics
 from gateway.outbox.store import Row
 
@@ -29,7 +33,7 @@ def fit(rows: list[Row], max_bytes: int) -> list[Row]:
 
 
 def cut_at_topic(rows: list[Row]) -> list[Row]:
-    """The rows up to where the topic changes: a message carries records of one topic only."""
+    """The rows up to where the topic column changes: a message goes to one set of topics only."""
     first = rows[0][2]
     for i, row in enumerate(rows):
         if row[2] != first:
@@ -37,16 +41,17 @@ def cut_at_topic(rows: list[Row]) -> list[Row]:
     return rows
 
 
-def topic_for(topics: Topics, lane: str, suffix: str | None) -> str:
-    """Telemetry always goes to ``…/telemetry``; an alarm/event to its own suffix, else ``…/event``."""
-    if suffix and lane != "telemetry":
-        return f"{topics.base}/{suffix}"
-    return topics.for_lane(lane)
+def topics_for(topics: Topics, lane: str, column: str | None) -> list[str]:
+    """Where a message goes: telemetry always to ``…/telemetry``; an alarm/event to each suffix of its column, else ``…/event``."""
+    if column and lane != "telemetry":
+        return [f"{topics.base}/{suffix}" for suffix in column.split(" ")]
+    return [topics.for_lane(lane)]
 
 
 def compose(topics: Topics, epoch: str, lane: str, rows: list[Row]) -> bytes:
     """The batch envelope; each record is ``{"seq": n, …body}``, bodies spliced in unparsed."""
-    head = b'{"v":1,"site":%s,"gateway":%s,"epoch":"%s","lane":"%s","seq":[%d,%d],"records":[' % (
+    head = b'{"v":%d,"site":%s,"gateway":%s,"epoch":"%s","lane":"%s","seq":[%d,%d],"records":[' % (
+        PROTOCOL_VERSION,
         orjson.dumps(topics.site),
         orjson.dumps(topics.gateway),
         epoch.encode(),

@@ -11,6 +11,7 @@ import os
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from gateway.config.broker import BrokerConfig, TlsConfig
 from gateway.config.checks import read_secret
@@ -18,13 +19,14 @@ from gateway.config.checks import read_secret
 
 @dataclass(frozen=True, slots=True)
 class BrokerEndpoint:
-    """Where the broker is and how to log in: everything a client needs before CONNECT."""
+    """Where the broker is, which MQTT it speaks and how to log in: everything a client needs before CONNECT."""
 
     host: str
     port: int
     username: str | None = None
     password: str | None = None
     tls: ssl.SSLContext | None = None
+    protocol: Literal["5", "3.1.1"] = "5"
 
     def __str__(self) -> str:
         return f"{self.host}:{self.port}"
@@ -56,10 +58,12 @@ def embedded_broker_port() -> int:
 def broker_endpoint(broker: BrokerConfig | None, resolve: Callable[[str], str]) -> BrokerEndpoint:
     """The endpoint of a site's broker; no `broker:` means the embedded one on loopback.
 
+    The embedded broker may be amqtt, which speaks MQTT 3.1.1 only: 3.1.1 works with either kind.
+
     Raises OSError / PermissionError (password file) and ssl.SSLError (CA, client cert).
     """
     if broker is None:
-        return BrokerEndpoint("127.0.0.1", embedded_broker_port())
+        return BrokerEndpoint("127.0.0.1", embedded_broker_port(), protocol="3.1.1")
     password = broker_password(broker, resolve) if broker.username else None
     tls = tls_context(broker.tls, resolve) if broker.tls is not None else None
-    return BrokerEndpoint(broker.host, broker.port, broker.username, password, tls)
+    return BrokerEndpoint(broker.host, broker.port, broker.username, password, tls, broker.protocol)

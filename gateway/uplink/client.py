@@ -14,8 +14,10 @@ the TLS and password policy of ``broker_auth``) and what a failure looks like
 (``MqttConnectError`` with the broker's reason, ``MqttCodeError`` for a refused
 subscription or publish, ``MqttDisconnectedError`` when the link drops while
 something waits).  An exception inside a paho callback is caught there and
-raised to whoever awaits, never only logged.  MQTT 3.1.1 by default;
-``protocol="5"`` gives MQTT 5 (properties, reason codes) through the same calls.
+raised to whoever awaits, never only logged.  MQTT 5 by default (the
+endpoint's ``protocol``; ``"3.1.1"`` for old brokers) through the same calls.
+Every client announces a Maximum Packet Size and refuses a bigger packet from
+its header, before reading it (``packet_guard``), counted in ``refused_too_large``.
 """
 
 from __future__ import annotations
@@ -26,53 +28,26 @@ import logging
 import secrets
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from typing import Literal
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from core.backoff import RateLimitedLog
 from gateway.uplink.broker_auth import BrokerEndpoint
 from gateway.uplink.mqtt import PahoOnLoop
 from gateway.uplink.mqtt_errors import (MqttCodeError, MqttConnectError, MqttDisconnectedError, MqttError,
                                         describe_connect_failure, describe_refusal)
+from gateway.uplink.mqtt_types import PAHO_PROTOCOL, RECEIVER_MAX_PACKET_SIZE, Message, Protocol, Will
+from gateway.uplink.packet_guard import GuardedPaho
 
 __all__ = ["Message", "MqttClient", "MqttCodeError", "MqttConnectError", "MqttDisconnectedError", "MqttError",
            "Protocol", "Will"]
 
 log = logging.getLogger("canopy.mqtt")
-
-Protocol = Literal["3.1.1", "5"]
-_PAHO_PROTOCOL = {"3.1.1": mqtt.MQTTv311, "5": mqtt.MQTTv5}
-
-
-# ------------------------------------------------------------------------------------ values
-@dataclass(frozen=True, slots=True)
-class Will:
-    """The last will: published by the broker if the connection dies without a DISCONNECT."""
-
-    topic: str
-    payload: bytes
-    qos: int = 1
-    retain: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One message the broker delivered (``properties`` with MQTT 5 only)."""
-
-    topic: str
-    payload: bytes
-    qos: int
-    retain: bool
-    properties: Properties | None = None
-
-    def matches(self, pattern: str) -> bool:
-        """Whether the topic matches a subscription pattern with ``+`` and ``#``."""
-        return mqtt.topic_matches_sub(pattern, self.topic)
 
 
 def _guarded(callback):
@@ -95,19 +70,26 @@ class MqttClient:
     """One connection to one broker, used from one event loop.
 
     ``max_queued_messages`` bounds the messages delivered but not yet read;
-    past it the oldest are dropped and counted in ``dropped``.  For many
+    past it the oldest are dropped and counted in ``dropped``; with
+    ``on_message`` every message goes to that callback instead.  For many
     messages in flight at once (the uplink's pump), ``publish_nowait`` returns
     the mid and ``on_published(mid, reason_code)`` hears each acknowledgement.
+    ``connect()`` again after the link dropped makes a fresh connection (a new
+    paho client) with the same settings; ``clean_start`` may change in between.
+    ``session_expiry`` (seconds, MQTT 5) keeps the session on the broker.
     """
 
-    def __init__(self, endpoint: BrokerEndpoint, *, client_id: str | None = None, protocol: Protocol = "3.1.1",
+    def __init__(self, endpoint: BrokerEndpoint, *, client_id: str | None = None, protocol: Protocol | None = None,
                  keepalive: int = 30, connect_timeout: float = 10.0, clean_start: bool = True, will: Will | None = None,
-                 connect_properties: Properties | None = None, max_queued_messages: int = 10_000, max_inflight: int = 20,
-                 on_published: Callable[[int, ReasonCode], None] | None = None):
-        if protocol not in _PAHO_PROTOCOL:
-            raise ValueError(f"MQTT protocol {protocol!r}: expected one of {', '.join(_PAHO_PROTOCOL)}")
-        if connect_properties is not None and protocol != "5":
-            raise ValueError("connect properties need MQTT 5")
+                 session_expiry: int | None = None, max_packet_size: int = RECEIVER_MAX_PACKET_SIZE,
+                 max_queued_messages: int = 10_000, max_inflight: int = 20,
+                 on_published: Callable[[int, ReasonCode], None] | None = None,
+                 on_message: Callable[[Message], None] | None = None):
+        protocol = protocol or endpoint.protocol
+        if protocol not in PAHO_PROTOCOL:
+            raise ValueError(f"MQTT protocol {protocol!r}: expected one of {', '.join(PAHO_PROTOCOL)}")
+        if session_expiry is not None and protocol != "5":
+            raise ValueError("a session expiry needs MQTT 5 (3.1.1 has clean session true or false only)")
         self.endpoint = endpoint
         self.client_id = client_id or f"canopy-{secrets.token_hex(4)}"
         self.protocol = protocol
@@ -115,12 +97,17 @@ class MqttClient:
         self.connect_timeout = connect_timeout
         self.clean_start = clean_start
         self.will = will
-        self.connect_properties = connect_properties
+        self.session_expiry = session_expiry
+        self.max_packet_size = max_packet_size
         self.max_inflight = max_inflight
         self.on_published = on_published
+        self.on_message = on_message
         self.session_present = False
         self.connack_properties: Properties | None = None
         self.dropped = 0  # messages dropped because nobody read them in time
+        self.refused_too_large = 0  # packets refused unread: bigger than max_packet_size
+        self._refusals = RateLimitedLog(log)
+        self._refused_reason: str | None = None  # why this connection ended, when we refused a packet
         self._paho: mqtt.Client | None = None
         self._adapter: PahoOnLoop | None = None
         self._connack: asyncio.Future | None = None
@@ -159,6 +146,7 @@ class MqttClient:
         loop = asyncio.get_running_loop()
         self._error = None
         self._closing = False
+        self._refused_reason = None
         self._paho = self._new_paho()
         self._adapter = PahoOnLoop(loop, self._paho, on_error=self._fail)
         self._connack = loop.create_future()
@@ -180,8 +168,9 @@ class MqttClient:
 
     def _new_paho(self) -> mqtt.Client:
         v5 = self.protocol == "5"
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=_PAHO_PROTOCOL[self.protocol],
-                             clean_session=None if v5 else self.clean_start)
+        client = GuardedPaho(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=PAHO_PROTOCOL[self.protocol],
+                             clean_session=None if v5 else self.clean_start,
+                             max_packet_size=self.max_packet_size, on_refused=self._refused)
         client.connect_timeout = self.connect_timeout  # bounds the worker thread, even after we gave up on it
         client.max_inflight_messages_set(self.max_inflight)
         e = self.endpoint
@@ -202,9 +191,24 @@ class MqttClient:
         """TCP (and TLS) connect plus CONNECT queued: runs in a worker thread."""
         e = self.endpoint
         if self.protocol == "5":
-            client.connect(e.host, e.port, self.keepalive, clean_start=self.clean_start, properties=self.connect_properties)
+            client.connect(e.host, e.port, self.keepalive, clean_start=self.clean_start, properties=self._connect_properties())
         else:
             client.connect(e.host, e.port, self.keepalive)
+
+    def _connect_properties(self) -> Properties:
+        props = Properties(PacketTypes.CONNECT)
+        props.MaximumPacketSize = self.max_packet_size  # an MQTT 5 broker then drops what is bigger for us
+        if self.session_expiry:
+            props.SessionExpiryInterval = self.session_expiry
+        return props
+
+    def _refused(self, size: int) -> None:
+        """The guard refused a packet unread (it has sent DISCONNECT 0x95 with MQTT 5 and shut the socket)."""
+        self.refused_too_large += 1
+        self._refused_reason = (f"refused a packet of {size} bytes unread: larger than the Maximum Packet Size "
+                                f"{self.max_packet_size}")
+        self._refusals("too_large", "broker %s sent a packet of %d bytes, over the Maximum Packet Size %d: refused unread, "
+                       "disconnecting%s", self.endpoint, size, self.max_packet_size, " (reason 0x95)" if self.protocol == "5" else "")
 
     async def disconnect(self, timeout: float = 2.0) -> None:
         """Send DISCONNECT (so no last will), wait briefly until it is written, let the socket go."""
@@ -223,6 +227,9 @@ class MqttClient:
 
     def _release(self) -> None:
         client, self._paho = self._paho, None
+        if self._connack is not None and not self._connack.done():  # a connect still waiting: let it go now
+            self._connack.set_exception(MqttDisconnectedError("disconnected by the client"))
+            self._connack.exception()  # retrieved: no "never retrieved" warning when nobody awaits it any more
         if self._adapter is not None:
             self._adapter.detach()
             self._adapter = None
@@ -245,7 +252,10 @@ class MqttClient:
         self._arrived.set()
 
     def _fail(self, exc: BaseException) -> None:
-        """An exception in a paho callback or loop step: raised to every waiter and the next call."""
+        """An exception in a paho callback or loop step: raised to every waiter and the next call.
+
+        The connection is over for us (``wait_closed`` returns): its state is unknown.
+        """
         log.debug("MQTT client error: %r", exc)
         if self._error is None:
             self._error = exc
@@ -255,7 +265,7 @@ class MqttClient:
         for fut in acks.values():
             if not fut.done():
                 fut.set_exception(exc)
-        self._arrived.set()
+        self._end(MqttDisconnectedError(f"MQTT client error: {type(exc).__name__}: {exc}"))
 
     def _require(self) -> mqtt.Client:
         if self._error is not None:
@@ -354,9 +364,10 @@ class MqttClient:
 
     @_guarded
     def _on_disconnect(self, client, userdata, flags, rc, properties) -> None:
+        why = self._refused_reason or str(rc)
         if self._connack is not None and not self._connack.done():
-            self._connack.set_exception(MqttDisconnectedError(f"disconnected before CONNACK ({rc})"))
-        self._end(None if self._closing else MqttDisconnectedError(f"connection to {self.endpoint} lost: {rc}"))
+            self._connack.set_exception(MqttDisconnectedError(f"disconnected before CONNACK ({why})"))
+        self._end(None if self._closing else MqttDisconnectedError(f"connection to {self.endpoint} lost: {why}", reason=why))
 
     @_guarded
     def _on_suback(self, client, userdata, mid, reason_codes, properties) -> None:  # SUBACK and UNSUBACK
@@ -386,11 +397,15 @@ class MqttClient:
             self.dropped += 1
             log.warning("dropped a message whose topic is not UTF-8")
             return
+        props = msg.properties if self.protocol == "5" else None
+        message = Message(topic, msg.payload, msg.qos, bool(msg.retain), props)
+        if self.on_message is not None:
+            self.on_message(message)
+            return
         if len(self._inbox) == self._inbox.maxlen:
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 1000 == 0:
                 log.warning("%d message(s) dropped: nobody read them in time (max_queued_messages %d)",
                             self.dropped, self._inbox.maxlen)
-        props = msg.properties if self.protocol == "5" else None
-        self._inbox.append(Message(topic, msg.payload, msg.qos, bool(msg.retain), props))
+        self._inbox.append(message)
         self._arrived.set()

@@ -3,7 +3,8 @@
 paho exposes socket callbacks for external event loops; we register the
 socket with the loop's reader/writer so every paho callback runs on the loop
 thread.  Only the blocking TCP/TLS connect runs in a worker thread, before
-the socket is handed to the loop.
+the socket is handed to the loop.  The socket paho reads from is usually a
+``packet_guard.GuardedSocket`` (the asyncio client makes it one).
 
 An exception raised while paho reads, writes or keeps the link alive goes to
 ``on_error`` when one is given (the asyncio client re-raises it to whoever
@@ -77,9 +78,9 @@ class PahoOnLoop:
     def _read(self) -> None:
         client = self.client
         client.loop_read()
-        # TLS may hold decrypted bytes the selector cannot see.
+        # TLS may hold decrypted bytes the selector cannot see (a GuardedSocket says so through pending()).
         sock = self._sock
-        while isinstance(sock, ssl.SSLSocket) and sock is self._sock and sock.pending():
+        while sock is self._sock and _pending(sock):
             client.loop_read()
 
     def _on_close(self, client, userdata, sock) -> None:
@@ -131,3 +132,10 @@ class PahoOnLoop:
         self._detached = True
         if self._sock is not None:
             self._close(self._sock)
+
+
+def _pending(sock) -> int:
+    """Bytes already decrypted inside a TLS socket (or its guard); 0 for plain TCP."""
+    if isinstance(sock, ssl.SSLSocket) or hasattr(type(sock), "pending"):
+        return sock.pending()
+    return 0

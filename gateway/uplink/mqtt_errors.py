@@ -42,7 +42,11 @@ class MqttCodeError(MqttError):
 
 
 class MqttDisconnectedError(MqttError):
-    """The connection ended while a request or the message stream waited on it."""
+    """The connection ended while a request or the message stream waited on it; ``reason`` says why, when known."""
+
+    def __init__(self, message: str, *, reason: str | None = None):
+        super().__init__(message)
+        self.reason = reason or message
 
 
 def describe_connect_failure(exc: BaseException) -> str:

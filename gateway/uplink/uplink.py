@@ -1,9 +1,16 @@
-"""The uplink: outbox -> MQTT broker, QoS 1, a record leaves only after PUBACK.
+"""The uplink: outbox -> MQTT broker, QoS 1, a record leaves only after PUBACK (docs/protocol.md).
 
-Each connection gets a fresh paho client, so nothing paho queued for a dead
-connection is replayed behind our back: after a reconnect the outbox itself
-is read again from its oldest unacknowledged record.  Alarms go first, then
-events, then telemetry; some of the in-flight window is kept free for alarms.
+It talks through the one asyncio client every CLI uses (``MqttClient``), with
+a fresh paho connection each time, so nothing queued for a dead connection is
+replayed behind our back: after a reconnect the outbox itself is read again
+from its oldest unacknowledged record.  MQTT 5 with a session the broker keeps
+for an hour (what is sent to the gateway while it is away waits for it), or
+3.1.1 with a clean session; either way a Maximum Packet Size is announced and
+enforced on receive.  On each connection: the retained documents (``…/meta``),
+every subscription, and "online" only after every SUBACK.  Alarms go first,
+then events, then telemetry; some of the in-flight window is kept free for
+alarms.  A message whose rows name several topics is published on each, and
+its rows leave the outbox once every copy is acknowledged.
 """
 
 from __future__ import annotations
@@ -12,24 +19,28 @@ import asyncio
 import logging
 import math
 import os
-import ssl
 from collections.abc import Callable
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
 
-from core.backoff import Backoff, FailureLog
+from core.backoff import Backoff, FailureLog, RateLimitedLog
+from core.protocol.limits import MAX_PACKET_SIZE
 from core.protocol.topics import Topics
 from core.records import LANES, Lane
 from gateway.config.broker import BrokerConfig
 from gateway.outbox.store import Outbox, Row
-from gateway.uplink.batch import compose, cut_at_topic, fit, topic_for
-from gateway.uplink.broker_auth import broker_password, tls_context
-from gateway.uplink.mqtt import PahoOnLoop
+from gateway.uplink.batch import compose, cut_at_topic, fit, topics_for
+from gateway.uplink.broker_auth import broker_endpoint
+from gateway.uplink.client import MqttClient, MqttConnectError, MqttError, Will
 from gateway.uplink.state import state_payload
-from gateway.uplink.window import RESERVED_SLOTS, InFlight, QueueDelayWindow, RateLimit
+from gateway.uplink.subscriptions import Handler, Subscriptions, capability_of
+from gateway.uplink.window import RESERVED_SLOTS, Batch, InFlight, QueueDelayWindow, RateLimit
 
 log = logging.getLogger("canopy.uplink")
+
+# MQTT 5 session expiry: the longest validity a command may have (commands.max_validity), so what is
+# sent to the gateway while it is away waits that long for it (docs/protocol.md#connection).
+SESSION_EXPIRY = 3600
 
 
 class Uplink:
@@ -57,13 +68,13 @@ class Uplink:
         self.batch_max_records = batch_max_records
         self.batch_max_bytes = batch_max_bytes
         self.state = state or (lambda: {})
-        self.connected = asyncio.Event()
-        self.published = {lane: 0 for lane in LANES}  # messages sent (including re-sends)
+        self.connected = asyncio.Event()  # the broker accepted the connection (CONNACK)
+        self.online = asyncio.Event()  # every subscription acknowledged and "online" published
+        self.published = {lane: 0 for lane in LANES}  # messages sent (including re-sends and copies)
         self.acked_records = {lane: 0 for lane in LANES}
+        self.puback_refused = 0  # copies the broker refused in their PUBACK (MQTT 5): their records stay
         self.connects = 0
         self.last_error: str | None = None
-        self._client: mqtt.Client | None = None
-        self._adapter: PahoOnLoop | None = None
         self._inflight: dict[int, InFlight] = {}
         self._inflight_bytes = 0  # of events and telemetry: what an alarm may queue behind
         self.max_inflight_bytes = max_inflight_bytes
@@ -73,95 +84,122 @@ class Uplink:
         self._byte_rate = RateLimit(max_bytes_per_s)
         self._wake = asyncio.Event()
         self._stopping = False
-        self._connack: asyncio.Future | None = None
-        self._gone: asyncio.Future | None = None
-        self._password = broker_password(broker, self._path)
-        self._tls = tls_context(broker.tls, self._path) if broker.tls is not None else None
-        self._handlers: dict[str, Callable[[str, bytes], None]] = {}
+        self._stop_requested = asyncio.Event()
+        self._drop_session = False  # a packet was refused: start the next MQTT 5 session clean
+        self._refusals = RateLimitedLog(log)
+        self.subscriptions = Subscriptions()
+        self._retained: dict[str, bytes] = {}  # topic -> document published (retained) on every connect
         self.on_link: list[Callable[[bool], None]] = []  # told when the broker link comes and goes
-        self.on_acked: list[Callable[[str, int, int], None]] = []  # (lane, first, last) of each PUBACKed message
+        self.on_acked: list[Callable[[str, int, int], None]] = []  # (lane, first, last) once every copy is PUBACKed
+        v5 = broker.protocol == "5"
+        self.client = MqttClient(
+            broker_endpoint(broker, self._path), client_id=broker.client_id or f"canopy-{topics.site}-{topics.gateway}",
+            keepalive=broker.keepalive, connect_timeout=broker.connect_timeout, clean_start=not v5,
+            session_expiry=SESSION_EXPIRY if v5 else None, max_packet_size=MAX_PACKET_SIZE,
+            max_inflight=broker.max_inflight, on_published=self._on_publish, on_message=self.subscriptions.route)
 
     # -- configuration -------------------------------------------------------
     def _path(self, p: str) -> str:
         return p if os.path.isabs(p) else os.path.join(self.base_dir, p)
 
-    def subscribe(self, topic: str, handler: Callable[[str, bytes], None]) -> None:
-        """Route messages of one topic to a handler (subscribed on every connect)."""
-        self._handlers[topic] = handler
+    def subscribe(self, topic: str, handler: Handler) -> None:
+        """Route messages of one topic to a handler (subscribed on every connect, before "online")."""
+        self.subscriptions.add(topic, handler)
+
+    def retain(self, topic: str, payload: bytes) -> None:
+        """A retained document (``…/meta``): published now when connected, and on every connect before "online"."""
+        self._retained[topic] = payload
+        if self.connected.is_set():
+            self._publish_retained(topic, payload)
 
     def wake(self) -> None:
         self._wake.set()
 
-    # -- connection loop ------------------------------------------------------
-    def _new_client(self) -> mqtt.Client:
-        loop = asyncio.get_running_loop()
-        cid = self.broker.client_id or f"canopy-{self.topics.site}-{self.topics.gateway}"
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cid, clean_session=True)
-        client.max_inflight_messages_set(self.broker.max_inflight)
-        client.max_queued_messages_set(0)
-        if self._tls is not None:
-            client.tls_set_context(self._tls)
-        if self.broker.username:
-            client.username_pw_set(self.broker.username, self._password)
-        client.will_set(self.topics.state, self._state_payload("offline", reason="connection lost"), qos=1, retain=True)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_publish = self._on_publish
-        client.on_message = self._on_message
-        self._adapter = PahoOnLoop(loop, client)
-        return client
+    def capabilities(self) -> set[str]:
+        """What a centre may ask of this gateway now: granted subscriptions, and the retained documents it publishes."""
+        return self.subscriptions.capabilities() | {cap for t in self._retained if (cap := capability_of(t))}
 
+    def stats(self) -> dict:
+        """The ``uplink`` section of ``…/state``."""
+        return {"connects": self.connects, "connected": self.connected.is_set(), "published": dict(self.published),
+                "last_error": self.last_error, "refused_too_large": self.client.refused_too_large,
+                "puback_refused": self.puback_refused}
+
+    # -- connection loop ------------------------------------------------------
     async def run(self) -> None:
         backoff = Backoff(self.broker.backoff_initial, self.broker.backoff_max)
         fail = FailureLog(log, f"broker {self.broker.host}:{self.broker.port}")
-        loop = asyncio.get_running_loop()
+        client = self.client
         while not self._stopping:
-            client = self._new_client()
-            self._client = client
-            self._connack = loop.create_future()
-            self._gone = loop.create_future()
+            client.will = Will(self.topics.state, self._state_payload("offline", reason="connection lost"))
+            client.clean_start = client.protocol != "5" or self._drop_session
             try:
-                await asyncio.wait_for(
-                    asyncio.to_thread(client.connect, self.broker.host, self.broker.port, self.broker.keepalive),
-                    timeout=self.broker.connect_timeout,
-                )
-                reason = await asyncio.wait_for(asyncio.shield(self._connack), timeout=self.broker.connect_timeout)
-            except (OSError, asyncio.TimeoutError, ssl.SSLError, ValueError) as exc:
-                self.last_error = _describe(exc)
-                fail.failed(f"cannot connect: {self.last_error}")
-                self._drop(client)
+                await client.connect()
+            except MqttConnectError as exc:
+                self.last_error = exc.reason
+                fail.failed(f"{'broker refused the connection' if exc.refused else 'cannot connect'}: {exc.reason}")
                 await self._pause(backoff.next())
                 continue
-            if reason.is_failure:
-                self.last_error = _refusal(reason)
-                fail.failed(f"broker refused the connection: {self.last_error}")
-                self._drop(client)
-                await self._pause(backoff.next())
-                continue
+            if self._stopping:  # stop() came while connecting
+                await client.disconnect()
+                break
             fail.recovered()
             backoff.reset()
             self.connects += 1
             self.last_error = None
-            log.info("connected to broker %s:%s%s", self.broker.host, self.broker.port, " (TLS)" if self._tls else "")
-            self.connected.set()
-            self._tell_link(True)
-            self.publish_state()
-            for topic in self._handlers:
-                client.subscribe(topic, qos=1)
-            pump = asyncio.create_task(self._pump(client), name="uplink-pump")
-            try:
-                await asyncio.shield(self._gone)
-            finally:
-                pump.cancel()
-                self.connected.clear()
-                self._tell_link(False)
-                self._inflight.clear()
-                self._inflight_bytes = 0
-                self.window.reset()
-            if not self._stopping:
-                fail.failed(f"connection lost: {self._gone.result()}")
-                self._drop(client)
+            self._drop_session = False
+            log.info("connected to broker %s:%s%s, MQTT %s%s", self.broker.host, self.broker.port,
+                     " (TLS)" if client.endpoint.tls else "", client.protocol,
+                     " (session resumed)" if client.session_present else "")
+            why = await self._serve(client)
+            if why is not None and not self._stopping:
+                fail.failed(f"connection lost: {getattr(why, 'reason', why)}")
                 await self._pause(backoff.next())
+
+    async def _serve(self, client: MqttClient) -> MqttError | None:
+        """One connection: publish, subscribe, go online; returns why it ended (None: we ended it)."""
+        refused = client.refused_too_large
+        self.connected.set()
+        self._tell_link(True)
+        pump = asyncio.create_task(self._pump(client), name="uplink-pump")
+        online = asyncio.create_task(self._go_online(client), name="uplink-online")
+        closed = asyncio.ensure_future(client.wait_closed())
+        try:
+            await asyncio.wait({closed, online}, return_when=asyncio.FIRST_COMPLETED)
+            if not closed.done() and not online.cancelled() and online.exception() is not None:
+                problem = online.exception()
+                await client.disconnect()
+                return problem if isinstance(problem, MqttError) else MqttError(f"subscribing failed: {problem!r}")
+            return await closed
+        finally:
+            for task in (pump, online, closed):
+                task.cancel()
+            self.connected.clear()
+            self.online.clear()
+            self._tell_link(False)
+            self.subscriptions.reset()
+            self._inflight.clear()
+            self._inflight_bytes = 0
+            self.window.reset()
+            self._drop_session = client.refused_too_large > refused
+
+    async def _go_online(self, client: MqttClient) -> None:
+        """Retained documents, then every subscription; "online" once every SUBACK is in."""
+        for topic, payload in self._retained.items():
+            self._publish_retained(topic, payload)
+        try:
+            async with asyncio.timeout(self.broker.connect_timeout):
+                await self.subscriptions.subscribe_all(client)
+        except TimeoutError:
+            raise MqttError(f"no SUBACK within {self.broker.connect_timeout:g} s") from None
+        self.online.set()
+        self.publish_state()
+
+    def _publish_retained(self, topic: str, payload: bytes) -> None:
+        try:
+            self.client.publish_nowait(topic, payload, qos=1, retain=True)
+        except MqttError:
+            pass  # the link went away: it is published again on the next connect
 
     def _tell_link(self, up: bool) -> None:
         for cb in self.on_link:
@@ -172,24 +210,9 @@ class Uplink:
 
     async def _pause(self, seconds: float) -> None:
         if not self._stopping:
-            await asyncio.sleep(seconds)
-
-    def _drop(self, client: mqtt.Client) -> None:
-        try:
-            client.disconnect()
-        except Exception:
-            pass
-        try:
-            client.loop_read()  # let paho notice and close the socket
-        except Exception:
-            pass
-        if self._adapter is not None:
-            self._adapter.detach()
-        sock = client.socket()
-        if sock is not None:
             try:
-                sock.close()
-            except OSError:
+                await asyncio.wait_for(self._stop_requested.wait(), timeout=seconds)
+            except TimeoutError:
                 pass
 
     async def drain(self, timeout: float) -> None:
@@ -206,70 +229,56 @@ class Uplink:
     async def stop(self, timeout: float = 2.0) -> None:
         """Publish a clean 'offline' state and disconnect (no last will)."""
         self._stopping = True
-        client = self._client
-        if client is not None and self.connected.is_set():
-            info = client.publish(self.topics.state, self._state_payload("offline", reason="shutdown"), qos=1, retain=True)
-            deadline = asyncio.get_running_loop().time() + timeout
-            while not info.is_published() and asyncio.get_running_loop().time() < deadline and self.connected.is_set():
-                await asyncio.sleep(0.02)
-            client.disconnect()
-            await asyncio.sleep(0.05)
-        if self._gone is not None and not self._gone.done():
-            self._gone.set_result("stopped")
-        if client is not None:
-            self._drop(client)
+        self._stop_requested.set()
+        if self.connected.is_set():
+            try:
+                async with asyncio.timeout(timeout):
+                    await self.client.publish(self.topics.state, self._state_payload("offline", reason="shutdown"),
+                                              qos=1, retain=True)
+            except (MqttError, TimeoutError):
+                pass
+        await self.client.disconnect()
 
-    # -- paho callbacks (on the loop thread) -------------------------------------
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
-        if self._connack is not None and not self._connack.done():
-            self._connack.set_result(reason_code)
-
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        if client is not self._client:
-            return
-        if self._connack is not None and not self._connack.done():
-            self._connack.set_exception(ConnectionError(f"disconnected before CONNACK ({reason_code})"))
-        if self._gone is not None and not self._gone.done():
-            self._gone.set_result(str(reason_code))
-        self._wake.set()
-
-    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
-        if client is not self._client:
-            return
+    # -- acknowledgements (on the loop thread) ------------------------------------
+    def _on_publish(self, mid: int, reason_code: ReasonCode) -> None:
         entry = self._inflight.pop(mid, None)
         if entry is None:
-            return
-        if entry.lane != "alarm":
+            return  # the state or a retained document
+        batch = entry.batch
+        if batch.lane != "alarm":
             self._inflight_bytes -= entry.size
             now = asyncio.get_running_loop().time()
             self.window.on_ack(now, now - entry.sent, entry.size)
-        self.outbox.ack(entry.lane, entry.first, entry.last)
-        self.acked_records[entry.lane] += entry.count
-        for cb in self.on_acked:
-            try:
-                cb(entry.lane, entry.first, entry.last)
-            except Exception:
-                log.exception("PUBACK callback failed")
+        if reason_code.is_failure:
+            batch.refused = True
+            self.puback_refused += 1
+            self._refusals("puback", "the broker refused a message on %s (%s): its records %d..%d stay in the outbox "
+                           "and go again after the next reconnect", entry.topic, reason_code, batch.first, batch.last)
+        batch.copies -= 1
+        if batch.copies == 0 and not batch.refused:
+            self.outbox.ack(batch.lane, batch.first, batch.last)
+            self.acked_records[batch.lane] += batch.count
+            for cb in self.on_acked:
+                try:
+                    cb(batch.lane, batch.first, batch.last)
+                except Exception:
+                    log.exception("PUBACK callback failed")
         self._wake.set()
-
-    def _on_message(self, client, userdata, msg) -> None:
-        handler = self._handlers.get(msg.topic)
-        if handler is not None:
-            try:
-                handler(msg.topic, msg.payload)
-            except Exception:  # a bad message must never take the uplink down
-                log.exception("handler for %s failed", msg.topic)
 
     # -- sending ----------------------------------------------------------------
     def publish_state(self, status: str = "online") -> None:
-        client = self._client
-        if client is not None and self.connected.is_set():
-            client.publish(self.topics.state, self._state_payload(status), qos=1, retain=True)
+        """The retained state, once this connection is online (every SUBACK in)."""
+        if self.online.is_set():
+            try:
+                self.client.publish_nowait(self.topics.state, self._state_payload(status), qos=1, retain=True)
+            except MqttError:
+                pass
 
     def _state_payload(self, status: str, **extra) -> bytes:
-        return state_payload(self.topics, status, boot=self.outbox.boot, health=self.state, **extra)
+        return state_payload(self.topics, status, boot=self.outbox.boot, health=self.state,
+                             capabilities=self.capabilities(), uplink=self.stats(), **extra)
 
-    async def _pump(self, client: mqtt.Client) -> None:
+    async def _pump(self, client: MqttClient) -> None:
         """Publish pending records, highest lane first, within the in-flight window.
 
         Events and telemetry also respect the replay rate limits and the
@@ -283,7 +292,7 @@ class Uplink:
             for lane in LANES:
                 lane_sent, hold = await self._send_lane(client, lane, cursor)
                 if lane_sent is None:
-                    return  # the connection is going away; _on_disconnect follows
+                    return  # the connection is going away
                 sent = sent or lane_sent
                 if hold is not None:
                     retry_in = hold if retry_in is None else min(retry_in, hold)
@@ -298,7 +307,7 @@ class Uplink:
                 else:
                     await self._wake.wait()
 
-    async def _send_lane(self, client: mqtt.Client, lane: Lane, cursor: dict[str, int]) -> tuple[bool | None, float | None]:
+    async def _send_lane(self, client: MqttClient, lane: Lane, cursor: dict[str, int]) -> tuple[bool | None, float | None]:
         """Send one lane's messages while the window allows.
 
         Returns (sent anything, seconds until a rate limit lets the next one go);
@@ -314,7 +323,7 @@ class Uplink:
             if cursor[lane] >= self.outbox.counters[lane].last_seq:
                 break  # nothing newer was ever committed in this lane: skip the SQLite round trip
             rows = await self.outbox.fetch(lane, cursor[lane], self.batch_max_records)
-            if client is not self._client or not self.connected.is_set():
+            if not client.is_connected:
                 return None, None
             if not rows:
                 break
@@ -336,43 +345,28 @@ class Uplink:
             return math.inf
         return max(self._msg_rate.delay(now), self._byte_rate.delay(now))
 
-    def _publish(self, client: mqtt.Client, lane: Lane, rows: list[Row]) -> int | None:
-        """Publish the first message's worth of rows; returns the last seq sent, None if paho refused."""
+    def _publish(self, client: MqttClient, lane: Lane, rows: list[Row]) -> int | None:
+        """Publish the first message's worth of rows on each of its topics; returns the last seq sent, None if the link is gone."""
         rows = fit(rows, self.batch_max_bytes if lane == "alarm" else self.window.message_bytes(self.batch_max_bytes))
         if lane != "telemetry":
             rows = cut_at_topic(rows)
         payload = self._compose(lane, rows)
-        info = client.publish(topic_for(self.topics, lane, rows[0][2]), payload, qos=1)
-        if info.rc != mqtt.MQTT_ERR_SUCCESS:
-            return None
-        self._inflight[info.mid] = InFlight(lane, rows[0][0], rows[-1][0], len(rows), len(payload), asyncio.get_running_loop().time())
-        if lane != "alarm":
-            self._inflight_bytes += len(payload)
-            self._last_size = len(payload)
-            self._msg_rate.charge(1)
-            self._byte_rate.charge(len(payload))
-        self.published[lane] += 1
+        targets = topics_for(self.topics, lane, rows[0][2])
+        batch = Batch(lane, rows[0][0], rows[-1][0], len(rows), copies=len(targets))
+        now = asyncio.get_running_loop().time()
+        for topic in targets:
+            try:
+                mid = client.publish_nowait(topic, payload, qos=1)
+            except MqttError:
+                return None
+            self._inflight[mid] = InFlight(batch, topic, len(payload), now)
+            if lane != "alarm":
+                self._inflight_bytes += len(payload)
+                self._last_size = len(payload)
+                self._msg_rate.charge(1)
+                self._byte_rate.charge(len(payload))
+            self.published[lane] += 1
         return rows[-1][0]
 
     def _compose(self, lane: str, rows: list[Row]) -> bytes:
         return compose(self.topics, self.outbox.epoch, lane, rows)
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, asyncio.TimeoutError):
-        return "timed out"
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"TLS certificate rejected: {exc.verify_message}"
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS error: {exc.reason or exc}"
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused (is the broker running and the port right?)"
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _refusal(reason) -> str:
-    text = str(reason)
-    low = text.lower()
-    if "not authori" in low or "bad user" in low or "password" in low:
-        return f"{text}: check broker.username and the password"
-    return text

@@ -16,13 +16,23 @@ RESERVED_SLOTS = {"alarm": 0, "event": 1, "telemetry": 2}
 
 
 @dataclass(slots=True)
-class InFlight:
-    """One published message awaiting its PUBACK."""
+class Batch:
+    """The records of one message, published on one or more topics: acknowledged once every copy is."""
 
     lane: Lane
     first: int
     last: int
     count: int
+    copies: int  # copies still awaiting their PUBACK
+    refused: bool = False  # the broker refused a copy (MQTT 5 PUBACK reason >= 0x80): the records stay
+
+
+@dataclass(slots=True)
+class InFlight:
+    """One published copy awaiting its PUBACK."""
+
+    batch: Batch
+    topic: str
     size: int
     sent: float = 0.0  # loop time of the publish call
 

@@ -13,11 +13,25 @@ from __future__ import annotations
 import time
 from datetime import datetime, timezone
 
+import orjson
 import pytest
 
+from core.protocol import envelope
 from gateway.cli.alerts import add_parsers, cmd_ack
 from tests.conftest import SimThread
-from tests.gateway.alerts.support import GROUPS, alert_messages, alert_records, chain, online, write_site
+from tests.gateway.alerts.support import (
+    DESK,
+    GROUPS,
+    STRANGER,
+    VOLUNTEERS,
+    alert_messages,
+    alert_records,
+    chain,
+    online,
+    signed_ack,
+    topic_leaves,
+    write_site,
+)
 from tests.support import wait_until
 
 SMOKE = {"id": "smoke-alarm", "type": "state", "devices": ["smoke-shed", "smoke-hall"], "point": "alarm", "to": True,
@@ -26,11 +40,22 @@ SMOKE = {"id": "smoke-alarm", "type": "state", "devices": ["smoke-shed", "smoke-
 
 
 def ack(cfg, alert_id: str, by: str, *extra: str) -> int:
+    """`canopy ack` with the duty desk's key (issuer duty-desk, ack: all), for the person ``by``."""
     import argparse
 
+    key = cfg.parent / "duty-desk.key"
+    if not key.exists():
+        key.write_bytes(envelope.private_pem(DESK))
+        key.chmod(0o600)
     parser = argparse.ArgumentParser()
     add_parsers(parser.add_subparsers(dest="command"))
-    return cmd_ack(parser.parse_args(["ack", alert_id, "--by", by, "-c", str(cfg), *extra]))
+    return cmd_ack(parser.parse_args(["ack", alert_id, "--key", str(key), "--as", by, "-c", str(cfg), *extra]))
+
+
+def copies(sub, type_: str, leaves: set[str], timeout: float = 3.0, **match) -> dict:
+    """The record once a copy has arrived on each of ``leaves`` (the copies of one record travel separately)."""
+    return wait_until(lambda: next((r for r in alert_records(sub, type_, **match) if topic_leaves(r) >= leaves), None),
+                      timeout, 0.02, what=f"{type_} on {sorted(leaves)}")
 
 
 @pytest.fixture
@@ -64,7 +89,8 @@ def test_smoke_is_a_critical_alarm_within_2s_sounds_the_sounder_and_escalates_un
     assert shed["readings"][0]["point"] == "alarm" and shed["readings"][0]["value"] is True
     assert shed["message"] == "[CRITICAL] Smoke alarm at building 3, e-bike-shed (smoke-shed)"
     assert shed["group"] == "property-office" and shed["recipients"] == ["duty-desk"]
-    assert shed["_topic"] == "canopy/v1/sunny-court/gw-3/alert/property-office"
+    assert topic_leaves(copies(sub, "alert.raised", {"event", "alert/property-office"}, alert=shed["alert"])) == {
+        "event", "alert/property-office"} and shed["groups"] == ["property-office"]
     wait_until(lambda: sounder.outputs["sounder"], 2, 0.02, what="sounder coil set")
     assert any(m["lane"] == "alarm" and any(r["type"] == "alert.raised" for r in m["records"])
                for _, m in alert_messages(sub)), "alerts travel in the alarm lane"
@@ -74,13 +100,16 @@ def test_smoke_is_a_critical_alarm_within_2s_sounds_the_sounder_and_escalates_un
     wait_until(lambda: alert_records(sub, "alert.escalated", alert=hall["alert"]), 4, what="hall: second group")
     assert ack(cfg, hall["alert"], "vol-wang", "--note", "on my way") == 0
     acked = alert_records(sub, "alert.acknowledged", alert=hall["alert"])
-    assert acked[0]["by"] == "vol-wang"
+    assert acked[0]["by"] == "vol-wang" and acked[0]["issuer"] == "duty-desk"
 
     # the unacknowledged shed alarm goes on to the third group, on time
     steps = wait_until(lambda: (s := alert_records(sub, "alert.escalated", alert=shed["alert"])) and len(s) >= 2 and s,
                        6, what="shed: third group")
-    assert [(r["step"], r["group"], r["recipients"], r["_topic"].rsplit("/", 1)[1]) for r in steps] == [
-        (1, "volunteers", ["vol-wang", "vol-li"], "volunteers"), (2, "grid-leader", ["grid-7-leader"], "grid-leader")]
+    assert [(r["step"], r["group"], r["recipients"]) for r in steps] == [
+        (1, "volunteers", ["vol-wang", "vol-li"]), (2, "grid-leader", ["grid-7-leader"])]
+    for r in steps:  # each step on …/event and every group reached so far
+        assert topic_leaves(copies(sub, "alert.escalated", {"event", *(f"alert/{g}" for g in r["groups"])}, alert=shed["alert"],
+                                   step=r["step"])) == {"event", *(f"alert/{g}" for g in r["groups"])}
     for r, after in zip(steps, (1.5, 3.0)):
         assert after <= r["ts"] - shed["raised_at"] < after + 0.6, f"step {r['step']} at +{r['ts'] - shed['raised_at']:.2f} s"
     # the acked hall alarm did not: wait past its third step
@@ -90,8 +119,9 @@ def test_smoke_is_a_critical_alarm_within_2s_sounds_the_sounder_and_escalates_un
 
     assert ack(cfg, shed["alert"], "duty-desk", "--resolve") == 0
     wait_until(lambda: not sounder.outputs["sounder"], 3, what="sounder released")
-    res = alert_records(sub, "alert.resolved", alert=shed["alert"])
-    assert res[0]["resolved_by"] == "ack:duty-desk" and res[0]["_topic"].endswith("/event")
+    everyone = {"event", "alert/property-office", "alert/volunteers", "alert/grid-leader"}
+    res = copies(sub, "alert.resolved", everyone, alert=shed["alert"])
+    assert res["resolved_by"] == "ack:duty-desk" and topic_leaves(res) == everyone
     assert len({r["alert"] for r in alert_records(sub, "alert.raised")}) == 2
 
 
@@ -172,3 +202,60 @@ def test_tap_left_running_30_minutes_is_one_water_alert(tmp_path, sim_fast, brok
     res = wait_until(lambda: alert_records(sub, "alert.resolved"), 5, what="resolved once the tap is off")
     assert res[0]["alert"] == rec["alert"] and res[0]["resolved_by"] == "condition"
     assert res[0]["message"].startswith("【已解除】")
+
+
+def test_bad_acks_change_nothing_a_signed_ack_through_canopy_ack_works(
+        tmp_path, community_sim, broker, subscriber_factory, gateway_factory):
+    """Issue 12: a forged, an unsigned, a replayed, an expired and a wrongly-scoped ack for a live critical smoke
+    alarm change nothing -- alert open, sounder on, escalation on time -- and each is counted (…/state) and
+    answered with its reason; then `canopy ack` with the duty desk's key resolves it and the sounder stops.
+
+    Chain: property office at once, volunteers after 3 s, grid leader after 6 s.
+    """
+    sub = subscriber_factory(broker.port)
+    rules = {"groups": GROUPS, "classes": {"fire": chain(0, 3.0, 6.0)}, "rules": [SMOKE]}
+    cfg = write_site(tmp_path, rules, sim_port=community_sim.port, broker={"host": "127.0.0.1", "port": broker.port})
+    gateway_factory(cfg)
+    wait_until(lambda: online(sub, "smoke-shed", "sounder"), 15, what="gateway online and polling")
+    sounder = community_sim.device("sounder").model
+    community_sim.device("smoke-shed").model.trigger_smoke()
+    raised = wait_until(lambda: alert_records(sub, "alert.raised"), 5, 0.02, what="smoke alarm")[0]
+    aid, now = raised["alert"], time.time()
+    wait_until(lambda: sounder.outputs["sounder"], 2, 0.02, what="sounder on")
+
+    topic = "canopy/v1/sunny-court/gw-3/alert/ack"
+    early = signed_ack(aid, key=VOLUNTEERS, issuer="vol-app", by="vol-wang", now=now, valid_for=600)
+    bad = {
+        "bad_signature": signed_ack(aid, key=STRANGER, issuer="duty-desk", by="duty-li", resolve=True, now=now),
+        "unsigned_ack": orjson.dumps({"alert": aid, "by": "duty-desk", "resolve": True}),
+        "expired": signed_ack(aid, key=DESK, issuer="duty-desk", resolve=True, now=now - 400, valid_for=300),
+        "unauthorised_alert": early,  # the volunteers have not been paged yet
+    }
+    for payload in bad.values():
+        sub.publish(topic, payload).wait_for_publish(5)
+    answers = wait_until(lambda: (r := alert_records(sub, "alert.ack_rejected")) and len(r) >= 4 and r, 5,
+                         what="the four refusals answered")
+    assert sorted(r["reason"] for r in answers) == sorted(bad)
+    assert next(r for r in answers if r["reason"] == "unsigned_ack")["detail"].startswith("acks must be signed v2 envelopes")
+    assert next(r for r in answers if r["reason"] == "unauthorised_alert")["id"] == orjson.loads(early)["id"]  # its audit
+
+    step1 = wait_until(lambda: alert_records(sub, "alert.escalated", step=1), 5, what="escalation to the volunteers")[0]
+    assert step1["ts"] - raised["raised_at"] < 3.6, "escalation on time despite the bad acks"
+    sub.publish(topic, early).wait_for_publish(5)  # replayed: now in vol-app's scope, but already received
+    wait_until(lambda: alert_records(sub, "alert.ack_rejected", reason="replayed"), 5, what="replay refused")
+    assert sounder.outputs["sounder"], "no bad ack released the sounder"
+
+    step2 = wait_until(lambda: alert_records(sub, "alert.escalated", step=2), 6, what="escalation to the grid leader")[0]
+    assert step2["ts"] - raised["raised_at"] < 6.6
+    state = wait_until(lambda: (st := sub.latest_state()) and len((st.get("alerts") or {}).get("ack_rejections", {})) >= 5 and st,
+                       5, what="refusals counted in …/state")
+    assert state["alerts"]["ack_rejections"] == {reason: 1 for reason in [*bad, "replayed"]}
+    assert [(a["id"], a["status"]) for a in state["alerts"]["open"]] in ([(aid, "raised")], [(aid, "delivered")])
+    assert alert_records(sub, "alert.acknowledged") == [] and sounder.outputs["sounder"]
+
+    assert ack(tmp_path / "site.yaml", aid, "duty-li", "--resolve", "--note", "false alarm, cooking") == 0
+    wait_until(lambda: not sounder.outputs["sounder"], 3, what="sounder released")
+    everyone = {"event", "alert/property-office", "alert/volunteers", "alert/grid-leader"}
+    acked = copies(sub, "alert.acknowledged", everyone, alert=aid)
+    assert (acked["by"], acked["issuer"], acked["note"]) == ("duty-li", "duty-desk", "false alarm, cooking")
+    assert alert_records(sub, "alert.resolved", alert=aid)[0]["resolved_by"] == "ack:duty-li"

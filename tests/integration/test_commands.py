@@ -74,6 +74,12 @@ def results(sub, cmd_id: str) -> list[dict]:
     return [r for m in sub.of("cmd/result") for r in m["records"] if r.get("id") == cmd_id]
 
 
+def junk(sub) -> dict:
+    """The commands' junk counters in the latest …/state (kind -> reason -> count)."""
+    state = sub.latest_state() or {}
+    return (state.get("commands") or {}).get("counters", {}).get("junk", {})
+
+
 def zone_open(sim, n: int) -> bool:
     return sim.device("valves").model.is_open(n, sim.clock.now())
 
@@ -86,15 +92,15 @@ def test_irrigate_end_to_end_reads_back_and_closes_by_itself(tmp_path, farm_sim,
     gw = gateway_factory(cfg)
     wait_online(sub)
 
-    # a forged command first: answered, audited, and nothing moves
+    # a forged command first: junk -- counted, never answered nor audited, and nothing moves
     key = envelope.load_private_key(farmer_key.read_bytes())
     forged = envelope.sign(envelope.make(issuer="farmer", site=SITE, gateway=GW, target="zone-2", action="irrigate",
                                          params={"duration_s": 60}), key)
     forged["params"]["duration_s"] = 600
-    recs = send(forged, host="127.0.0.1", port=broker.port, timeout=10)
-    assert recs and recs[-1]["status"] == "rejected" and recs[-1]["reason"] == "bad_signature"
-    wait_until(lambda: [a for a in events(sub, "cmd.audit") if a["id"] == forged["id"]], 5, what="audit of the forged command")
+    assert send(forged, host="127.0.0.1", port=broker.port, timeout=1.5) == []
+    wait_until(lambda: junk(sub).get("bad_signature"), 5, what="the forged command counted in the state")
     assert not zone_open(farm_sim, 2)
+    assert not [a for a in events(sub, "cmd.audit") if a["id"] == forged["id"]]
 
     t0 = time.monotonic()
     assert remote("irrigate", broker.port, farmer_key, "--zone", "2", "--minutes", "0.05") == 0
@@ -113,7 +119,8 @@ def test_irrigate_end_to_end_reads_back_and_closes_by_itself(tmp_path, farm_sim,
     assert executed and executed[0]["target"] == "zone-2"
     state = wait_until(lambda: (s := sub.latest_state()) and s["commands"]["counters"]["executed"] == 1 and s, 5,
                        what="commands in state")
-    assert state["commands"]["counters"]["rejected"] == {"bad_signature": 1}
+    assert state["commands"]["counters"]["rejected"] == {}
+    assert state["commands"]["counters"]["junk"] == {"bad_signature": {"bad_signature": 1}}
     rc, took = gw.terminate()
     assert rc == 0 and took < 5
 
@@ -196,10 +203,11 @@ def test_unlock_relocks_and_unauthorised_is_refused(tmp_path, broker, subscriber
         assert "unauthorised_action" in capsys.readouterr().out
         assert door.locked
 
-        assert remote("unlock", broker.port, duty, "--lock", "door-101", "--json") == 0
+        assert remote("unlock", broker.port, duty, "--lock", "door-101", "--json", "--as", "vol-wang") == 0
         lines = [orjson.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
         final = lines[-1]
         assert final["status"] == "executed" and final["state"]["locked"] is False and final["relock_by"] == "device"
+        assert final["on_behalf_of"] == "vol-wang"
         assert door.relock_after == 2.0  # armed on the device
         relocked = wait_until(lambda: events(sub, "lock.relocked"), 10, what="relock event")
         assert relocked[0]["by"] == "device" and relocked[0]["issuer"] == "duty"
@@ -214,3 +222,61 @@ def test_unlock_relocks_and_unauthorised_is_refused(tmp_path, broker, subscriber
 def test_remote_without_a_gateway_times_out_clearly(tmp_path, broker, farmer_key, capsys):
     assert remote("close-all", broker.port, farmer_key, timeout=1.0) == 3
     assert "no result" in capsys.readouterr().err
+
+
+def test_junk_never_locks_a_door_out_and_a_lockout_is_per_person(tmp_path, broker, subscriber_factory, gateway_factory,
+                                                                  capsys):
+    """Issue 12: 5,000 unsigned, unknown-issuer and bad-signature unlocks each cost no record and lock nothing out;
+    five signed refused unlocks by one person lock out that person only."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    sim = SimThread("community", speed=1.0)
+    pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="junk-sender")
+    try:
+        for name in ("duty", "centre"):
+            assert cli("keys", "gen", "--out", str(tmp_path / f"{name}.key")) == 0
+        capsys.readouterr()
+        devices = [{"id": "door-101", "unit": 10, "profile": "door_lock", "poll_interval": 0.3,
+                    "location": {"building": "3", "household": "101"}}]
+        cmds = {"issuers": {name: {"public_key_file": str(tmp_path / f"{name}.pub"), "actions": ["unlock", "lock"],
+                                   "buildings": ["3"]} for name in ("duty", "centre")},
+                "locks": [{"id": "door-101", "device": "door-101", "relock_after": 2}]}
+        sub = subscriber_factory(broker.port)
+        cfg = site_config(tmp_path, sim_port=sim.port, broker={"host": "127.0.0.1", "port": broker.port},
+                          devices=devices, commands=cmds)
+        gateway_factory(cfg)
+        wait_until(lambda: (s := sub.latest_state()) and s.get("status") == "online", 15, what="online")
+        stranger, centre = envelope.generate(), envelope.load_private_key((tmp_path / "centre.key").read_bytes())
+
+        def unlock(issuer, key, **kw) -> dict:
+            env = envelope.make(issuer=issuer, site=SITE, gateway=GW, target="door-101", action="unlock", v=2, **kw)
+            return envelope.sign(env, key) if key is not None else env
+
+        pub.connect("127.0.0.1", broker.port)
+        pub.loop_start()
+        topic = f"canopy/v1/{SITE}/{GW}/cmd"
+        for make in (lambda: unlock("duty", None), lambda: unlock("mallory", stranger), lambda: unlock("duty", stranger)):
+            for _ in range(5000):
+                pub.publish(topic, orjson.dumps(make()), qos=0)
+        wait_until(lambda: sum(sum(r.values()) for r in junk(sub).values()) >= 15000, 60, 0.2, what="15,000 junk counted")
+        counted = junk(sub)
+        assert counted["unsigned"] == {"unsigned": 5000} and counted["unknown_issuer"] == {"unknown": 5000}
+        assert sum(counted["bad_signature"].values()) + sum(counted.get("rate_limited", {}).values()) == 5000
+        assert not events(sub, "lock.lockout") and not sub.of("cmd/result") and not events(sub, "cmd.audit")
+        assert remote("unlock", broker.port, tmp_path / "duty.key", "--lock", "door-101") == 0
+
+        for _ in range(5):  # signed by the centre for one person, refused (a parameter unlock does not take)
+            recs = send(unlock("centre", centre, on_behalf_of="mallory", params={"hold_open": True}),
+                        host="127.0.0.1", port=broker.port, timeout=10)
+            assert recs[-1]["reason"] == "invalid_params" and recs[-1]["on_behalf_of"] == "mallory"
+        (alarm,) = wait_until(lambda: events(sub, "lock.lockout"), 5, what="lock.lockout alarm")
+        assert alarm["lock"] == "door-101" and "centre/mallory" in alarm["message"]
+        recs = send(unlock("centre", centre, on_behalf_of="mallory"), host="127.0.0.1", port=broker.port, timeout=10)
+        assert recs[-1]["reason"] == "lockout"
+        recs = send(unlock("centre", centre, on_behalf_of="vol-wang"), host="127.0.0.1", port=broker.port, timeout=10)
+        assert recs[-1]["status"] == "executed"
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+        sim.stop()

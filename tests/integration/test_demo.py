@@ -1,5 +1,5 @@
 """`python -m simulator demo` (what `make demo DURATION=…` runs) exits 0 having shown acknowledged readings,
-and stops cleanly on Ctrl-C or SIGTERM."""
+says which MQTT version its broker speaks (and what the 3.1.1 fallback loses), and stops cleanly on Ctrl-C or SIGTERM."""
 
 from __future__ import annotations
 
@@ -28,7 +28,13 @@ def test_demo_runs_end_to_end_and_exits_0(site, broker):
     delivered = int(last.split("broker delivered ")[1].split()[0])
     assert delivered > 20, last
     assert "sequence gaps 0" in last
-    if site == "community":  # the smoke triggered half-way is a critical alarm to the property office
+    if broker == "mosquitto":  # the demo starts an MQTT 5 broker when it can
+        assert "broker: mosquitto" in out and "MQTT 5" in out, out[:2000]
+    else:  # and says on screen what the 3.1.1 fallback loses
+        assert "MQTT 3.1.1 only" in out and "no shared subscriptions" in out and "no Maximum Packet Size" in out, out[:2000]
+    assert "devices described" in out, "the retained …/meta reached the view"
+    if site == "community":
+        assert "王阿姨家门" in out, "a place rendered from …/meta alone"  # the smoke triggered half-way is a critical alarm to the property office
         assert "alert.raised" in out and "[critical] property-office" in out, out[-3000:]
 
 

@@ -3,8 +3,9 @@
 Devices and points that exist, writable outputs whose values fit, message
 templates, references between rules, classes, groups and schedules, cycles in
 composition, and durations that could never work with the devices' poll
-intervals.  Each section has its own function; every problem names
-file:line:key through ``src.problem``.
+intervals; and the ``ack`` permissions of ``commands.issuers``, which name
+classes and groups of this section.  Each section has its own function; every
+problem names file:line:key through ``src.problem``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from gateway.alerts.config.rule_models import (
 from gateway.alerts.config.section import RulesConfig
 
 BASE = ("rules",)
+RESERVED_GROUPS = {"ack": "…/alert/ack is where acknowledgements arrive, so no group's alerts may go there"}
 
 TEMPLATE_FIELDS = frozenset({
     "rule", "severity", "device", "point", "value", "unit", "threshold", "change", "window", "duration",
@@ -102,6 +104,7 @@ def validate_rules(site, profiles, src) -> list:
     devices = {dev.id: (dev, profiles.get(dev.profile)) for bus in site.buses for dev in bus.devices}
     ck = _Checks(site.rules, src, devices)
     _check_people(ck)
+    _check_ack_permissions(ck, site)
     _check_external(ck)
     _check_ids(ck)
     for i, rule in enumerate(ck.rc.rules):
@@ -116,6 +119,9 @@ def validate_rules(site, profiles, src) -> list:
 def _check_people(ck: _Checks) -> None:
     """Classes name known groups; households name known schedules."""
     rc = ck.rc
+    for name in rc.groups:
+        if name in RESERVED_GROUPS:
+            ck.problem(("groups", name), f"'{name}' cannot be a group name: {RESERVED_GROUPS[name]} (rename the group)")
     for name, cls in rc.classes.items():
         for s, step in enumerate(cls.escalation):
             if step.group not in rc.groups:
@@ -123,6 +129,20 @@ def _check_people(ck: _Checks) -> None:
     for hh, spec in rc.households.items():
         if spec.schedule is not None and spec.schedule not in rc.schedules:
             ck.problem(("households", hh, "schedule"), f"unknown schedule '{spec.schedule}'")
+
+
+def _check_ack_permissions(ck: _Checks, site) -> None:
+    """``commands.issuers.*.ack`` names classes and groups that exist (``*`` is ``ack: all``)."""
+    issuers = site.commands.issuers if getattr(site, "commands", None) is not None else {}
+    for name, issuer in issuers.items():
+        for j, scope in enumerate(issuer.ack):
+            path = ("commands", "issuers", name, "ack", j)
+            group = scope.removeprefix("group:")
+            if scope.startswith("group:") and group not in ck.rc.groups:
+                ck.problems.append(ck.src.problem(path, f"unknown group '{group}' (groups: {_names(ck.rc.groups)})"))
+            elif not scope.startswith("group:") and scope != "*" and scope not in ck.rc.classes:
+                ck.problems.append(ck.src.problem(path, f"unknown alert class '{scope}' (classes: {_names(ck.rc.classes)}; "
+                                                        f"a recipient group is written group:<name>)"))
 
 
 def _check_external(ck: _Checks) -> None:

@@ -10,6 +10,7 @@ from pydantic import Field
 
 from core.model import Id, Location, Strict
 from core.yamlsrc import Problem
+from gateway.poll.labels import Labels
 from gateway.poll.registry import BusConfig, SiteChecks
 
 
@@ -21,6 +22,7 @@ class ModbusDeviceConfig(Strict):
     poll_interval: float = Field(5.0, ge=0.05, le=86400, description="seconds between polls")
     timeout: float | None = Field(None, gt=0, le=30, description="reply timeout; default: the bus's")
     location: Location | None = None
+    labels: Labels = Field(default_factory=dict, description="what people call it, by language: {en: Mrs Wang's door, zh-CN: 王阿姨家门} (…/meta)")
     enabled: bool = True
 
 

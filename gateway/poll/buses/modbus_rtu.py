@@ -22,8 +22,11 @@ class ModbusRtuConfig(ModbusBus, SerialPortFields):
 
     type: Literal["modbus_rtu"]
     framer: Literal["rtu", "ascii"] = Field("rtu", description="rtu (binary, CRC) or ascii (':' hex LRC CR LF)")
-    timeout: float = Field(0.5, gt=0, le=30, description="reply timeout in seconds, counted from the end of the request")
-    quarantine_after: int = Field(5, ge=1, le=1000, description="consecutive failures before a slave is quarantined")
+    timeout: float = Field(0.5, gt=0, le=30, description="longest reply timeout in seconds, past the end of the request "
+                           "and the reply's own wire time; each slave's timeout is learned below it")
+    timeout_floor: float = Field(0.04, gt=0, le=30, description="shortest reply timeout past t3.5 and the reply's "
+                                 "wire time (slave processing + adapter latency); >= timeout: a fixed timeout")
+    quarantine_after: int = Field(3, ge=1, le=1000, description="consecutive failures before a slave is quarantined")
     reprobe_interval: float = Field(30.0, ge=0.1, le=86400, description="seconds between re-probes of a quarantined slave")
     slave_backoff_initial: float = Field(1.0, ge=0, le=60, description="first retry delay after a slave fails (doubles per failure)")
     slave_backoff_max: float = Field(10.0, ge=0, le=3600, description="longest retry delay before quarantine")
@@ -42,7 +45,7 @@ class ModbusRtuConfig(ModbusBus, SerialPortFields):
 
 
 def build(bus: ModbusRtuConfig, profiles: dict[str, Profile], clock: Clock) -> BuiltBus:
-    line = ModbusRtuLine(bus.port, bus.settings(), framer=bus.framer, timeout=bus.timeout,
+    line = ModbusRtuLine(bus.port, bus.settings(), framer=bus.framer, timeout=bus.timeout, timeout_floor=bus.timeout_floor,
                          quarantine_after=bus.quarantine_after, reprobe_interval=bus.reprobe_interval,
                          slave_backoff_initial=bus.slave_backoff_initial, slave_backoff_max=bus.slave_backoff_max,
                          backoff_initial=bus.backoff_initial, backoff_max=bus.backoff_max, name=bus.id, clock=clock)

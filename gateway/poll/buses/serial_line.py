@@ -12,6 +12,7 @@ from drivers.modbus.profile import Profile, require_unique_points
 from drivers.serial_line.bus import LinePointSpec, SerialLineBus
 from drivers.serial_line.parsers import make_parser
 from gateway.poll.buses.serial_port import SerialPortFields, check_serial_port
+from gateway.poll.labels import Labels
 from gateway.poll.registry import BuiltBus, BusConfig, BusType, register
 
 
@@ -24,6 +25,7 @@ class LinePointConfig(Strict):
     scale: float = Field(1.0, description="engineering = raw * scale + offset (numbers only)")
     offset: float = 0.0
     unit: str = ""
+    labels: Labels = Field(default_factory=dict, description="what the value means, by language (…/meta)")
 
     @field_validator("scale")
     @classmethod
@@ -40,6 +42,7 @@ class LineSensorConfig(Strict):
     match: dict[str, str] = Field(default_factory=dict, description="only lines whose fields equal these (e.g. {sentence: MDA}, {id: ws1})")
     points: list[LinePointConfig] = Field(min_length=1)
     location: Location | None = None
+    labels: Labels = Field(default_factory=dict, description="what people call it, by language (…/meta)")
     enabled: bool = True
 
     @property

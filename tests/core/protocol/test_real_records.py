@@ -19,7 +19,7 @@ from core.records import Reading, reading_body
 from gateway.runtime import Gateway
 from gateway.uplink.batch import compose
 from gateway.uplink.state import state_payload
-from tests.gateway.alerts.support import GROUPS, chain, load_site
+from tests.gateway.alerts.support import GROUPS, ack, chain, load_site
 from tests.gateway.alerts.support import Harness as AlertHarness
 from tests.gateway.commands.support import DUTY, STRANGER
 from tests.gateway.commands.support import Harness as CommandHarness
@@ -60,9 +60,9 @@ async def test_alert_lifecycle_records(tmp_path):
     await h.settle()
     await h.advance(121, step=1)
     alert_id = h.of("alert.raised")[0]["alert"]
-    for ack in ({"alert": alert_id, "by": "vol-wang", "note": "on my way"}, {"alert": "99-zzzz", "by": "li"},
-                {"alert": alert_id, "by": "vol-wang", "resolve": True}):
-        h.engine.on_ack("canopy/v1/sunny-court/gw-3/alert/ack", orjson.dumps(ack))
+    for target, by, kw in ((alert_id, "vol-wang", {"note": "on my way"}), ("99-zzzz", "li", {}),
+                           (alert_id, "vol-wang", {"resolve": True})):
+        ack(h, target, by=by, **kw)  # signed v2 acks: the third is refused (unknown alert) and answered
         await h.settle()
     types = {r["type"] for _, r in h.records}
     assert types >= {"alert.raised", "alert.escalated", "alert.acknowledged", "alert.ack_rejected", "alert.resolved"}

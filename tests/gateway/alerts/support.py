@@ -1,4 +1,4 @@
-"""Helpers for alert tests: community/farm site configs with rules, and an engine harness on a FakeClock."""
+"""Helpers for alert tests: community/farm site configs with rules and ack issuers, signed acks, and an engine harness on a FakeClock."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import orjson
 import yaml
 
 from core.clock import FakeClock
+from core.protocol import envelope
 from core.records import Reading
 from gateway.alerts.engine import AlertEngine
 from gateway.config.load import load_config
@@ -52,13 +53,47 @@ GROUPS = {
 }
 
 
+# Who may acknowledge (commands.issuers.*.ack): the duty desk and the centre (which signs for people) anything,
+# the volunteers' app what has reached the volunteers; STRANGER is nobody's key.
+DESK = envelope.generate()
+CENTRE = envelope.generate()
+VOLUNTEERS = envelope.generate()
+STRANGER = envelope.generate()
+
+
+def public(key) -> str:
+    return envelope.public_key_text(key.public_key())
+
+
+ISSUERS = {
+    "duty-desk": {"public_key": public(DESK), "ack": "all"},
+    "centre-1": {"public_key": public(CENTRE), "ack": "all"},
+    "vol-app": {"public_key": public(VOLUNTEERS), "ack": ["group:volunteers"]},
+}
+
+
+def signed_ack(alert_id: str, *, key=CENTRE, issuer: str = "centre-1", by: str | None = None, resolve: bool = False,
+               note: str | None = None, now: float | None = None, valid_for: float = 300.0, id: str | None = None,
+               site: str = "sunny-court", gateway: str = "gw-3", action: str | None = None, params: dict | None = None,
+               **fields) -> bytes:
+    """A v2 ack envelope, signed with ``key`` (``fields`` overrides envelope fields after signing: a forgery)."""
+    if params is None:
+        params = {"note": note} if note is not None else {}
+    env = envelope.make(v=2, kind="ack", issuer=issuer, on_behalf_of=by, site=site, gateway=gateway, target=alert_id,
+                        action=action or ("resolve" if resolve else "acknowledge"), params=params,
+                        valid_for=valid_for, now=now, id=id)
+    return orjson.dumps({**envelope.sign(env, key), **fields})
+
+
 def chain(*afters: float) -> dict:
     names = ["property-office", "volunteers", "grid-leader"]
     return {"escalation": [{"group": names[i], "after": a} for i, a in enumerate(afters)]}
 
 
 def site_data(tmp: Path, rules: dict, *, devices: list[dict] | None = None, sim_port: int = 5021,
-              broker: dict | None = None, language: str = "en", store: dict | None = None, site: str = "sunny-court") -> dict:
+              broker: dict | None = None, language: str = "en", store: dict | None = None, site: str = "sunny-court",
+              issuers: dict | None = None) -> dict:
+    """A site with ``rules``; ``issuers`` (default: ISSUERS, vol-app only where a volunteers group exists; {} for none)."""
     data = {
         "site": site,
         "gateway": "gw-3",
@@ -70,6 +105,10 @@ def site_data(tmp: Path, rules: dict, *, devices: list[dict] | None = None, sim_
                    "backoff_initial": 0.2, "backoff_max": 1.0, "devices": devices or community_devices()}],
         "rules": rules,
     }
+    if issuers is None:
+        issuers = {k: v for k, v in ISSUERS.items() if k != "vol-app" or "volunteers" in (rules.get("groups") or {})}
+    if issuers:
+        data["commands"] = {"issuers": issuers}
     if broker is not None:
         data["broker"] = {"backoff_initial": 0.2, "backoff_max": 1.0, **broker}
     return data
@@ -151,8 +190,12 @@ def rules(*rule_list, classes=None, **extra) -> dict:
     return {"groups": GROUPS, "classes": classes or {"fire": chain(0, 120, 300)}, "rules": list(rule_list), **extra}
 
 
+ACK_TOPIC = "canopy/v1/sunny-court/gw-3/alert/ack"
+
+
 def ack(h: Harness, alert_id: str, by: str = "li", **kw) -> None:
-    h.engine.on_ack("canopy/v1/sunny-court/gw-3/alert/ack", orjson.dumps({"alert": alert_id, "by": by, **kw}))
+    """A correctly signed ack: the centre's key, for the person ``by``."""
+    h.engine.on_ack(ACK_TOPIC, signed_ack(alert_id, by=by, now=h.clock.time(), **kw))
 
 
 async def smoke_on(h: Harness, device: str = "smoke-shed") -> dict | None:
@@ -181,20 +224,26 @@ def alert_messages(sub) -> list[tuple[str, dict]]:
 
 
 def alert_records(sub, type_: str | None = None, **match) -> list[dict]:
-    """Alert records the broker delivered (both lanes, every topic), without re-delivered duplicates.
+    """Alert records the broker delivered (both lanes, every topic), de-duplicated by (epoch, lane, seq).
 
-    Each record gets ``_topic``: the topic it came on.
+    Each record gets ``_topics``: every topic a copy of it came on (``…/event`` and the groups' topics).
     """
-    seen: set[tuple[str, int]] = set()
-    out = []
+    found: dict[tuple[str, str, int], dict] = {}
     for topic, m in alert_messages(sub):
         for r in m["records"]:
-            if (m["lane"], r["seq"]) in seen or not str(r.get("type", "")).startswith("alert."):
+            if not str(r.get("type", "")).startswith("alert."):
                 continue
-            seen.add((m["lane"], r["seq"]))
-            if (type_ is None or r["type"] == type_) and all(r.get(k) == v for k, v in match.items()):
-                out.append({**r, "_topic": topic})
+            key = (m.get("epoch", ""), m["lane"], r["seq"])
+            if key not in found:
+                found[key] = {**r, "_topics": set()}
+            found[key]["_topics"].add(topic)
+    out = [r for r in found.values() if (type_ is None or r["type"] == type_) and all(r.get(k) == v for k, v in match.items())]
     return sorted(out, key=lambda r: r["ts"])
+
+
+def topic_leaves(record: dict) -> set[str]:
+    """The topics of a record's copies, without ``canopy/v1/{site}/{gateway}/``: {"event", "alert/volunteers", …}."""
+    return {t.split("/", 4)[4] for t in record["_topics"]}
 
 
 def online(sub, *devices: str):

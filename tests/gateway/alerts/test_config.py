@@ -8,6 +8,7 @@ import textwrap
 
 import pytest
 
+from core.protocol import envelope
 from core.yamlsrc import ConfigError
 from gateway.cli.main import main
 from gateway.config.load import load_config
@@ -70,7 +71,12 @@ rules:
       device: meter-101
       point: flow_rate
       for: 30m
-"""
+""" + """\
+commands:
+  issuers:
+    desk: {{public_key: "KEY", ack: all}}
+    vol-app: {{public_key: "KEY", ack: [fire, "group:volunteers"]}}
+""".replace("KEY", envelope.public_key_text(envelope.generate().public_key()))
 
 # (name, old, new, marker of the expected line, key, words)
 CASES = [
@@ -110,6 +116,17 @@ CASES = [
      "{device: door-101, point: door_open}", "rules.rules[3].sources[0].device", "no location.household"),
     ("unknown schedule", "schedule: night", "schedule: nite", "schedule: nite", "rules.rules[3].schedule", "unknown schedule 'nite'"),
     ("unknown timezone", "timezone: UTC", "timezone: Mars/Olympus", "timezone:", "rules.timezone", "unknown time zone"),
+    ("ack is not a group name", "    volunteers: {recipients: [wang]}", "    volunteers: {recipients: [wang]}\n    ack: {recipients: [x]}",
+     "ack: {recipients", "rules.groups.ack", "'ack' cannot be a group name: …/alert/ack is where acknowledgements arrive"),
+    ("ack names an unknown class", "ack: [fire,", "ack: [flames,", "ack: [flames", "commands.issuers.vol-app.ack[0]",
+     "unknown alert class 'flames' (classes: fire"),
+    ("ack names an unknown group", '"group:volunteers"', '"group:neighbours"', "group:neighbours",
+     "commands.issuers.vol-app.ack[1]", "unknown group 'neighbours' (groups: office, volunteers)"),
+    ("ack is all or a list", "ack: all", "ack: everyone", "ack: everyone", "commands.issuers.desk.ack", "expected `all`, or a list"),
+    ("ack entry is a class or group:name", '"group:volunteers"', '"group: volunteers"', '"group: volunteers"',
+     "commands.issuers.vol-app.ack[1]", "is not an alert class or group:<recipient group>"),
+    ("issuer that may do nothing", ", ack: all}", "}", "desk: {public_key", "commands.issuers.desk",
+     "give actions (commands this issuer may send) or ack"),
     ("dead time without policy", "      alert: false", "      alert: false\n      dead_time: 5m", "- id: heat",
      "rules.rules[1]", "dead_time only applies"),
 ]

@@ -30,16 +30,23 @@ async def test_delivered_once_the_broker_acknowledged_the_record(tmp_path):
     assert h.engine.snapshot()["open"][0]["status"] == "delivered"
 
 
-async def test_alert_records_name_their_group_topic_lifecycle_notes_do_not(tmp_path):
+async def test_every_lifecycle_record_goes_to_event_and_every_group_reached(tmp_path):
+    """One row per record (one seq); its topic lists …/event and each group the alert has reached."""
     h = Harness(load_site(tmp_path, rules(SMOKE, {**SMOKE, "id": "no-class", "class": None, "outputs": []})))
     await smoke_on(h)
     await h.advance(120)
-    assert {r["topic"] for r in h.of("alert.raised", rule="smoke-alarm")} == {"alert/property-office"}
-    assert {r["topic"] for r in h.of("alert.escalated")} == {"alert/volunteers"}
-    assert "topic" not in h.of("alert.raised", rule="no-class")[0]  # no class, no group: …/event
-    ack(h, h.of("alert.raised", rule="smoke-alarm")[0]["alert"])
+    raised = h.of("alert.raised", rule="smoke-alarm")
+    assert [(r["topic"], r["groups"]) for r in raised] == [("event alert/property-office", ["property-office"])]
+    assert [(r["topic"], r["groups"]) for r in h.of("alert.escalated")] == [
+        ("event alert/property-office alert/volunteers", ["property-office", "volunteers"])]
+    no_class = h.of("alert.raised", rule="no-class")[0]
+    assert "topic" not in no_class and no_class["groups"] == []  # no class, no group: …/event only
+    ack(h, raised[0]["alert"], resolve=True)
     await h.settle()
-    assert "topic" not in h.of("alert.acknowledged")[0]
+    for type_ in ("alert.acknowledged", "alert.resolved"):
+        rec = h.of(type_, alert=raised[0]["alert"])[0]
+        assert rec["topic"] == "event alert/property-office alert/volunteers"
+        assert rec["groups"] == ["property-office", "volunteers"]
 
 
 async def test_a_stuck_event_lane_does_not_hold_back_alarms_or_outputs(tmp_path):

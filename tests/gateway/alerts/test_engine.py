@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from gateway.alerts.engine import AlertEngine
-from tests.gateway.alerts.support import SMOKE, Harness, ack, chain, flap, load_site, rules, smoke_on
+from tests.gateway.alerts.support import SMOKE, T0, Harness, ack, chain, flap, load_site, rules, signed_ack, smoke_on
 
 # --------------------------------------------------------------------------- raising
 
@@ -156,39 +156,39 @@ async def test_reraise_after_dead_time(tmp_path):
 
 
 @pytest.mark.parametrize("payload,counter", [
-    (b"\xff\xfe not json", "ack_malformed"),
-    (b"[1, 2]", "ack_malformed"),
-    (b'{"alert": "1-abcd"}', "ack_malformed"),
-    (b'{"alert": 5, "by": "li"}', "ack_malformed"),
-    (b'{"alert": "1-abcd", "by": "li", "resolve": "yes"}', "ack_malformed"),
-    (b'{"alert": "1-abcd", "by": "li", "v": 2}', "ack_malformed"),
-    (orjson.dumps({"alert": "1-abcd", "by": "li", "note": "x" * 600}), "ack_malformed"),
-    (b'{"alert": "999-none", "by": "li"}', "ack_unknown"),
-    (b"", "ack_malformed"),
+    (b"\xff\xfe not json", "malformed"),
+    (b"[1, 2]", "malformed"),
+    (b'{"alert": "1-abcd"}', "unsigned"),
+    (b'{"alert": 5, "by": "li"}', "unsigned_ack"),
+    (b'{"alert": "1-abcd", "by": "li", "resolve": "yes"}', "unsigned_ack"),
+    (b'{"alert": "1-abcd", "by": "li", "v": 2}', "unsigned"),
+    (orjson.dumps({"alert": "1-abcd", "by": "li", "note": "x" * 600}), "unsigned_ack"),
+    (signed_ack("999-none", by="li", now=T0), "unknown alert"),
+    (b"", "malformed"),
 ])
 async def test_bad_acks_are_counted_never_raised(tmp_path, payload, counter):
     h = Harness(load_site(tmp_path, rules(SMOKE)))
     await smoke_on(h)
     h.engine.on_ack("t", payload)
     await h.settle()
-    assert h.engine.counters[counter] == 1
+    assert h.engine.snapshot()["ack_rejections"] == {counter: 1} and h.engine.counters["ack_rejected"] == 1
     assert len(h.engine.open_alerts()) == 1 and h.engine.open_alerts()[0].acked_at is None
-    if counter == "ack_unknown":
+    if counter == "unknown alert":
         assert [(r["alert"], r["reason"]) for r in h.of("alert.ack_rejected")] == [("999-none", "unknown alert")]
 
 
 async def test_ack_rejections_are_rate_limited_and_duplicates_answered(tmp_path):
     h = Harness(load_site(tmp_path, rules(SMOKE)))
     raised = await smoke_on(h)
-    for i in range(50):
+    for i in range(50):  # unsigned junk: counted, answered at most 10 times a minute
         h.engine.on_ack("t", orjson.dumps({"alert": f"no-{i}", "by": "x"}))
     await h.settle()
-    assert h.engine.counters["ack_unknown"] == 50 and len(h.of("alert.ack_rejected")) == 10
+    assert h.engine.snapshot()["ack_rejections"]["unsigned_ack"] == 50 and len(h.of("alert.ack_rejected")) == 10
     await h.advance(61)
     ack(h, raised["alert"])
     ack(h, raised["alert"])
     await h.settle()
-    assert h.engine.counters["ack_ok"] == 1 and h.engine.counters["ack_duplicate"] == 1
+    assert h.engine.counters["ack_ok"] == 1 and h.engine.snapshot()["ack_rejections"]["already acknowledged"] == 1
     assert h.of("alert.ack_rejected", alert=raised["alert"])[0]["reason"] == "already acknowledged"
 
 
@@ -258,7 +258,7 @@ async def test_other_services_raise_alerts_with_the_same_lifecycle(tmp_path):
     await h.settle()
     rec = h.of("alert.raised")[0]
     assert rec["alert"] == aid and rec["severity"] == "critical" and rec["class"] == "welfare"
-    assert rec["topic"] == "alert/property-office" and rec["device"] == "cam-hall"
+    assert rec["topic"] == "event alert/property-office" and rec["device"] == "cam-hall"
     assert rec["location"] == {"site": "sunny-court", "building": "3", "zone": "hall"}
     assert rec["message"] == "[CRITICAL] Possible fall (cam-hall): please check at once at building 3, hall"
     assert h.writes == [("sounder", "beacon", True)]

@@ -9,12 +9,20 @@ import orjson
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from core.protocol import envelope
 from gateway.cli.alerts import add_parsers, cmd_ack, cmd_alerts
-from tests.gateway.alerts.support import GROUPS, Harness, chain, load_site, write_site
+from tests.gateway.alerts.support import DESK, GROUPS, Harness, ack, chain, load_site, write_site
 
 SMOKE = {"id": "smoke-alarm", "type": "state", "devices": ["smoke-shed", "smoke-hall"], "point": "alarm", "to": True,
          "severity": "critical", "class": "fire"}
 RULES = {"groups": GROUPS, "classes": {"fire": chain(0, 120)}, "rules": [SMOKE]}
+
+
+def key_file(tmp_path, key=DESK, name: str = "duty-desk.key", mode: int = 0o600) -> str:
+    path = tmp_path / name
+    path.write_bytes(envelope.private_pem(key))
+    path.chmod(mode)
+    return str(path)
 
 
 def parse(*argv: str):
@@ -57,7 +65,7 @@ async def test_alerts_follow_prints_changes_of_the_local_file(tmp_path, capsys):
     import asyncio
 
     await asyncio.sleep(0.5)
-    h.engine.on_ack("t", orjson.dumps({"alert": shed, "by": "wang"}))
+    ack(h, shed, by="wang")
     await h.settle()
     await asyncio.to_thread(t.join, 5)
     out = capsys.readouterr().out
@@ -103,12 +111,15 @@ class FakeGateway:
         assert ready.wait(5)
 
     def _on_message(self, c, u, msg):
-        ack = orjson.loads(msg.payload)
-        self.acks.append(ack)
-        if ack["alert"] in self.known:
-            rec = {"seq": 1, "type": "alert.resolved" if ack.get("resolve") else "alert.acknowledged", "alert": ack["alert"], "by": ack["by"]}
+        env = orjson.loads(msg.payload)
+        self.acks.append(env)
+        by = env.get("on_behalf_of") or env["issuer"]
+        if env["target"] in self.known:
+            rec = {"seq": 1, "type": "alert.resolved" if env["action"] == "resolve" else "alert.acknowledged",
+                   "alert": env["target"], "by": by, "ack": env["id"]}
         else:
-            rec = {"seq": 1, "type": "alert.ack_rejected", "alert": ack["alert"], "by": ack["by"], "reason": "unknown alert"}
+            rec = {"seq": 1, "type": "alert.ack_rejected", "alert": env["target"], "by": by, "reason": "unknown alert",
+                   "detail": "no alert '9-none' on this gateway", "id": env["id"]}
         env = {"v": 1, "site": "sunny-court", "gateway": "gw-3", "lane": "event", "seq": [1, 1], "records": [rec]}
         c.publish("canopy/v1/sunny-court/gw-3/event", orjson.dumps(env), qos=1)
 
@@ -119,37 +130,52 @@ class FakeGateway:
 
 def test_ack_publishes_and_waits_for_the_gateway(tmp_path, capsys, broker):
     cfg = write_site(tmp_path, RULES, broker={"host": "127.0.0.1", "port": broker.port})
+    key = key_file(tmp_path)
     gw = FakeGateway(broker.port, {"3-abcd"})
     try:
-        assert cmd_ack(parse("ack", "3-abcd", "--by", "wang", "--note", "on my way", "-c", str(cfg))) == 0
+        assert cmd_ack(parse("ack", "3-abcd", "--key", key, "--as", "wang", "--note", "on my way", "-c", str(cfg))) == 0
         assert "alert 3-abcd acknowledged by wang" in capsys.readouterr().out
-        assert gw.acks[0] | {"ts": 0} == {"v": 1, "alert": "3-abcd", "by": "wang", "resolve": False, "note": "on my way", "ts": 0}
-        assert cmd_ack(parse("ack", "3-abcd", "--resolve", "--by", "wang", "-c", str(cfg))) == 0
-        assert "resolved" in capsys.readouterr().out
-        assert cmd_ack(parse("ack", "9-none", "--by", "wang", "-c", str(cfg))) == 1
-        assert "refused the ack for 9-none: unknown alert" in capsys.readouterr().err
+        sent = gw.acks[0]
+        assert {k: sent[k] for k in ("v", "kind", "issuer", "on_behalf_of", "site", "gateway", "target", "action", "params")} == {
+            "v": 2, "kind": "ack", "issuer": "duty-desk", "on_behalf_of": "wang", "site": "sunny-court", "gateway": "gw-3",
+            "target": "3-abcd", "action": "acknowledge", "params": {"note": "on my way"}}
+        assert envelope.verify(envelope.parse(orjson.dumps(sent), kind="ack"), DESK.public_key())
+        assert cmd_ack(parse("ack", "3-abcd", "--resolve", "--key", key, "-c", str(cfg))) == 0
+        assert "resolved by duty-desk" in capsys.readouterr().out
+        assert "on_behalf_of" not in gw.acks[1] and gw.acks[1]["action"] == "resolve"
+        assert cmd_ack(parse("ack", "9-none", "--key", key, "--by", "wang", "-c", str(cfg))) == 1
+        assert "refused the ack for 9-none: unknown alert (no alert '9-none' on this gateway)" in capsys.readouterr().err
+        assert gw.acks[2]["on_behalf_of"] == "wang"  # --by is --as
     finally:
         gw.close()
 
 
 def test_ack_without_a_gateway_listening_is_not_confirmed(tmp_path, capsys, broker):
     cfg = write_site(tmp_path, RULES, broker={"host": "127.0.0.1", "port": broker.port})
-    assert cmd_ack(parse("ack", "3-abcd", "--by", "wang", "-c", str(cfg), "--timeout", "0.5")) == 1
+    key = key_file(tmp_path)
+    assert cmd_ack(parse("ack", "3-abcd", "--key", key, "--as", "wang", "-c", str(cfg), "--timeout", "0.5")) == 1
     assert "did not confirm" in capsys.readouterr().err
-    assert cmd_ack(parse("ack", "3-abcd", "--by", "wang", "-c", str(cfg), "--no-wait")) == 0
+    assert cmd_ack(parse("ack", "3-abcd", "--key", key, "--as", "wang", "-c", str(cfg), "--no-wait")) == 0
 
 
 def test_ack_with_bad_config_or_unreachable_broker(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("site: x\n")
-    assert cmd_ack(parse("ack", "1-a", "--by", "li", "-c", str(bad))) == 2
+    key = key_file(tmp_path)
+    assert cmd_ack(parse("ack", "1-a", "--key", key, "--by", "li", "-c", str(bad))) == 2
     assert "configuration error" in capsys.readouterr().err
     from tests.support import free_port
 
     cfg = write_site(tmp_path, RULES, broker={"host": "127.0.0.1", "port": free_port()})
-    assert cmd_ack(parse("ack", "1-a", "--by", "li", "-c", str(cfg), "--timeout", "1")) == 1
+    assert cmd_ack(parse("ack", "1-a", "--key", key, "--by", "li", "-c", str(cfg), "--timeout", "1")) == 1
     assert "cannot connect" in capsys.readouterr().err
-    assert cmd_ack(parse("ack", "1-a", "--by", " ", "-c", str(cfg))) == 2
+    assert cmd_ack(parse("ack", "1-a", "--key", key, "--by", " ", "-c", str(cfg))) == 2
+    assert "--as needs a name" in capsys.readouterr().err
+    open_key = key_file(tmp_path, name="shared.key", mode=0o644)
+    assert cmd_ack(parse("ack", "1-a", "--key", open_key, "-c", str(cfg))) == 2
+    assert "readable by others" in capsys.readouterr().err
+    assert cmd_ack(parse("ack", "1-a", "--key", str(tmp_path / "none.key"), "-c", str(cfg))) == 2
+    assert "No such file" in capsys.readouterr().err
 
 
 def test_alerts_follow_from_the_broker_prints_alert_records_of_every_topic(tmp_path, capsys, broker):

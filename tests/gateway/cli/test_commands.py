@@ -80,6 +80,18 @@ def test_other_actions(key):
     assert env["action"] == "close" and env["target"] == "zone-3"
 
 
+def test_envelopes_are_v2_and_name_the_person_with_as(key, capsys):
+    base = ["--site", "s", "--gateway", "g", "--key", str(key)]
+    env, k = build_envelope(parse("remote", "unlock", *base, "--lock", "door-101"))
+    assert env["v"] == 2 and env["kind"] == "command" and "on_behalf_of" not in env
+    env, k = build_envelope(parse("remote", "unlock", *base, "--lock", "door-101", "--as", "vol-wang"))
+    assert env["on_behalf_of"] == "vol-wang"
+    parsed = envelope.parse(orjson.dumps(env))
+    assert parsed.v == 2 and parsed.on_behalf_of == "vol-wang" and envelope.verify(parsed, k.public_key())
+    assert run("remote", "unlock", *base, "--lock", "door-101", "--as", "Mrs Wang") == 2
+    assert "--as" in capsys.readouterr().err
+
+
 def test_usage_errors(capsys, key):
     base = ["--site", "s", "--gateway", "g", "--key", str(key)]
     assert run("remote", "irrigate", *base, "--zone", "1", "--minutes", "0") == 2
@@ -107,3 +119,6 @@ def test_result_lines_read_well():
     text = _describe_record({"status": "executed", "action": "close_all", "target": "*",
                              "state": {"zone-1": {"zone_1": False}}})
     assert "zone-1={zone_1=false}" in text
+    text = _describe_record({"status": "rejected", "action": "close", "target": "zone-1", "reason": "malformed",
+                             "problem": "too_deep", "detail": "params nests deeper than 4 levels"})
+    assert "malformed" in text and "too_deep" in text

@@ -20,6 +20,7 @@ SITE, GATEWAY = "green-valley", "gw-1"
 
 FARMER = envelope.generate()
 DUTY = envelope.generate()
+CENTRE = envelope.generate()  # a service that signs for people (v2 on_behalf_of)
 STRANGER = envelope.generate()
 
 
@@ -43,6 +44,8 @@ def commands(**over) -> dict:
                        "actions": ["irrigate", "close", "close_all", "resume_programs"], "targets": ["zone-*"]},
             "duty": {"public_key": envelope.public_key_text(DUTY.public_key()),
                      "actions": ["unlock", "lock", "reset_lockout"], "buildings": ["3"]},
+            "centre": {"public_key": envelope.public_key_text(CENTRE.public_key()),
+                       "actions": ["unlock", "lock", "reset_lockout"], "buildings": ["3"]},
         },
         "valves": [
             {"id": f"zone-{n}", "zone": n, "device": "valves", "point": f"zone_{n}", "pulse_point": f"zone_{n}_pulse",
@@ -178,9 +181,14 @@ class Harness:
         self.observe("meter-farm", flow_rate=flow)
 
     def env(self, action: str, target: str, params: dict | None = None, *, key=FARMER, issuer: str = "farmer",
-            valid_for: float = 300, now: float | None = None, **over) -> dict:
+            valid_for: float = 300, now: float | None = None, v: int = 1, on_behalf_of: str | None = None,
+            **over) -> dict:
+        """A signed command (v1 unless ``v=2`` or ``on_behalf_of``); ``over`` changes fields before signing."""
+        if on_behalf_of is not None:
+            v = 2
         env = envelope.make(issuer=issuer, site=SITE, gateway=GATEWAY, target=target, action=action, params=params,
-                            valid_for=valid_for, now=self.clock.time() if now is None else now)
+                            valid_for=valid_for, now=self.clock.time() if now is None else now, v=v,
+                            on_behalf_of=on_behalf_of)
         env.update(over)
         return envelope.sign(env, key) if key is not None else env
 
@@ -210,6 +218,15 @@ class Harness:
 
     def results(self, id: str | None) -> list[dict]:
         return [r for r in self.of("cmd.result") if r.get("id") == id]
+
+    def junk(self, kind: str, reason: str | None = None) -> int:
+        """How many messages the service counted as junk of that kind (and reason)."""
+        reasons = self.svc.counters["junk"].get(kind, {})
+        return sum(reasons.values()) if reason is None else reasons.get(reason, 0)
+
+    def answers(self) -> list[dict]:
+        """Every durable record of the command path: results and audit (junk must cost none of these)."""
+        return self.of("cmd.result") + self.of("cmd.audit")
 
     def final(self, id: str) -> dict | None:
         done = [r for r in self.results(id) if r["status"] in ("executed", "rejected", "failed")]

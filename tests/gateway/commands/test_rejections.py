@@ -1,4 +1,9 @@
-"""Every rejection reason: a result on cmd/result, an audit record, and the device untouched."""
+"""Every rejection reason: a result on cmd/result, an audit record, and the device untouched.
+
+Junk -- unsigned, forged, unknown issuer, replayed -- is the exception: counted, never
+answered nor stored (issue 12; tests/gateway/commands/test_junk.py has the rest).  A
+message that cannot be parsed is answered when it comes alone (after ANSWER_HOLD).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,8 @@ import orjson
 import pytest
 
 from core.protocol import envelope
+from core.protocol.reasons import PROBLEMS
+from gateway.commands.junk import ANSWER_EVERY, ANSWER_HOLD
 from tests.gateway.commands.support import DUTY, STRANGER, Harness
 
 
@@ -33,6 +40,19 @@ def assert_rejected(h: Harness, cmd_id, reason: str) -> dict:
     assert h.device_writes() == [], f"a rejected command touched a device: {h.device_writes()}"
     assert h.svc.counters["rejected"].get(reason, 0) >= 1
     return res
+
+
+def assert_junk(h: Harness, kind: str, reason: str) -> None:
+    """Refused without a word: no result, no audit, no device touched -- only the counter."""
+    assert h.answers() == [], f"junk cost durable records: {h.answers()}"
+    assert h.device_writes() == [], f"junk touched a device: {h.device_writes()}"
+    assert h.junk(kind, reason) >= 1, h.svc.counters["junk"]
+
+
+async def send_alone(h: Harness, payload) -> None:
+    """A malformed message with no other junk around it: answered after ANSWER_HOLD."""
+    await h.send(payload)
+    await h.advance(ANSWER_HOLD)
 
 
 async def test_expired(h):
@@ -64,7 +84,7 @@ async def test_replayed(h):
     h.records.clear()
     h.valves.writes.clear()
     await h.send(env)
-    assert_rejected(h, env["id"], "replayed")
+    assert_junk(h, "replayed", "replayed")
 
 
 async def test_replay_is_refused_after_a_restart(tmp_path):
@@ -79,7 +99,7 @@ async def test_replay_is_refused_after_a_restart(tmp_path):
     for d in h2.devices.values():
         d.writes.clear()
     await h2.send(env)
-    assert_rejected(h2, env["id"], "replayed")
+    assert_junk(h2, "replayed", "replayed")  # the durable check: the gate's memory did not survive
     await h2.stop()
 
 
@@ -93,39 +113,43 @@ async def test_same_id_from_another_issuer_is_not_a_replay(h):
 async def test_unsigned(h):
     env = h.env("irrigate", "zone-1", {"duration_s": 60}, key=None)
     await h.send(env)
-    assert_rejected(h, env["id"], "unsigned")
+    await h.advance(ANSWER_HOLD)
+    assert_junk(h, "unsigned", "unsigned")
 
 
 async def test_bad_signature_tampered_duration(h):
     env = h.env("irrigate", "zone-1", {"duration_s": 60})
     env["params"]["duration_s"] = 1200  # changed after signing
     await h.send(env)
-    assert_rejected(h, env["id"], "bad_signature")
+    assert_junk(h, "bad_signature", "bad_signature")
 
 
 async def test_bad_signature_wrong_key(h):
     env = h.env("irrigate", "zone-1", {"duration_s": 60}, key=STRANGER)
     await h.send(env)
-    assert_rejected(h, env["id"], "bad_signature")
+    assert_junk(h, "bad_signature", "bad_signature")
+    assert h.svc.counters["junk_issuers"] == {"farmer": 1}
 
 
 async def test_unknown_issuer_is_unauthorised(h):
     env = h.env("irrigate", "zone-1", {"duration_s": 60}, key=STRANGER, issuer="mallory")
     await h.send(env)
-    assert_rejected(h, env["id"], "unauthorised_issuer")
+    assert_junk(h, "unknown_issuer", "unknown")
+    assert h.svc.counters["junk_issuers"] == {}  # an unknown name is never a key of a counter
 
 
 async def test_malformed_json(h):
-    await h.send(b'{"id": "x1", "action": "irrigate", ')
+    await send_alone(h, b'{"id": "x1", "action": "irrigate", ')
     res = assert_rejected(h, None, "malformed")
-    assert "not JSON" in res["detail"]
+    assert "not JSON" in res["detail"] and res["problem"] == "not_json"
+    assert h.audits(None)[0]["problem"] == "not_json"
 
 
 async def test_malformed_json_keeps_the_id_when_it_can(h):
     env = h.env("irrigate", "zone-1", {"duration_s": 60})
     env["issued_at"] = "yesterday"
-    await h.send(env)
-    assert_rejected(h, env["id"], "malformed")
+    await send_alone(h, orjson.dumps(env))
+    assert assert_rejected(h, env["id"], "malformed")["problem"] == "bad_field"
 
 
 @pytest.mark.parametrize("mutate", [
@@ -140,14 +164,17 @@ async def test_malformed_json_keeps_the_id_when_it_can(h):
 async def test_malformed_schema(h, mutate):
     env = h.env("irrigate", "zone-1", {"duration_s": 60})
     mutate(env)
-    await h.send(env)
-    assert_rejected(h, env["id"], "malformed")
+    await send_alone(h, orjson.dumps(env))
+    res = assert_rejected(h, env["id"], "malformed")
+    assert res["problem"] in PROBLEMS and h.audits(env["id"])[0]["problem"] == res["problem"]
 
 
 async def test_not_an_object_and_too_large(h):
-    await h.send(b"[1, 2, 3]")
-    await h.send(b"{" + b" " * 9000 + b"}")
+    await send_alone(h, b"[1, 2, 3]")
+    await h.advance(ANSWER_EVERY)  # answers to unparseable messages: one every ANSWER_EVERY at most
+    await send_alone(h, b"{" + b" " * 9000 + b"}")
     assert [r["reason"] for r in h.of("cmd.result")] == ["malformed", "malformed"]
+    assert [r["problem"] for r in h.of("cmd.result")] == ["not_object", "too_large"]
     assert h.device_writes() == []
 
 
@@ -234,8 +261,8 @@ async def test_interlock_with_no_fresh_reading_blocks(h):
 
 
 async def test_lockout(h):
-    for i in range(5):
-        await h.send(h.env("unlock", "door-101", key=STRANGER, issuer="duty"))
+    for i in range(5):  # refusals of duty's own signed unlocks (a parameter unlock does not take)
+        await h.send(h.env("unlock", "door-101", {"force": True}, key=DUTY, issuer="duty"))
     h.records.clear()
     env = h.env("unlock", "door-101", key=DUTY, issuer="duty")
     await h.send(env)
@@ -243,7 +270,7 @@ async def test_lockout(h):
 
 
 async def test_results_and_audits_carry_no_secrets_and_parse_as_json(h):
-    env = h.env("irrigate", "zone-1", {"duration_s": 60}, key=STRANGER)
+    env = h.env("irrigate", "zone-1", {"duration_s": 60}, key=DUTY, issuer="duty")  # signed, not allowed
     await h.send(env)
     for _lane, rec in h.records:
         text = orjson.dumps(rec).decode()

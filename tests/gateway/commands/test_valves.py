@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
-from tests.gateway.commands.support import Harness, commands
+from tests.gateway.commands.support import DUTY, Harness, commands
 
 
 @pytest.fixture
@@ -267,8 +268,10 @@ async def test_snapshot_shows_cycles_and_counters(h):
 
 
 async def test_queue_overflow_is_counted(h):
-    for _ in range(70):
-        h.svc.on_command("t", b"{}")
+    """Verified commands beyond commands.queue (64) are dropped and counted (junk never takes a slot)."""
+    for n in range(70):  # two issuers: each stays within its verification budget
+        env = h.env("close", "zone-1") if n % 2 else h.env("lock", "door-101", key=DUTY, issuer="duty")
+        h.svc.on_command("t", orjson.dumps(env))
     await h.svc.drain()
     assert h.svc.counters["dropped"] >= 6
 

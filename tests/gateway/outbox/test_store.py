@@ -430,3 +430,34 @@ async def test_alarm_is_not_held_back_by_a_full_telemetry_queue(make_outbox, tmp
         await ob.put("telemetry", bodies(5))  # the queue is now full of telemetry
     await asyncio.wait_for(ob.put("alarm", [b'{"type":"gas"}'], wait_commit=True), timeout=1.5)
     assert rows_on_disk(tmp_path / "outbox.sqlite", "alarm") == [(1, b'{"type":"gas"}')]
+
+
+# --------------------------------------------------------------------------- the topic column
+
+
+async def test_a_record_may_name_several_topics_separated_by_one_space(make_outbox, tmp_path):
+    ob = await make_outbox(tmp_path / "outbox.sqlite")
+    lifecycle = "event alert/property-office alert/volunteers"
+    assert await ob.put("alarm", bodies(1), topic=lifecycle, wait_commit=True) == [1]
+    assert await ob.put("event", bodies(1), topic="cmd/result", wait_commit=True) == [1]
+    assert await ob.put("event", bodies(1), topic="", wait_commit=True) == [2]  # empty: the lane's own topic
+    assert [r[2] for r in await ob.fetch("alarm", 0, 10)] == [lifecycle]
+    assert [r[2] for r in await ob.fetch("event", 0, 10)] == ["cmd/result", None]
+
+
+@pytest.mark.parametrize("topic, problem", [
+    ("event  alert/a", "is not a topic suffix"),  # two spaces: an empty suffix
+    ("event alert/#", "is not a topic suffix"),
+    ("alert/+/x", "is not a topic suffix"),
+    ("/event", "is not a topic suffix"),
+    ("alert/ ", "is not a topic suffix"),
+    ("event alert/a event", "names a topic twice"),
+])
+async def test_a_malformed_topic_column_is_refused_before_anything_is_queued(make_outbox, tmp_path, topic, problem):
+    ob = await make_outbox(tmp_path / "outbox.sqlite")
+    with pytest.raises(ValueError, match=problem):
+        await ob.put("alarm", bodies(1), topic=topic)
+    with pytest.raises(ValueError, match="telemetry records always go to the telemetry topic"):
+        await ob.put("telemetry", bodies(1), topic="event alert/a")
+    await ob.flush()
+    assert ob.counters["alarm"].produced == 0

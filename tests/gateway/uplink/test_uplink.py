@@ -131,7 +131,7 @@ async def test_records_arrive_in_batched_envelopes_and_leave_the_outbox_after_pu
     for m in msgs:
         assert set(m) == {"v", "site", "gateway", "epoch", "lane", "seq", "records"}
         assert m["epoch"] == rig.outbox.epoch and len(m["epoch"]) == 16
-        assert (m["v"], m["site"], m["gateway"], m["lane"]) == (1, SITE, GW, "telemetry")
+        assert (m["v"], m["site"], m["gateway"], m["lane"]) == (2, SITE, GW, "telemetry")
         assert [r["seq"] for r in m["records"]] == list(range(m["seq"][0], m["seq"][1] + 1))
     first = msgs[0]["records"][0]
     assert first == {"seq": 1, "ts": 1_700_000_000.0, "device": "soil-1", "point": "moisture", "value": 0, "unit": "%"}
@@ -222,7 +222,7 @@ async def test_retained_state_is_online_after_connect(broker, quick_subscribers,
         topic, state, retained = next(m for m in late.messages if m[0].endswith("/state"))
     assert topic == f"canopy/v1/{SITE}/{GW}/state"
     assert retained
-    assert state["status"] == "online" and state["site"] == SITE and state["gateway"] == GW and state["v"] == 1
+    assert state["status"] == "online" and state["site"] == SITE and state["gateway"] == GW and state["v"] == 2
     assert state["devices"] == {"soil-1": {"status": "ok"}}, "the state() callable's health is published"
 
 
@@ -246,7 +246,7 @@ async def test_lost_connection_publishes_the_last_will_then_reconnects(broker, q
     rig.start()
     await until(lambda: (s := sub.latest_state()) and s["status"] == "online", what="online")
     # cut the TCP connection under the uplink, as a dying 4G link would
-    rig.uplink._client.socket().shutdown(socket.SHUT_RDWR)
+    rig.uplink.client.paho.socket().shutdown(socket.SHUT_RDWR)
     await until(lambda: any(s["status"] == "offline" for s in sub.of("state")), what="last will")
     will = next(s for s in sub.of("state") if s["status"] == "offline")
     assert will["reason"] == "connection lost"

@@ -1,0 +1,1 @@
+"""The centre's store: one schema (``schema``) for SQLite and PostgreSQL, engines (``engine``), Alembic migrations."""
