@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DURATION ?= 0
 SITE ?= farm
-EXTRAS ?= test,broker,camera
+EXTRAS ?= test,broker,camera,centre
 
 .PHONY: demo test setup system-deps models bench clean lint
 
@@ -21,14 +21,16 @@ setup: $(STAMP)
 models: setup
 	$(PY) scripts/fetch_models.py
 
-# mosquitto (real broker for tests) and socat (pty pairs); installed when missing and we may.
+# mosquitto (real broker for tests), socat (pty pairs) and postgresql (the centre's second store,
+# started by its tests in a temp dir); installed when missing and we may.
 system-deps:
-	@if ! command -v mosquitto >/dev/null 2>&1 || ! command -v socat >/dev/null 2>&1; then \
+	@if ! command -v mosquitto >/dev/null 2>&1 || ! command -v socat >/dev/null 2>&1 \
+	    || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing mosquitto and socat"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto socat >/dev/null; \
+	    echo "installing mosquitto, socat and postgresql"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto socat postgresql >/dev/null; \
 	  else \
-	    echo "note: mosquitto/socat missing and not root: run 'sudo apt-get install -y mosquitto socat'"; \
+	    echo "note: mosquitto/socat/postgresql missing and not root: run 'sudo apt-get install -y mosquitto socat postgresql'"; \
 	  fi; \
 	fi
 

@@ -189,8 +189,8 @@ class Subscriber:
         assert not problems, f"{len(problems)} message(s) disagree with docs/schemas:\n" + "\n".join(problems[:20])
 
     def close(self) -> None:
+        self.client.disconnect()  # first: then loop_stop() need not wait out paho's 1 s select
         self.client.loop_stop()
-        self.client.disconnect()
 
     # -- views -------------------------------------------------------------
     def of(self, suffix: str) -> list[dict]:

@@ -179,6 +179,7 @@ class ModbusRtuLine:
         now = time.monotonic()
         wire = self.wire
         util, wire_util = wire.window.rates(now, self.started)
+        learned = wire.timeouts.as_dict()
         c = self.counters
         return {
             "type": "modbus_rtu" if self.framer == "rtu" else "modbus_ascii",
@@ -202,8 +203,7 @@ class ModbusRtuLine:
             **{k: c[k] for k in ("transactions", "replies", "timeouts", "crc_errors", "garbled", "truncated",
                                  "exceptions", "stale_bytes", "commands")},
             "reaction_ms": _percentiles(wire.reaction),
-            "slaves": {u: {**s, "reply_timeouts": wire.timeouts.as_dict(int(u))}
-                       for u, s in self.slaves.as_dict(now).items()},
+            "slaves": {u: {**s, "reply_timeouts": learned.get(int(u), {})} for u, s in self.slaves.as_dict(now).items()},
         }
 
     def _state(self) -> str:

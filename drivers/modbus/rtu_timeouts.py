@@ -118,12 +118,12 @@ class ReplyTimeouts:
             est = self.by_key[(unit, fc)] = DelayEstimate()
         return est
 
-    def as_dict(self, unit: int) -> dict:
-        """``{fc: {"delay_ms", "timeout_ms", "samples"}}`` of one unit, for ``canopy bus`` (timeout beyond wire time)."""
-        out = {}
-        for (u, fc), est in sorted(self.by_key.items()):
-            if u == unit:
-                out[str(fc)] = {"delay_ms": round(est.srtt * 1000, 2) if est.samples else None,
-                                "timeout_ms": round((self.timeout(u, fc, 0.0)) * 1000, 2),
-                                "samples": est.samples}
+    def as_dict(self) -> dict[int, dict]:
+        """``{unit: {fc: {"delay_ms", "timeout_ms", "samples"}}}`` for ``canopy bus`` (timeout past the reply's wire time)."""
+        out: dict[int, dict] = {}
+        for (unit, fc), est in sorted(self.by_key.items()):
+            out.setdefault(unit, {})[str(fc)] = {
+                "delay_ms": round(est.srtt * 1000, 2) if est.samples else None,
+                "timeout_ms": round(self.timeout(unit, fc, 0.0) * 1000, 2),
+                "samples": est.samples}
         return out

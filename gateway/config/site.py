@@ -44,6 +44,7 @@ class SiteConfig(Strict):
     rules: RulesConfig | None = Field(None, description="local rules, alert classes and escalation (docs/alerts.md)")
     commands: CommandsConfig | None = Field(None, description="remote commands: issuers, authorisation, valves, locks (docs/commands.md)")
     cameras: list[CameraConfig] = Field(default_factory=list, description="cameras and their detectors (docs/cameras.md)")
+    security: Literal["warn", "strict"] = Field("warn", description="strict: refuse a broker off the board without TLS or credentials, and a password written in the YAML (docs/security.md)")
 
     @field_validator("buses", mode="before")
     @classmethod

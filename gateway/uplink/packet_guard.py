@@ -50,6 +50,9 @@ class FrameScanner:
     def feed(self, data: bytes | bytearray | memoryview) -> int | None:
         """Advance over ``data``; the total size of the first packet over the limit, else None."""
         i, n = 0, len(data)
+        if self._body >= n:  # inside a body (how paho reads most bytes): nothing to look at
+            self._body -= n
+            return None
         while i < n:
             if self._body:
                 step = min(self._body, n - i)

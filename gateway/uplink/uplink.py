@@ -136,6 +136,8 @@ class Uplink:
             try:
                 await client.connect()
             except MqttConnectError as exc:
+                if self._stopping:
+                    break  # stop() let the attempt go
                 self.last_error = exc.reason
                 fail.failed(f"{'broker refused the connection' if exc.refused else 'cannot connect'}: {exc.reason}")
                 await self._pause(backoff.next())
@@ -164,16 +166,26 @@ class Uplink:
         pump = asyncio.create_task(self._pump(client), name="uplink-pump")
         online = asyncio.create_task(self._go_online(client), name="uplink-online")
         closed = asyncio.ensure_future(client.wait_closed())
+        tasks = (pump, online, closed)
         try:
-            await asyncio.wait({closed, online}, return_when=asyncio.FIRST_COMPLETED)
-            if not closed.done() and not online.cancelled() and online.exception() is not None:
-                problem = online.exception()
-                await client.disconnect()
-                return problem if isinstance(problem, MqttError) else MqttError(f"subscribing failed: {problem!r}")
-            return await closed
+            waiting = set(tasks)
+            while not closed.done():
+                done, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                failed = next((t for t in done if t is not closed and not t.cancelled() and t.exception()), None)
+                if failed is not None and not closed.done():  # no SUBACK in time, or a bug: drop this connection
+                    problem = failed.exception()
+                    if not isinstance(problem, MqttError):
+                        log.error("%s failed", failed.get_name(), exc_info=problem)
+                        problem = MqttError(f"{failed.get_name()} failed: {problem!r}")
+                    await client.disconnect()
+                    return problem
+            return closed.result()
         finally:
-            for task in (pump, online, closed):
-                task.cancel()
+            for task in tasks:
+                if not task.done():
+                    task.cancel()
+                elif not task.cancelled():
+                    task.exception()  # retrieved: a failure that came with the connection's end says nothing new
             self.connected.clear()
             self.online.clear()
             self._tell_link(False)

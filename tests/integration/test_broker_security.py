@@ -94,16 +94,16 @@ def test_operator_commands_use_the_gateways_tls_and_password_policy(tmp_path, ca
                 "password_file": _secret(tmp_path, password)}))
 
         cfg = site("s3cret-pass", tls["ca"])
-        assert _cli("ack", "1-abcd", "--by", "wang", "-c", cfg, "--no-wait") == 0  # PUBACK over TLS with the password
+        key = tmp_path / "farmer.key"
+        assert _cli("keys", "gen", "--out", str(key)) == 0
+        assert _cli("ack", "1-abcd", "--key", str(key), "--by", "wang", "-c", cfg, "--no-wait") == 0  # PUBACK over TLS with the password
         assert "ack for 1-abcd sent" in capsys.readouterr().out
-        assert _cli("ack", "1-abcd", "--by", "wang", "-c", site("wrong", tls["ca"]), "--no-wait") == 1
+        assert _cli("ack", "1-abcd", "--key", str(key), "--by", "wang", "-c", site("wrong", tls["ca"]), "--no-wait") == 1
         assert "refused the connection" in (err := capsys.readouterr().err) and "check broker.username" in err
         other = make_tls(tmp_path / "other") if (tmp_path / "other").mkdir() is None else None
         assert _cli("alerts", "-c", site("s3cret-pass", other["ca"]), "--broker", "--timeout", "2") == 1
         assert "TLS certificate rejected" in capsys.readouterr().err
 
-        key = tmp_path / "farmer.key"
-        assert _cli("keys", "gen", "--out", str(key)) == 0
         remote = ["remote", "close-all", "--site", "test-site", "--gateway", "gw-1", "--key", str(key),
                   "--broker", f"127.0.0.1:{broker.port}", "--tls-ca", tls["ca"], "--username", "gw-1", "--timeout", "2"]
         assert _cli(*remote, "--password-file", _secret(tmp_path, "s3cret-pass")) == 3  # reached; no gateway answers

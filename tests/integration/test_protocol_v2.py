@@ -89,8 +89,8 @@ class ProtocolClient:
             return self.receiver.state(topics.site, topics.gateway)
 
     def close(self) -> None:
+        self.client.disconnect()  # first: then loop_stop() need not wait out paho's 1 s select
         self.client.loop_stop()
-        self.client.disconnect()
 
 
 @pytest.fixture

@@ -189,3 +189,21 @@ def test_soil_probes_use_the_farm_physics():
     assert [p.unit for p in probes] == [3, 7]
     values = probes[0].expected(clock.now())
     assert 3 <= values["moisture"] <= 50 and set(values) == {"moisture", "temperature", "ec", "water_potential"}
+
+
+def test_the_line_times_the_masters_reaction_and_its_own_jitter(tmp_path):
+    """reaction_ms: the request's start minus (the previous reply's end + t3.5); jitter_ms: replies written late."""
+    with rtu_line(tmp_path, units=(1,), settings=E9600) as sim:
+        assert sim.stats()["reaction_ms"] is None and sim.stats()["jitter_ms"] is None
+        with open_master(sim.path, E9600) as port:
+            req = framing.rtu_encode(1, bytes((3, 0, 0, 0, 6)))
+            for _ in range(6):
+                port.write(req)
+                reply, t_reply = read_frame(port, 17)
+                assert framing.rtu_crc_ok(reply)
+                time.sleep(max(0.0, t_reply + E9600.t35 + 0.005 - time.monotonic()))  # 5 ms after the gap
+        st = sim.stats()
+        assert st["reaction_ms"]["n"] == 5  # the first request followed no reply
+        assert 4.9 <= st["reaction_ms"]["p50"] < 7.0, st["reaction_ms"]
+        assert st["jitter_ms"]["n"] == 6 and 0 <= st["jitter_ms"]["p50"] < 2.0, st["jitter_ms"]
+        assert st["gap_violations"] == 0

@@ -123,7 +123,6 @@ def test_strict_refuses_canopy_run_before_anything_starts(site_dir, capsys, monk
     assert "broker.password: password written in the config" in capsys.readouterr().err
 
 
-@pytest.mark.skipif("security" not in SiteConfig.model_fields, reason="needs SiteConfig.security (patch in the issue-12 report)")
 def test_security_strict_in_the_site_file_refuses(site_dir, capsys):
     path = write(site_dir, LITERAL_PASSWORD, "security: strict\n")
     assert main(["validate", str(path)]) == 2

@@ -177,6 +177,31 @@ async def test_a_refused_subscription_is_logged_its_capability_left_out_and_onli
         task.cancel()
 
 
+async def test_no_suback_in_time_means_no_online_and_a_new_connection(uplinks, watchers, monkeypatch, caplog):
+    watcher = await watchers()
+    uplink = await uplinks(start=False, cmd=lambda t, p: None)
+    uplink.broker = uplink.broker.model_copy(update={"connect_timeout": 0.3})
+    real = uplink.client.subscribe
+    calls: list[int] = []
+
+    async def lost_suback(*topics, **kw):  # the first connection's SUBACK never comes
+        calls.append(uplink.connects)
+        if uplink.connects == 1:
+            await asyncio.Event().wait()
+        return await real(*topics, **kw)
+
+    monkeypatch.setattr(uplink.client, "subscribe", lost_suback)
+    task = asyncio.create_task(uplink.run())
+    try:
+        with caplog.at_level(logging.WARNING, logger="canopy.uplink"):
+            await until(lambda: uplink.online.is_set() and uplink.connects == 2, what="online on the second connection")
+        assert "connection lost: no SUBACK within 0.3 s" in caplog.text
+        assert [s["uplink"]["connects"] for s in watcher.states()] == [2], "online was said on the first connection"
+    finally:
+        await uplink.stop()
+        task.cancel()
+
+
 @pytest.mark.parametrize("protocol", ["3.1.1", "5"])
 async def test_a_command_sent_the_instant_online_is_seen_arrives_across_reconnects(uplinks, watchers, protocol):
     received: list[bytes] = []
