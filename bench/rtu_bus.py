@@ -336,6 +336,7 @@ async def bench(args) -> dict:
             out["busy_acked_readings"] = busy.acked
     if "cpu_us_per_transaction" in out and out.get("loop_cpu_us_per_transaction"):
         out["cpu_ratio_vs_loop"] = round(out["cpu_us_per_transaction"] / out["loop_cpu_us_per_transaction"], 2)
+    out["min_ratio_healthy"] = min(out["ratio_by_baud"].values())  # the key bench/compare_commits.py reads
     out["ratio_vs_loop_by_baud"] = {b: round(out["ratio_by_baud"][b] / out["loop_ratio_by_baud"][b], 3)
                                     for b in out["ratio_by_baud"] if out["loop_ratio_by_baud"].get(b)}
     return out

@@ -127,7 +127,19 @@ def load_config(file: str | Path) -> CentreConfig:
     except ValidationError as exc:
         raise ConfigError([_problem(err, src) for err in exc.errors(include_url=False)]) from None
     base = os.path.dirname(os.path.abspath(src.file))
-    return cfg.model_copy(update={"keys_dir": os.path.join(base, cfg.keys_dir)})
+    return resolve_paths(cfg, base)
+
+
+def resolve_paths(cfg: CentreConfig, base: str) -> CentreConfig:
+    """Relative paths in the config are relative to the config file's folder."""
+    def at(p: str | None) -> str | None:
+        return None if p is None else os.path.join(base, p)
+
+    b = cfg.broker
+    tls = b.tls.model_copy(update={"ca": at(b.tls.ca), "cert": at(b.tls.cert), "key": at(b.tls.key)}) if b.tls else None
+    broker = b.model_copy(update={"password_file": at(b.password_file), "tls": tls})
+    http = cfg.http.model_copy(update={"tls_cert": at(cfg.http.tls_cert), "tls_key": at(cfg.http.tls_key)})
+    return cfg.model_copy(update={"keys_dir": at(cfg.keys_dir), "broker": broker, "http": http})
 
 
 def _problem(err: dict, src: Source) -> Problem:

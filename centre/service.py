@@ -20,23 +20,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from centre.config import CentreConfig
 from centre.hub import Hub
+from centre.ingest.gaps import GapRef
 from centre.store.engine import create_engine
 from centre.store.migrate import current
 
 log = logging.getLogger("centre")
-
-@dataclass(frozen=True, slots=True)
-class GapRef:
-    """A run of missing seqs of one (site, gateway, epoch, lane): a row of the gaps table."""
-
-    id: int
-    site: str
-    gateway: str
-    epoch: str
-    lane: str
-    first_seq: int
-    last_seq: int
-
 
 COMPONENTS = ("centre.web.service", "centre.acting.service")
 
@@ -53,6 +41,9 @@ class Centre:
     # gap_check_interval while it stays open); the signing module sets it to send a signed `replay`
     # request (docs/protocol.md#replay).  Returns True when a request went out.
     request_replay: Callable[[GapRef], Awaitable[bool]] | None = None
+    # Jobs that must run once across instances ("gaps", "retention", ...) ask this before each round;
+    # the leader-lease module replaces it.  One instance alone is always the leader.
+    is_leader: Callable[[str], bool] = lambda job: True
 
 
 async def open_centre(cfg: CentreConfig) -> Centre:

@@ -15,7 +15,7 @@ def telemetry_row(site: str, gateway: str, epoch: str, rec: dict, now: float) ->
     if isinstance(v, bool):
         value, text = (1.0 if v else 0.0), ("true" if v else "false")
     elif isinstance(v, (int, float)):
-        value = float(v) if math.isfinite(v) and abs(v) < 1e300 else None
+        value = float(v) if abs(v) < 1e300 and (isinstance(v, int) or math.isfinite(v)) else None
     elif isinstance(v, str):
         text = v[:256]
     invalid = rec.get("invalid")

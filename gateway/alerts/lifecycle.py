@@ -10,8 +10,9 @@ rule and subject.  When a new episode starts, the re-raise policy decides:
   ``dead_time`` ago; otherwise the episode is folded into it.
 
 An open alert always absorbs a new episode of its own key (no storm).
-Escalation steps are due at ``raised_at + after`` for as long as the alert is
-neither acknowledged nor resolved.
+Escalation steps are due at ``raised_at + after`` (``escalation_from + after``
+once a severity rise moved the clock, incidents.py) for as long as the alert
+is neither acknowledged nor resolved.
 """
 
 from __future__ import annotations
@@ -47,10 +48,17 @@ class Alert:
     pending: list = field(default_factory=list)  # records decided but not yet committed to the outbox
     outputs: list = field(default_factory=list)  # local outputs this alert holds: [{device, point, value, release}]
     source: str = "rule"  # "rule": from the site's rules; "external": raise_alert() (cameras)
+    incident: str | None = None  # rules.incidents name: the alert stands for every rule of it on this subject
+    members: dict = field(default_factory=dict)  # incident: rule id -> {"severity", "active", "joined_at"}, in join order
+    escalation_from: float | None = None  # escalation steps are measured from here (None: raised_at)
 
     @property
     def key(self) -> str:
-        return f"{self.rule}|{self.subject}"
+        return incident_key(self.incident, self.subject) if self.incident else f"{self.rule}|{self.subject}"
+
+    @property
+    def rules(self) -> list[str]:
+        return list(self.members) or [self.rule]
 
     @property
     def open(self) -> bool:
@@ -132,17 +140,27 @@ class ChainStep:
     recipients: tuple[str, ...]
 
 
+def incident_key(incident: str, subject: str) -> str:
+    """The episode key of an incident on one subject (never a rule id: those have no colon)."""
+    return f"incident:{incident}|{subject}"
+
+
+def escalation_base(alert: Alert) -> float:
+    """Where escalation times are measured from: the raise, or where a severity rise moved the clock."""
+    return alert.escalation_from if alert.escalation_from is not None else alert.raised_at
+
+
 def escalation_due(alert: Alert, chain: list[ChainStep], now: float) -> list[int]:
     """Steps (indices into ``chain``) to publish now, in order."""
     if not alert.open or alert.acked_at is not None:
         return []
-    return [i for i in range(alert.step + 1, len(chain)) if alert.raised_at + chain[i].after <= now]
+    return [i for i in range(alert.step + 1, len(chain)) if escalation_base(alert) + chain[i].after <= now]
 
 
 def next_escalation(alert: Alert, chain: list[ChainStep]) -> float | None:
     if not alert.open or alert.acked_at is not None or alert.step + 1 >= len(chain):
         return None
-    return alert.raised_at + chain[alert.step + 1].after
+    return escalation_base(alert) + chain[alert.step + 1].after
 
 
 def chains_of(rules_config) -> dict[str, list[ChainStep]]:

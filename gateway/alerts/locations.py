@@ -1,7 +1,8 @@
 """Where an alert is: the site, plus the location of its device or of its household.
 
 Location keys (building, unit, household, grid, zone) come from the devices'
-``location`` in the site config; they go into every record and into the text.
+``location`` in the site config; they go into every record and into the text,
+with what people call each device (its ``labels``, for ``{label}``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ class Locations:
             dev.id: {k: v for k, v in (dev.location.model_dump() if dev.location else {}).items() if v is not None}
             for _, dev in cfg.devices()
         }
+        self.labels: dict[str, dict] = {dev.id: dict(getattr(dev, "labels", None) or {}) for _, dev in cfg.devices()}
 
     def device_of(self, ch: Change) -> str | None:
         """The device a change is about: named in its facts, its subject, or its first evidence."""

@@ -1,8 +1,10 @@
 """Human messages for alerts, in English or Simplified Chinese (``site.language``).
 
-Each rule type has a default template; a rule may give its own
-(``message: {en: ..., zh: ...}``) with the same placeholders (listed in
-docs/alerts.md and checked when the config is loaded).
+Each rule type has a default template; a rule (or an incident) may give its
+own (``message: {en: ..., zh: ...}``) with the same placeholders (listed in
+docs/alerts.md and checked when the config is loaded).  ``{label}`` is what
+people call the device (its ``labels`` in the config), ``{place}`` where it is,
+the zone first ("e-bike shed, building 3").
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ DEFAULTS = {
         "all": "{rule}: {components}{where_sep}{where}",
         "any": "{rule}: {components}{where_sep}{where}",
         "camera.fall": "Possible fall ({device}): please check at once{where_sep}{where}",
+        "control.failed": "{label} did not switch {expected} (feedback: {value}): check the device{where_sep}{where}",
+        "control.sensor_stale": "{label}: no reading from its sensor for {duration}; output set to its safe state{where_sep}{where}",
         "external": "{rule} ({device}){where_sep}{where}",
     },
     "zh": {
@@ -46,11 +50,15 @@ DEFAULTS = {
         "all": "{where}{where_sep}{rule}：{components}",
         "any": "{where}{where_sep}{rule}：{components}",
         "camera.fall": "{where}{where_sep}疑似有人跌倒（{device}），请立即查看",
+        "control.failed": "{where}{where_sep}{label}未能{expected}（反馈：{value}），请检查设备",
+        "control.sensor_stale": "{where}{where_sep}{label}：传感器已 {duration} 无读数，输出已置于安全状态",
         "external": "{where}{where_sep}{rule}（{device}）",
     },
 }
 
 RAISED = {"en": "[{severity}] {body}", "zh": "【{severity}】{body}"}
+TAGS = {"en": "en", "zh": "zh-CN"}  # message language -> label language tag
+SWITCHED = {"en": {True: "on", False: "off"}, "zh": {True: "开启", False: "关闭"}}
 RESOLVED = {"en": "Resolved: {body}", "zh": "【已解除】{body}"}
 
 
@@ -64,6 +72,26 @@ def where(location: dict, lang: str) -> str:
     parts = [f"building {b}" if b else "", f"unit {u}" if u else "", f"household {h}" if h else "",
              f"grid {g}" if g else "", z or ""]
     return ", ".join(p for p in parts if p)
+
+
+def place(location: dict, lang: str) -> str:
+    """Where, as people say it: the zone first -- "e-bike shed, building 3" / "3栋 e-bike shed"."""
+    rest = {k: v for k, v in location.items() if k not in ("zone", "grid")}
+    zone = location.get("zone") or ""
+    if lang == "zh":
+        return " ".join(x for x in (where(rest, lang), zone) if x)
+    return ", ".join(x for x in (zone, where(rest, lang)) if x)
+
+
+def label(facts: dict, labels: dict | None, lang: str) -> str:
+    """What people call the thing: ``label:{tag}`` in the facts (a control's), its device's label, else its id."""
+    tag = TAGS[lang]
+    if facts.get(f"label:{tag}"):
+        return str(facts[f"label:{tag}"])
+    for t, text in (labels or {}).items():
+        if t == tag or t.split("-")[0] == tag.split("-")[0]:
+            return text
+    return str(facts.get("label") or facts.get("control") or facts.get("device") or "")
 
 
 def _fmt_value(v, unit: str, lang: str) -> str:
@@ -90,7 +118,7 @@ def template_key(rule_spec) -> str:
     return t
 
 
-def fields_for(rule_spec, facts: dict, location: dict, severity: str, lang: str) -> dict:
+def fields_for(rule_spec, facts: dict, location: dict, severity: str, lang: str, labels: dict | None = None) -> dict:
     unit = facts.get("unit") or ""
     f = _Fields(
         rule=rule_spec.id,
@@ -106,6 +134,10 @@ def fields_for(rule_spec, facts: dict, location: dict, severity: str, lang: str)
         to=_fmt_value(facts["to"], "", lang) if "to" in facts else "",
         components=facts.get("components", ""),
         where=where(location, lang),
+        place=place(location, lang),
+        label=label(facts, labels, lang),
+        control=facts.get("control", ""),
+        expected=SWITCHED[lang][bool(facts["expected"])] if "expected" in facts else "",
         **{k: location.get(k) or "" for k in ("site", "building", "household", "grid", "zone")},
     )
     if not f["household"] and facts.get("household"):
@@ -114,9 +146,9 @@ def fields_for(rule_spec, facts: dict, location: dict, severity: str, lang: str)
     return f
 
 
-def render_body(rule_spec, facts: dict, location: dict, severity: str, lang: str) -> str:
+def render_body(rule_spec, facts: dict, location: dict, severity: str, lang: str, labels: dict | None = None) -> str:
     lang = "zh" if lang.startswith("zh") else "en"
-    f = fields_for(rule_spec, facts, location, severity, lang)
+    f = fields_for(rule_spec, facts, location, severity, lang, labels)
     custom = getattr(rule_spec.message, lang, None) if rule_spec.message is not None else None
     if custom:
         try:
@@ -126,9 +158,10 @@ def render_body(rule_spec, facts: dict, location: dict, severity: str, lang: str
     return DEFAULTS[lang][template_key(rule_spec)].format_map(f).strip()
 
 
-def render(rule_spec, facts: dict, location: dict, severity: str, lang: str, resolved: bool = False) -> str:
+def render(rule_spec, facts: dict, location: dict, severity: str, lang: str, resolved: bool = False,
+           labels: dict | None = None) -> str:
     lang = "zh" if lang.startswith("zh") else "en"
-    body = render_body(rule_spec, facts, location, severity, lang)
+    body = render_body(rule_spec, facts, location, severity, lang, labels)
     if resolved:
         return RESOLVED[lang].format(body=body)
     return RAISED[lang].format(severity=SEVERITY[lang][severity], body=body)

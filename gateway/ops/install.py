@@ -163,6 +163,8 @@ def prepare_board(layout: Layout, folder: Path, *, create_user: bool, first: boo
     if first:
         shutil.copyfile(folder / bundles.PUBLIC_KEY, layout.release_key)
         os.chmod(layout.release_key, 0o644)
+    if (folder / "profiles").is_dir() and not (layout.etc / "profiles").exists():
+        shutil.copytree(folder / "profiles", layout.etc / "profiles")  # the device models; the site's own edits are kept
     layout.units.mkdir(parents=True, exist_ok=True)
     for unit in sorted((folder / "systemd").glob("canopy*")):
         shutil.copyfile(unit, layout.units / unit.name)

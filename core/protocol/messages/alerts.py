@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from core.protocol.messages.base import Place, Record, Severity
+from core.protocol.messages.base import Labels, Place, Record, Severity, Value
 
 
 class AlertRecord(Record):
@@ -27,6 +27,12 @@ class AlertRecord(Record):
     location: Place
     raised_at: float
     groups: list[str] = Field([], description="v2: every group the alert has been sent to so far (the copies' topics)")
+    incident: str | None = Field(None, description="v2: the incident its rules are grouped in (`rules.incidents`), or null")
+    rules: list[str] = Field([], description="v2: every rule that joined the alert (an incident's members), in order")
+    message_key: str | None = Field(None, description="v2: what the text says, for a screen that renders its own words: "
+                                                      "a default template (`threshold.above`), `rule:{id}` or `incident:{name}`")
+    params: dict[str, Value] = Field({}, description="v2: the text's parameters (raw numbers, ids, location parts)")
+    texts: Labels = Field({}, description="v2: this record's ready line for people, by language tag (`en`, `zh-CN`)")
 
 
 class _Paged(AlertRecord):

@@ -81,6 +81,7 @@ class StateOnline(Strict):
     buses: dict[str, dict[str, Any]]
     alerts: dict[str, Any] | None = None
     commands: dict[str, Any] | None = None
+    controls: dict[str, dict[str, Any]] | None = Field(None, description="local control loops: mode, output, sensor, override, faults (docs/controls.md)")
     cameras: dict[str, dict[str, Any]] | None = None
 
 

@@ -10,6 +10,7 @@ the whole site.  docs/alerts.md describes every key.
 from gateway.alerts.config.checks import TEMPLATE_FIELDS, validate_rules
 from gateway.alerts.config.composition import topo_order
 from gateway.alerts.config.fields import Strict
+from gateway.alerts.config.incidents import Incident
 from gateway.alerts.config.people import AlertClass, Group, Step
 from gateway.alerts.config.rule_models import (
     RULE_TYPES,
@@ -39,6 +40,6 @@ from gateway.alerts.timeutil import WEEKDAYS
 __all__ = [
     "RULE_TYPES", "RulesConfig", "validate_rules", "topo_order", "WEEKDAYS", "TEMPLATE_FIELDS", "Strict",
     "AlertClass", "Group", "Step", "Household", "ScheduleModel", "AllRule", "AnyRule", "CompositeRule", "Debounced",
-    "DeviceRule", "ExternalSource", "FlowRule", "InactivityRule", "Messages", "Output", "RateRule", "ReraisePolicy",
+    "DeviceRule", "ExternalSource", "FlowRule", "Incident", "InactivityRule", "Messages", "Output", "RateRule", "ReraisePolicy",
     "Rule", "RuleBase", "Source", "StaleRule", "StateRule", "ThresholdRule",
 ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 from gateway.alerts.config.composition import find_cycles
@@ -32,7 +33,7 @@ RESERVED_GROUPS = {"ack": "…/alert/ack is where acknowledgements arrive, so no
 
 TEMPLATE_FIELDS = frozenset({
     "rule", "severity", "device", "point", "value", "unit", "threshold", "change", "window", "duration",
-    "where", "site", "building", "household", "grid", "zone", "components", "to",
+    "where", "site", "building", "household", "grid", "zone", "components", "to", "label", "place", "control", "expected",
 })
 
 
@@ -109,6 +110,7 @@ def validate_rules(site, profiles, src) -> list:
     _check_ids(ck)
     for i, rule in enumerate(ck.rc.rules):
         _check_rule(ck, ("rules", i), rule)
+    _check_incidents(ck)
     ck.problems.extend(find_cycles(ck.rc, src, BASE, ck.ids))
     return list(dict.fromkeys(ck.problems))
 
@@ -179,6 +181,10 @@ def _check_alert_keys(ck: _Checks, path: tuple, owner, *, value_kinds: bool) -> 
 
 def _check_rule(ck: _Checks, path: tuple, rule) -> None:
     _check_alert_keys(ck, path, rule, value_kinds=True)
+    if not rule.alert and rule.outputs:
+        ck.problem(path + ("outputs",), "a rule with alert: false raises nothing, so its outputs would never be driven; "
+                                        "for a closed loop (a fan on temperature, a heater, a mister) use the controls: "
+                                        "section (docs/controls.md)")
     if isinstance(rule, DeviceRule):
         dev_keys = [(d, ("device",)) for d in ([rule.device] if rule.device else [])]
         dev_keys += [(d, ("devices", k)) for k, d in enumerate(rule.devices or [])]
@@ -222,6 +228,8 @@ def _check_inactivity(ck: _Checks, path: tuple, rule: InactivityRule) -> None:
             continue
         if s.mode in ("increase", "above") and _kind(pt) != "number":
             ck.problem(path + ("sources", k, "point"), f"'{s.point}' is a {_kind(pt)} point; on: {s.mode} needs a number")
+        elif s.change_by is not None and _kind(pt) != "number":
+            ck.problem(path + ("sources", k, "change_by"), f"'{s.point}' is a {_kind(pt)} point; change_by needs a number")
         if rule.per == "household":
             loc = ck.devices[s.device][0].location
             if loc is None or loc.household is None:
@@ -263,3 +271,29 @@ def _check_composite(ck: _Checks, path: tuple, rule: CompositeRule) -> None:
             comp = ck.rc.rules[ck.ids[ref]] if ref in ck.ids else None
             if comp is not None and not isinstance(comp, (DeviceRule, StaleRule, CompositeRule)):
                 ck.problem(path + ("of", k), f"same_device: rule '{ref}' ({comp.type}) is not about single devices")
+
+
+def _check_incidents(ck: _Checks) -> None:
+    """Incidents: rules that raise alerts, one chain per incident, no lonely undeclared names (typos)."""
+    members: dict[str, list[int]] = {}
+    for i, rule in enumerate(ck.rc.rules):
+        if rule.incident is None:
+            continue
+        members.setdefault(rule.incident, []).append(i)
+        if not rule.alert:
+            ck.problem(("rules", i, "incident"), f"rule '{rule.id}' has alert: false: it raises nothing, so it cannot join "
+                                                 f"incident '{rule.incident}' (a condition for all/any needs no incident)")
+    for name, idx in members.items():
+        declared = ck.rc.incidents.get(name)
+        if declared is None and len(idx) == 1:
+            ck.problem(("rules", idx[0], "incident"), f"incident '{name}' is named by this rule only: declare it under "
+                                                      f"rules.incidents, or check the spelling (incidents: {_names(members)})")
+        classes = sorted({str(ck.rc.rules[i].class_) for i in idx})
+        if (declared is None or declared.class_ is None) and len(classes) > 1:
+            ck.problem(("rules", idx[-1], "class"), f"the rules of incident '{name}' have different classes ({', '.join(classes)}): "
+                                                    f"one incident escalates along one chain (give incidents.{name}.class)")
+    for name, inc in ck.rc.incidents.items():
+        _check_alert_keys(ck, ("incidents", name), SimpleNamespace(class_=inc.class_, outputs=[], message=inc.message),
+                          value_kinds=False)
+        if name not in members:
+            ck.problem(("incidents", name), f"no rule names incident '{name}' (add incident: {name} to its rules, or remove it)")

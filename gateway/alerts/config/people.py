@@ -4,12 +4,22 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
+from core.protocol.messages.base import Labels
 from gateway.alerts.config.fields import Duration, Name, Strict
 
 
 class Group(Strict):
     recipients: list[str] = Field(min_length=1, description="who is in the group (names, ids, numbers: the centre resolves them)")
     description: str = ""
+    labels: Labels = Field(default_factory=dict, description="the group's name for people, by language tag: {en: Volunteers, zh-CN: 志愿者}")
+
+    def label(self, tag: str, name: str) -> str:
+        """The group in words for a language tag (``en``, ``zh-CN``): its label, else its description, else its name."""
+        base = tag.split("-")[0]
+        for t, text in self.labels.items():
+            if t == tag or t.split("-")[0] == base:
+                return text
+        return self.description or name
 
 
 class Step(Strict):

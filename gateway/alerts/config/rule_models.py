@@ -7,9 +7,10 @@ need only its own values.  Checks that need the whole site are in checks.py.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal, Union
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from gateway.alerts.config.fields import Duration, Name, PositiveDuration, RuleId, Scalar, Severity, Strict
 from gateway.alerts.config.schedules import QuietItem
@@ -60,6 +61,7 @@ class RuleBase(ReraisePolicy):
     resolve: Literal["auto", "ack"] = Field("auto", description="auto: when the condition clears; ack: only by an ack with resolve")
     outputs: list[Output] = Field(default_factory=list)
     message: Messages | None = None
+    incident: Name | None = Field(None, description="rules with the same incident and subject raise one alert together")
     description: str = ""
 
 
@@ -130,11 +132,35 @@ class StaleRule(RuleBase):
     intervals: float = Field(3, ge=1, le=100000, description="poll intervals without a valid reading")
 
 
+_PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
+
+
 class Source(Strict):
     device: str
     point: str
     on: Literal["change", "increase", "above"] | None = Field(None, description="default: change (above if 'above' is given)")
     above: float | None = None
+    change_by: float | str | None = Field(None, description="deadband: a change (or increase) counts only when it is at "
+                                                             "least this much (a number, or a percentage like '5%') "
+                                                             "away from the value at the last activity")
+
+    @field_validator("change_by")
+    @classmethod
+    def _deadband(cls, v):
+        if v is None:
+            return v
+        if isinstance(v, bool):
+            raise ValueError("change_by is a number (e.g. 20) or a percentage (e.g. '5%')")
+        if isinstance(v, str):
+            m = _PERCENT.match(v)
+            if m is None:
+                raise ValueError(f"change_by {v!r} is neither a number nor a percentage like '5%'")
+            if float(m.group(1)) <= 0:
+                raise ValueError("change_by must be more than 0%")
+            return v.strip()
+        if v <= 0:
+            raise ValueError(f"change_by must be more than 0 (got {v:g})")
+        return float(v)
 
     @model_validator(mode="after")
     def _mode(self):
@@ -142,11 +168,22 @@ class Source(Strict):
             raise ValueError("on: above needs 'above' (e.g. above: 0)")
         if self.above is not None and self.on not in (None, "above"):
             raise ValueError("'above' only applies with on: above")
+        if self.change_by is not None and self.mode == "above":
+            raise ValueError("change_by applies to on: change or on: increase, not to on: above (which has its own level)")
         return self
 
     @property
     def mode(self) -> str:
         return self.on or ("above" if self.above is not None else "change")
+
+    @property
+    def deadband(self) -> tuple[float, bool] | None:
+        """(amount, relative): ``change_by: 20`` -> (20.0, False); ``change_by: '5%'`` -> (0.05, True)."""
+        if self.change_by is None:
+            return None
+        if isinstance(self.change_by, str):
+            return float(_PERCENT.match(self.change_by).group(1)) / 100.0, True  # type: ignore[union-attr]
+        return float(self.change_by), False
 
 
 class InactivityRule(RuleBase):

@@ -8,6 +8,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, field_validator
 
 from gateway.alerts.config.fields import Name, Strict
+from gateway.alerts.config.incidents import DEFAULT as DEFAULT_INCIDENT
+from gateway.alerts.config.incidents import Incident
 from gateway.alerts.config.people import AlertClass, Group
 from gateway.alerts.config.rule_models import ExternalSource, InactivityRule, Rule
 from gateway.alerts.config.schedules import Household, ScheduleModel
@@ -22,6 +24,7 @@ class RulesConfig(Strict):
     schedules: dict[Name, ScheduleModel] = Field(default_factory=dict)
     households: dict[str, Household] = Field(default_factory=dict)
     external: dict[Name, ExternalSource] = Field(default_factory=dict, description="alerts from cameras and other services")
+    incidents: dict[Name, Incident] = Field(default_factory=dict, description="rules grouped into one alert per subject")
     rules: list[Rule] = Field(default_factory=list)
 
     @field_validator("timezone")
@@ -35,7 +38,7 @@ class RulesConfig(Strict):
             raise ValueError(f"unknown time zone {v!r} (use an IANA name such as Asia/Shanghai or UTC)") from None
         return v
 
-    @field_validator("groups", "classes", "schedules", "households", "external", "rules", mode="before")
+    @field_validator("groups", "classes", "schedules", "households", "external", "incidents", "rules", mode="before")
     @classmethod
     def _null_is_empty(cls, v, info):
         if v is None:
@@ -59,6 +62,10 @@ class RulesConfig(Strict):
         if rule.schedule is not None:
             return Schedule([parse_window(w) for w in self.schedules[rule.schedule].quiet_hours], tz)
         return Schedule([], tz)
+
+    def incident(self, name: str) -> Incident:
+        """The incident's settings (the defaults when it is not declared)."""
+        return self.incidents.get(name, DEFAULT_INCIDENT)
 
     def external_spec(self, rule: str) -> SimpleNamespace:
         """A rule-like spec for alerts from another service (``camera.fall``): ``rules.external`` or defaults."""

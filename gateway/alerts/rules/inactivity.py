@@ -1,7 +1,9 @@
 """``inactivity``: no sign of daily life from a set of sources for a time, minus quiet hours.
 
 Per household (or one for all sources): a door sensor changing, a water
-meter advancing, a flow over a limit all count as activity.  With
+meter advancing, a flow over a limit all count as activity.  A noisy value
+(a float power reading) counts only past a deadband (``change_by``): far
+enough from the value at the last activity, so noise never adds up to one.  With
 ``quiet: pause`` quiet hours do not count towards ``for``; with ``quiet: hold``
 they count, but an alert that comes due inside them waits for their end.
 """
@@ -27,6 +29,32 @@ def is_activity(mode: str, above: float | None, prev, value) -> bool:
     return v is not None and v > above
 
 
+def deadband_activity(mode: str, deadband: tuple[float, bool], ref: float | None, value) -> tuple[bool, float | None]:
+    """(activity?, the new reference) for a source with ``change_by``.
+
+    The reference is the value at the last activity (the first reading at start),
+    not the previous reading: noise around a level never counts, however long it
+    goes on, while a real change counts once it is ``change_by`` away.  With a
+    percentage the distance is relative to the reference (any change counts from 0).
+    ``on: increase`` counts only rises; a counter that went back (reset) is a new reference.
+    """
+    v = as_number(value)
+    if v is None:
+        return False, ref
+    if ref is None:
+        return False, v
+    amount, relative = deadband
+    need = amount * abs(ref) if relative else amount
+    delta = v - ref
+    if mode == "increase":
+        if delta < 0:
+            return False, v
+        moved = delta >= need if need > 0 else delta > 0
+    else:
+        moved = abs(delta) >= need if need > 0 else delta != 0
+    return (True, v) if moved else (False, ref)
+
+
 class InactivityRule(FlagRule):
     """No activity from a set of sources for ``for`` seconds of non-quiet time (per household)."""
 
@@ -43,6 +71,7 @@ class InactivityRule(FlagRule):
                 self.by_source.setdefault((src.device, src.point), []).append((subject, src))
         self.last_activity: dict[str, float] = {}
         self.prev: dict[tuple[str, str], float | Any] = {}
+        self.ref: dict[tuple[str, str, str], float | None] = {}  # (subject, device, point) -> value at the last activity
         self.active: dict[str, bool] = {s: False for s in groups}
         self._due: dict[str, tuple[float, float]] = {}
 
@@ -57,7 +86,12 @@ class InactivityRule(FlagRule):
         prev = self.prev.get(key, MISSING)
         self.prev[key] = r.value
         for subject, src in entries:
-            act = is_activity(src.mode, src.above, prev, r.value)
+            band = src.deadband
+            if band is None:
+                act = is_activity(src.mode, src.above, prev, r.value)
+            else:
+                rk = (subject, r.device, r.point)
+                act, self.ref[rk] = deadband_activity(src.mode, band, self.ref.get(rk), r.value)
             if act and r.ts > self.last_activity.get(subject, -math.inf):
                 self.last_activity[subject] = r.ts
                 self.evidence[subject] = [evidence_of(r)]
