@@ -19,13 +19,15 @@ Keys
   reaction_ms_by_baud        {p50, p99}: the next request's first byte (as the slave saw it)
                              minus (the previous reply's end + t3.5); both pty hops included
   loop_reaction_ms_by_baud   the same for the loop
-  gap_violations             over every case (Canopy's and the loop's)
+  gap_violations             over every case (Canopy's and the loop's), by case if any; healthy_timeouts:
+                             timeouts of slaves that were not made silent (false timeouts)
   slave_jitter_ms_p99        worst p99 of how late the simulator wrote its replies (must be <= 0.2)
   silent_first_20s_ratio_min one of ten silent (dead from boot, and dying after warm-up): the
                              other nine's polls over the first ``--silent-window`` s / maximum
   four_lines_min_ratio       four lines at 38400 at once, the worst line's ratio
   cpu_us_per_transaction     CPU of this process per transaction during the four-line case
-  cpu_ratio_vs_loop          that / the loop's CPU per transaction (one line, 38400)
+  cpu_ratio_vs_loop          that / the loop's CPU per transaction (one line, 38400); both
+                             left out with --busy (the process's CPU then includes the ingest)
 
 ``--busy`` runs the gateway's real Outbox (SQLite) and Uplink (to a throw-away
 mosquitto) in the same process meanwhile, fed by ``--busy-devices`` fake
@@ -88,7 +90,10 @@ def theory_per_s(baud: int) -> float:
 
 
 class RtuSimProcess:
-    """Ten soil probes on a pty in a child process on the other core(s); ``stats()`` is its counters."""
+    """Ten soil probes on a pty in a child process on the other core(s); ``stats()`` is its counters.
+
+    Used with ``async with``: starting it and talking to it block on pipes, so that runs in a
+    thread and never stalls the event loop (which may be running the busy gateway)."""
 
     def __init__(self, baud: int, link: Path):
         self.cmd = [sys.executable, "-m", "simulator", "rtu", "probes", "--units", "1-10", "--baud", str(baud),
@@ -122,6 +127,18 @@ class RtuSimProcess:
 
     def __exit__(self, *exc) -> None:
         stop_process(self.proc)
+
+    async def __aenter__(self) -> "RtuSimProcess":
+        return await asyncio.to_thread(self.__enter__)
+
+    async def __aexit__(self, *exc) -> None:
+        await asyncio.to_thread(self.__exit__)
+
+    async def acommand(self, line: str) -> str:
+        return await asyncio.to_thread(self.command, line)
+
+    async def astats(self) -> dict:
+        return await asyncio.to_thread(self.stats)
 
 
 # -- the baseline ---------------------------------------------------------------------------------
@@ -232,7 +249,7 @@ async def run_lines(ports: list[str], baud: int, seconds: float, *, warmup: floa
     try:
         await asyncio.sleep(warmup)
         if on_warm is not None:
-            on_warm()
+            await on_warm()
         w0, cpu0, tx0 = time.monotonic(), time.process_time(), sum(ln.counters["transactions"] for ln in lines)
         await asyncio.sleep(seconds)
         w1, cpu1, tx1 = time.monotonic(), time.process_time(), sum(ln.counters["transactions"] for ln in lines)
@@ -253,28 +270,32 @@ def ratio_in(run: dict, t0: float, t1: float, baud: int, *, line: int | None = N
     return round(n / (t1 - t0) / theory_per_s(baud), 4)
 
 
-def wire_checks(sim_stats: dict, out: dict) -> None:
-    out["gap_violations"] += sim_stats["gap_violations"] + sim_stats["collisions"]
+def wire_checks(sim_stats: dict, out: dict, case: str) -> None:
+    bad = sim_stats["gap_violations"] + sim_stats["collisions"]
+    out["gap_violations"] += bad
+    if bad:
+        out.setdefault("gap_violations_by_case", {})[case] = {k: sim_stats[k] for k in ("gap_violations", "collisions")}
     jitter = (sim_stats.get("jitter_ms") or {}).get("p99") or 0.0
     out["slave_jitter_ms_p99"] = max(out["slave_jitter_ms_p99"], jitter)
 
 
 async def healthy(tmp: Path, baud: int, window: float, out: dict) -> None:
-    with RtuSimProcess(baud, tmp / f"tty{baud}") as sim:
+    async with RtuSimProcess(baud, tmp / f"tty{baud}") as sim:
         run = await run_lines([sim.port], baud, window)
-        st = sim.stats()
+        st = await sim.astats()
     out["ratio_by_baud"][baud] = ratio_in(run, run["w0"], run["w1"], baud)
     out["reaction_ms_by_baud"][baud] = {k: st["reaction_ms"][k] for k in ("p50", "p99")}
     out["gateway_reaction_ms_by_baud"][baud] = run["stats"][0]["reaction_ms"]
-    wire_checks(st, out)
-    with RtuSimProcess(baud, tmp / f"ttyL{baud}") as sim:
+    out["healthy_timeouts"] += run["stats"][0]["timeouts"]
+    wire_checks(st, out, f"{baud}_healthy")
+    async with RtuSimProcess(baud, tmp / f"ttyL{baud}") as sim:
         loop = await asyncio.to_thread(pyserial_loop, sim.port, baud, window)
-        st = sim.stats()
+        st = await sim.astats()
     out["loop_ratio_by_baud"][baud] = loop["ratio"]
     out["loop_reaction_ms_by_baud"][baud] = {k: st["reaction_ms"][k] for k in ("p50", "p99")}
     if baud == 38400:
         out["loop_cpu_us_per_transaction"] = loop["cpu_us_per_transaction"]
-    wire_checks(st, out)
+    wire_checks(st, out, f"{baud}_loop")
     log(f"{baud}: ratio {out['ratio_by_baud'][baud]} (loop {loop['ratio']}), reaction "
         f"{out['reaction_ms_by_baud'][baud]} (loop {out['loop_reaction_ms_by_baud'][baud]})")
 
@@ -282,16 +303,16 @@ async def healthy(tmp: Path, baud: int, window: float, out: dict) -> None:
 async def silent(tmp: Path, baud: int, window: float, out: dict) -> None:
     """Unit 10 silent from boot, then (a fresh line) dying after 2 s of warm-up: the nine others' share."""
     for case in ("from_boot", "after_warmup"):
-        with RtuSimProcess(baud, tmp / f"ttyS{baud}{case}") as sim:
+        async with RtuSimProcess(baud, tmp / f"ttyS{baud}{case}") as sim:
             if case == "from_boot":
-                assert sim.command("fault 10 silent") == "ok"
+                assert await sim.acommand("fault 10 silent") == "ok"
                 run = await run_lines([sim.port], baud, window, warmup=0.0)
                 t0 = run["t_start"]
             else:
                 run = await run_lines([sim.port], baud, window, warmup=2.0,
-                                      on_warm=lambda: sim.command("fault 10 silent"))
+                                      on_warm=lambda: sim.acommand("fault 10 silent"))
                 t0 = run["w0"]
-            wire_checks(sim.stats(), out)
+            wire_checks(await sim.astats(), out, f"{baud}_silent_{case}")
         r = ratio_in(run, t0, t0 + window, baud, skip_unit=10)
         slave = run["stats"][0]["slaves"]["10"]
         out["silent"][f"{baud}_{case}"] = {"others_ratio": r, "failures": slave["failures"],
@@ -301,25 +322,21 @@ async def silent(tmp: Path, baud: int, window: float, out: dict) -> None:
 
 
 async def four_lines(tmp: Path, window: float, out: dict) -> None:
-    sims = [RtuSimProcess(38400, tmp / f"tty4x{i}") for i in range(4)]
-    try:
-        for s in sims:
-            s.__enter__()
+    async with AsyncExitStack() as stack:
+        sims = [await stack.enter_async_context(RtuSimProcess(38400, tmp / f"tty4x{i}")) for i in range(4)]
         run = await run_lines([s.port for s in sims], 38400, window)
-        for s in sims:
-            wire_checks(s.stats(), out)
-    finally:
-        for s in sims:
-            s.__exit__(None, None, None)
+        for i, s in enumerate(sims):
+            wire_checks(await s.astats(), out, f"four_lines_{i}")
     out["four_lines_ratios"] = [ratio_in(run, run["w0"], run["w1"], 38400, line=i) for i in range(4)]
     out["four_lines_min_ratio"] = min(out["four_lines_ratios"])
     out["cpu_us_per_transaction"] = run["cpu_us_per_transaction"]
+    out["healthy_timeouts"] += sum(st["timeouts"] for st in run["stats"])
     log(f"four lines at 38400: {out['four_lines_ratios']}, {out['cpu_us_per_transaction']} us CPU per transaction")
 
 
 async def bench(args) -> dict:
     out = {"ratio_by_baud": {}, "loop_ratio_by_baud": {}, "reaction_ms_by_baud": {}, "loop_reaction_ms_by_baud": {},
-           "gateway_reaction_ms_by_baud": {}, "gap_violations": 0, "slave_jitter_ms_p99": 0.0, "silent": {}}
+           "gateway_reaction_ms_by_baud": {}, "gap_violations": 0, "healthy_timeouts": 0, "slave_jitter_ms_p99": 0.0, "silent": {}}
     bauds = [int(b) for b in args.baud.split(",")]
     with tempfile.TemporaryDirectory(prefix="canopy-rtu-bench-") as tmp_s:
         tmp = Path(tmp_s)
@@ -334,7 +351,10 @@ async def bench(args) -> dict:
                 await four_lines(tmp, args.window, out)
         if args.busy:
             out["busy_acked_readings"] = busy.acked
-    if "cpu_us_per_transaction" in out and out.get("loop_cpu_us_per_transaction"):
+    if args.busy:  # process CPU then includes the ingest and uplink: no per-transaction figure
+        out.pop("cpu_us_per_transaction", None)
+        out.pop("loop_cpu_us_per_transaction", None)
+    elif "cpu_us_per_transaction" in out and out.get("loop_cpu_us_per_transaction"):
         out["cpu_ratio_vs_loop"] = round(out["cpu_us_per_transaction"] / out["loop_cpu_us_per_transaction"], 2)
     out["min_ratio_healthy"] = min(out["ratio_by_baud"].values())  # the key bench/compare_commits.py reads
     out["ratio_vs_loop_by_baud"] = {b: round(out["ratio_by_baud"][b] / out["loop_ratio_by_baud"][b], 3)

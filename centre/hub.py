@@ -48,6 +48,10 @@ class Hub:
     def unsubscribe(self, sub: Subscription) -> None:
         self._subs.discard(sub)
 
+    def wants(self, channel: str) -> bool:
+        """Whether anybody listens on ``channel`` (a producer may skip building changes nobody reads)."""
+        return any(sub.channels is None or channel in sub.channels for sub in self._subs)
+
     def publish(self, changes: Iterable[Change]) -> None:
         """Hand committed changes to every subscriber of their channel; never blocks."""
         for change in changes:

@@ -1,9 +1,10 @@
 """The daemon: wires drivers -> pollers -> outbox -> uplink, and shuts down cleanly.
 
 Nothing here does protocol work; it builds the pieces from a validated config,
-starts their tasks, publishes health and the site's retained ``…/meta``, and
-stops them in the order that loses nothing: stop polling, commit what was
-polled, say "offline", close.
+starts their tasks, publishes health (``gateway/status/``: …/state, the status
+file, metrics) and the site's retained ``…/meta``, and stops them in the order
+that loses nothing: stop polling, commit what was polled, say "offline", close,
+and leave a last snapshot that says "stopped".
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ import asyncio
 import logging
 import os
 import signal
+import threading
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import orjson
-
 from core.clock import Clock
+from core.protocol.messages.state import StateOnline
 from core.protocol.topics import Topics
 from core.records import Reading, event_body, reading_body
 from core.tasks import cancel_all
@@ -29,6 +31,10 @@ from gateway.outbox.store import Outbox, StorePolicy
 from gateway.poll.health import DeviceStatus, Health
 from gateway.poll.poller import DevicePoller, Pollable
 from gateway.poll.registry import BuiltBus, build_bus
+from gateway.status.backlog import BacklogAge
+from gateway.status.host import HostSample, sample
+from gateway.status.metrics import MetricsExport
+from gateway.status.reporter import HealthReporter, ReportPolicy
 from gateway.uplink.embedded_broker import EmbeddedBroker
 from gateway.uplink.uplink import Uplink
 
@@ -37,10 +43,24 @@ if TYPE_CHECKING:  # imported where they start: OpenCV/LiteRT and the command st
     from inference.service import CameraService
 
 log = logging.getLogger("canopy")
+# …/state carries only what the protocol defines (StateOnline is closed); the status file and metrics carry all
+_PUBLISHED = frozenset(StateOnline.model_fields)
+
+
+@dataclass(frozen=True)
+class StartOptions:
+    """What `canopy run` adds to the site config: where the health goes besides …/state."""
+
+    metrics_file: str | None = None  # a node_exporter textfile (…/canopy.prom)
+    metrics_port: int | None = None  # an endpoint on 127.0.0.1
+
+
+class StartError(Exception):
+    """The gateway cannot start; the message says why in one line (exit code 1)."""
 
 
 class Gateway:
-    def __init__(self, cfg: LoadedConfig, clock: Clock | None = None):
+    def __init__(self, cfg: LoadedConfig, clock: Clock | None = None, options: StartOptions | None = None):
         self.cfg = cfg
         self.site = cfg.site
         self.clock = clock or Clock()
@@ -70,7 +90,15 @@ class Gateway:
         self.readings_polled = 0
         self._tasks: list[asyncio.Task] = []
         self._bg: set[asyncio.Task] = set()
-        self._state_dirty = asyncio.Event()
+        self.options = options or StartOptions()
+        self.started_mono = self.clock.monotonic()
+        self.backlog = BacklogAge(self.outbox, self.clock)
+        self.host = HostSample()  # refreshed in a thread before each snapshot
+        self.metrics: MetricsExport | None = None
+        self.reporter = HealthReporter(
+            state=self.health_snapshot, publish=self._publish_state, refresh=self._refresh_health, backlog=self._backlog,
+            status_path=cfg.status_path, policy=ReportPolicy(interval=self.site.uplink.state_interval),
+            identity={"site": self.site.site, "gateway": self.site.gateway}, clock=self.clock)
         self.meta_version: str | None = None  # the config's hash, named in …/state -> meta
         self._meta: bytes | None = None
         self._describe_site(cfg)
@@ -94,12 +122,12 @@ class Gateway:
         await self.outbox.put("telemetry", [reading_body(r) for r in readings], ts=readings[0].ts if readings else None)
 
     def _device_changed(self, st: DeviceStatus, previous: str) -> None:
+        self.reporter.changed()  # the first successful poll too: …/state must not say "unknown" for 30 s
         if previous == "unknown" and st.status == "ok":
             return  # first successful poll is not news
         body = event_body(self.clock.time(), "device.status", device=st.id, bus=st.bus, status=st.status,
                           previous=previous, detail=st.detail)
         self._spawn(self.outbox.put("event", [body]))
-        self._state_dirty.set()
 
     async def _emit(self, lane: str, body: bytes, topic: str | None = None) -> list[int] | None:
         """Alerts and events from the services: accepted once durably committed; returns the seqs.
@@ -147,52 +175,59 @@ class Gateway:
         if not self._describe_site(cfg):
             return False
         self.publish_meta()
-        self._state_dirty.set()  # …/state names the new version
+        self.reporter.changed()  # …/state names the new version
         return True
 
-    def state(self) -> dict:
+    def health_snapshot(self) -> dict:
+        """Everything the gateway knows of its health: the status file and the metrics carry all of it."""
         up = self.uplink
+        ages = self.backlog.ages()
+        lanes = {lane: c.as_dict() | {"oldest_age_s": ages.get(lane)} for lane, c in self.outbox.counters.items()}
+        uplink = up.stats() if up else {"connects": 0, "connected": False, "published": {}, "last_error": None}
         return {
             "version": __version__,
             "boot": self.outbox.boot,
             "ts": round(self.clock.time(), 3),
+            "uptime_s": round(self.clock.monotonic() - self.started_mono, 1),
             **({"meta": self.meta_version} if self.meta_version else {}),
             "devices": self.health.snapshot(),
-            "outbox": {lane: c.as_dict() for lane, c in self.outbox.counters.items()}
-            | {"commits": self.outbox.commits, "commit_errors": self.outbox.commit_errors, "epoch": self.outbox.epoch,
-               "degraded": self.outbox.degraded, "last_error": self.outbox.last_error},
-            "uplink": up.stats() if up else {"connects": 0, "connected": False, "published": {}, "last_error": None},
+            "outbox": lanes | {"commits": self.outbox.commits, "commit_errors": self.outbox.commit_errors,
+                               "epoch": self.outbox.epoch, "degraded": self.outbox.degraded, "last_error": self.outbox.last_error},
+            "uplink": uplink | {"last_puback_ts": self.backlog.last_puback_ts},
             "buses": {b.id: stats for b in self.buses if (stats := b.transport.stats()) is not None},
+            "host": self.host.as_dict(),
             **({"alerts": self.alerts.snapshot()} if self.alerts is not None else {}),
             **({"commands": self.commands.snapshot()} if self.commands is not None else {}),
             **({"cameras": self.cameras.snapshot()} if self.cameras is not None else {}),
         }
 
-    async def write_status(self) -> None:
-        """Atomically write the health snapshot for `canopy status` (no socket needed).
+    def state(self) -> dict:
+        """The health on ``…/state``: the snapshot less the sections the protocol does not define (yet), so the
+        message stays valid; ``uptime_s`` and ``host`` go out once ``StateOnline`` has them."""
+        return {k: v for k, v in self.health_snapshot().items() if k in _PUBLISHED}
 
-        The snapshot is taken on the loop (the services mutate what it reads);
-        only the file write goes to a worker thread.
-        """
-        payload = orjson.dumps({"site": self.site.site, "gateway": self.site.gateway, **self.state()}, option=orjson.OPT_INDENT_2)
-        await asyncio.to_thread(self._write_file, self.cfg.status_path, payload)
+    def _publish_state(self) -> None:
+        if self.uplink is not None:
+            self.uplink.publish_state()
 
-    @staticmethod
-    def _write_file(path: str, payload: bytes) -> None:
-        tmp = f"{path}.tmp"
-        try:
-            with open(tmp, "wb") as f:
-                f.write(payload)
-            os.replace(tmp, path)
-        except OSError as exc:
-            log.warning("cannot write status file %s: %s", path, exc)
+    def _backlog(self) -> int:
+        return sum(c.pending for c in self.outbox.counters.values())
+
+    async def _refresh_health(self) -> None:
+        """The figures that take I/O, read just before a snapshot: host (in a thread) and the backlog's age."""
+        folder = os.path.dirname(self.outbox.path) or "."
+        self.host = await asyncio.to_thread(sample, folder)
+        await self.backlog.refresh()
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
         """Outbox, uplink, buses, then the services in the order a restart needs (valves safe first), then polling."""
-        await self.outbox.open()
+        await self._open_outbox()
+        self._start_metrics()
         self.uplink = await self._make_uplink()
         self.outbox.on_commit.append(self.uplink.wake)
+        self.uplink.on_acked.append(self.backlog.on_acked)
+        self.uplink.on_link.append(lambda _up: self.reporter.changed(publish=False))
         self.publish_meta()  # retained on every connect, before "online"
         self._build_devices()
         state_dir = os.path.dirname(self.outbox.path) or "."
@@ -205,10 +240,27 @@ class Gateway:
         self._tasks.append(asyncio.create_task(self.uplink.run(), name="uplink"))
         for p in self.pollers:
             self._tasks.append(asyncio.create_task(p.run(), name=f"poll-{p.device.id}"))
-        self._tasks.append(asyncio.create_task(self._state_loop(), name="state"))
+        self._tasks.append(asyncio.create_task(self.reporter.run(), name="state"))
         log.info("canopy %s: site %s gateway %s, %d device(s) on %d bus(es), outbox %s (boot %d)",
                  __version__, self.site.site, self.site.gateway, len(self.pollers), len(self.buses),
                  self.outbox.path, self.outbox.boot)
+
+    async def _open_outbox(self) -> None:
+        try:
+            await self.outbox.open()
+        except (RuntimeError, OSError) as exc:
+            raise StartError(str(exc)) from None
+
+    def _start_metrics(self) -> None:
+        opts = self.options
+        if opts.metrics_file is None and opts.metrics_port is None:
+            return
+        metrics = MetricsExport(opts.metrics_file, opts.metrics_port)
+        try:
+            metrics.start()
+        except OSError as exc:
+            raise StartError(f"cannot serve metrics on 127.0.0.1:{opts.metrics_port}: {exc.strerror or exc}") from None
+        self.metrics = self.reporter.metrics = metrics
 
     async def _make_uplink(self) -> Uplink:
         """The uplink to the site's broker, or to an embedded one on loopback when the site names none (demo)."""
@@ -216,7 +268,10 @@ class Gateway:
         if broker is None:
             port = int(os.environ.get("CANOPY_EMBEDDED_BROKER_PORT", "1883"))
             self.embedded = EmbeddedBroker(port=port)
-            await self.embedded.start()
+            try:
+                await self.embedded.start()
+            except OSError as exc:
+                raise StartError(f"cannot start the embedded broker on port {port}: {exc.strerror or exc}") from None
             broker = BrokerConfig(**self.embedded.broker_section())  # MQTT 5, or 3.1.1 with amqtt
         up = self.site.uplink
         return Uplink(broker, self.topics, self.outbox, base_dir=self.cfg.base_dir,
@@ -226,7 +281,7 @@ class Gateway:
 
     def _start_alerts(self, uplink: Uplink, state_dir: str) -> None:
         self.alerts = AlertEngine(self.cfg, self.clock, self._emit, write_point=self.write_point, state_dir=state_dir)
-        self.alerts.on_change = self._state_dirty.set
+        self.alerts.on_change = self.reporter.changed
         uplink.on_acked.append(self.alerts.on_delivered)
         uplink.subscribe(self.topics.alert_ack, self.alerts.on_ack)
         self._tasks.append(asyncio.create_task(self.alerts.run(), name="alerts"))
@@ -235,7 +290,7 @@ class Gateway:
         from gateway.commands.service import CommandService
 
         self.commands = CommandService(self.cfg, self.clock, self._emit, self._devices, state_dir, alerts=self.alerts)
-        self.commands.on_change = self._state_dirty.set
+        self.commands.on_change = self.reporter.changed
         await self.commands.start()  # fail-safe first: valves closed before anything else
         uplink.subscribe(self.topics.cmd, self.commands.on_command)
         uplink.on_link.append(self.commands.on_link)
@@ -245,22 +300,8 @@ class Gateway:
         from inference.service import CameraService  # OpenCV/LiteRT only where cameras exist
 
         self.cameras = CameraService(self.cfg, self.clock, self._emit, alerts=self.alerts, state_dir=state_dir)
-        self.cameras.on_change = self._state_dirty.set
+        self.cameras.on_change = self.reporter.changed
         self._tasks.append(asyncio.create_task(self.cameras.run(), name="cameras"))
-
-    async def _state_loop(self) -> None:
-        interval = self.site.uplink.state_interval
-        await self.write_status()  # `canopy status` works from the first second
-        while True:
-            try:
-                await asyncio.wait_for(self._state_dirty.wait(), timeout=interval)
-                await asyncio.sleep(1.0)  # coalesce bursts of changes
-            except asyncio.TimeoutError:
-                pass
-            self._state_dirty.clear()
-            if self.uplink:
-                self.uplink.publish_state()
-            await self.write_status()
 
     async def stop(self) -> None:
         """Stop polling, commit everything polled, publish 'offline', close (< 5 s)."""
@@ -283,16 +324,22 @@ class Gateway:
             await self.uplink.drain(timeout=1.0)
             await self.uplink.stop()
         await cancel_all(self._tasks, deadline=1.0)
+        await self._refresh_health()  # the last backlog ages, while the outbox is still open
         await self.outbox.close()
         for bus in self.buses:
             await bus.transport.close()
         if self.embedded is not None:
             await self.embedded.stop()
+        if self.outbox.boot:  # it opened: leave a last snapshot that says "stopped"
+            await self.reporter.stopped()
+        if self.metrics is not None:
+            self.metrics.stop()
         log.info("stopped cleanly")
 
 
-async def run_gateway(cfg: LoadedConfig) -> int:
-    gw = Gateway(cfg)
+async def run_gateway(cfg: LoadedConfig, options: StartOptions | None = None) -> int:
+    """The daemon's life: 0 after a clean stop, 1 when it cannot start (said in one line) or cannot stop in time."""
+    gw = Gateway(cfg, options=options)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -300,8 +347,13 @@ async def run_gateway(cfg: LoadedConfig) -> int:
     try:
         await gw.start()
     except Exception as exc:
-        log.error("cannot start: %s", exc, exc_info=log.isEnabledFor(logging.DEBUG))
-        await asyncio.wait_for(gw.stop(), timeout=4.5)
+        reason = str(exc) if isinstance(exc, StartError) else f"{type(exc).__name__}: {exc}"
+        log.error("cannot start: %s", reason, exc_info=log.isEnabledFor(logging.DEBUG) and not isinstance(exc, StartError))
+        _quiet_thread_fallout()
+        try:
+            await asyncio.wait_for(gw.stop(), timeout=4.5)
+        except Exception as stop_exc:  # half-built: whatever stop trips over is fallout of the same failure
+            log.debug("stop after a failed start: %r", stop_exc)
         return 1
     await stop.wait()
     log.info("shutting down")
@@ -311,3 +363,13 @@ async def run_gateway(cfg: LoadedConfig) -> int:
         log.error("shutdown took longer than 4.5 s; exiting anyway (committed data is safe)")
         return 1
     return 0
+
+
+def _quiet_thread_fallout() -> None:
+    """After a failed start, worker threads may trip over the closing loop (aiosqlite's connect failure path posts
+    to it late): their tracebacks would bury the one line that says why.  Logged at debug level instead."""
+    def hook(args: threading.ExceptHookArgs) -> None:
+        log.debug("after the failed start, thread %s: %s: %s", getattr(args.thread, "name", "?"),
+                  args.exc_type.__name__, args.exc_value)
+
+    threading.excepthook = hook

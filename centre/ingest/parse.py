@@ -62,7 +62,7 @@ def _batch(site: str, gateway: str, topic: str, obj: dict) -> Parsed:
     good, bad = [], 0
     check = _reading_ok if lane == "telemetry" else _event_ok
     for rec in records:
-        if isinstance(rec, dict) and _seq_ok(rec.get("seq")) and check(rec):
+        if type(rec) is dict and _seq_ok(rec.get("seq")) and check(rec):
             good.append(rec)
         else:
             bad += 1
@@ -73,19 +73,23 @@ def _is_epoch(v) -> bool:
     return isinstance(v, str) and len(v) == 16 and set(v) <= _EPOCH_CHARS
 
 
+_NUM = (int, float)
+
+
 def _seq_ok(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and 1 <= v < 2**63
+    return type(v) is int and 1 <= v < 2**63
 
 
 def _ts_ok(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1e11
+    return type(v) in _NUM and 0 <= v < 1e11
 
 
 def _reading_ok(rec: dict) -> bool:
-    return (_ts_ok(rec.get("ts")) and isinstance(rec.get("device"), str) and isinstance(rec.get("point"), str)
-            and 0 < len(rec["device"]) <= 64 and 0 < len(rec["point"]) <= 128)
+    d, p = rec.get("device"), rec.get("point")
+    return (_ts_ok(rec.get("ts")) and type(d) is str and type(p) is str
+            and 0 < len(d) <= 64 and 0 < len(p) <= 128)
 
 
 def _event_ok(rec: dict) -> bool:
     t = rec.get("type")
-    return _ts_ok(rec.get("ts")) and isinstance(t, str) and 0 < len(t) <= 64
+    return _ts_ok(rec.get("ts")) and type(t) is str and 0 < len(t) <= 64

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 HOUR = 3600
@@ -11,19 +10,20 @@ HOUR = 3600
 def telemetry_row(site: str, gateway: str, epoch: str, rec: dict, now: float) -> dict:
     """A reading as a telemetry row: numbers (and bools as 1/0) in ``value``, strings in ``text``."""
     v = rec.get("value")
+    tv = type(v)
     value = text = None
-    if isinstance(v, bool):
+    if tv is float or tv is int:  # JSON numbers; a huge int or an overflowing float has no float value
+        value = float(v) if -1e300 < v < 1e300 else None
+    elif tv is bool:
         value, text = (1.0 if v else 0.0), ("true" if v else "false")
-    elif isinstance(v, (int, float)):
-        value = float(v) if abs(v) < 1e300 and (isinstance(v, int) or math.isfinite(v)) else None
-    elif isinstance(v, str):
+    elif tv is str:
         text = v[:256]
     invalid = rec.get("invalid")
     unit = rec.get("unit")
     return {"site": site, "gateway": gateway, "epoch": epoch, "seq": rec["seq"], "ts": float(rec["ts"]),
             "device": rec["device"], "point": rec["point"], "value": value, "text": text,
-            "invalid": invalid[:8] if isinstance(invalid, str) else None,
-            "unit": unit[:32] if isinstance(unit, str) else None, "received_at": now}
+            "invalid": invalid[:8] if type(invalid) is str else None,
+            "unit": unit[:32] if type(unit) is str else None, "received_at": now}
 
 
 def record_row(site: str, gateway: str, epoch: str, lane: str, topic: str, rec: dict, now: float) -> dict:

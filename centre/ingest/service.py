@@ -128,8 +128,14 @@ class Ingest:
         return batch
 
     async def _writer(self) -> None:
-        while batch := await self._take():
-            await self.commit(batch)
+        """Commit batch after batch; the next batch is taken (and parsed) while the current one commits."""
+        nxt = asyncio.ensure_future(self._take())
+        try:
+            while batch := await nxt:
+                nxt = asyncio.ensure_future(self._take())
+                await self.commit(batch)
+        finally:
+            nxt.cancel()
 
     async def commit(self, batch: list[tuple[Delivered, Parsed]]) -> None:
         """Store a batch (retrying for ever on a broken database), then acknowledge every message in order."""
@@ -155,7 +161,7 @@ class Ingest:
 
     async def _store(self, items: list[Parsed]) -> Written:
         async with write_transaction(self.engine) as conn:
-            written = await write(conn, items, self.clock())
+            written = await write(conn, items, self.clock(), readings=self.centre.hub.wants("reading"))
         self.counters["commits"] += 1
         self.counters["stored"] += written.stored
         self.counters["duplicates"] += written.duplicates

@@ -10,6 +10,7 @@ so concurrent instances on PostgreSQL lock them in the same order (no deadlocks)
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 import sqlalchemy as sa
 
@@ -18,6 +19,7 @@ from centre.ingest import alerts, gateways, results
 from centre.ingest.parse import Parsed
 from centre.ingest.rows import latest_readings, record_row, rollup, telemetry_row
 from centre.store import schema
+from centre.store.bulk import insert_new
 from centre.store.engine import insert
 
 
@@ -31,20 +33,20 @@ class Written:
     changes: list[Change] = field(default_factory=list)
 
 
-async def write(conn, items: list[Parsed], now: float) -> Written:
+async def write(conn, items: list[Parsed], now: float, *, readings: bool = True) -> Written:
+    """Store ``items`` in the caller's transaction; ``readings``: also build the ``reading`` changes."""
     out = Written()
     tel, recs, states, metas, seen = [], [], [], {}, {}
     for p in items:
-        if p.kind == "batch":
-            for rec in p.records:
-                if p.lane == "telemetry":
-                    tel.append(telemetry_row(p.site, p.gateway, p.epoch, rec, now))
-                else:
-                    recs.append(record_row(p.site, p.gateway, p.epoch, p.lane, p.topic, rec, now))
-                k = (p.site, p.gateway, p.epoch, p.lane)
-                out.lanes[k] = min(out.lanes.get(k, rec["seq"]), rec["seq"])
-                gk = (p.site, p.gateway)
-                seen[gk] = max(seen.get(gk, 0.0), float(rec["ts"]))
+        if p.kind == "batch" and p.records:
+            if p.lane == "telemetry":
+                tel += [telemetry_row(p.site, p.gateway, p.epoch, rec, now) for rec in p.records]
+            else:
+                recs += [record_row(p.site, p.gateway, p.epoch, p.lane, p.topic, rec, now) for rec in p.records]
+            k, low = (p.site, p.gateway, p.epoch, p.lane), min(rec["seq"] for rec in p.records)
+            out.lanes[k] = min(out.lanes.get(k, low), low)
+            gk, newest = (p.site, p.gateway), max(rec["ts"] for rec in p.records)
+            seen[gk] = max(seen.get(gk, 0.0), float(newest))
         elif p.kind == "state":
             states.append(gateways.state_row(p.site, p.gateway, p.doc, now))
         elif p.kind == "meta":
@@ -60,24 +62,28 @@ async def write(conn, items: list[Parsed], now: float) -> Written:
         out.changes.append(Change("gateway", gw))
     await gateways.upsert_metas(conn, metas, now)
     await gateways.touch(conn, seen, now)
-    for (site, gw), readings in latest_readings(fresh_tel).items():
-        out.changes.append(Change("reading", {"site": site, "gateway": gw, "readings": readings}))
+    if readings:
+        for (site, gw), latest in latest_readings(fresh_tel).items():
+            out.changes.append(Change("reading", {"site": site, "gateway": gw, "readings": latest}))
     return out
 
 
 def _sorted(rows: list[dict], key: tuple[str, ...]) -> list[dict]:
-    uniq = {tuple(r[k] for k in key): r for r in rows}  # one statement may not touch a row twice
-    return [uniq[k] for k in sorted(uniq)]
+    """Sorted by key, each key once (one statement may not touch a row twice)."""
+    get = itemgetter(*key)
+    rows.sort(key=get)
+    out, last = [], None
+    for r in rows:
+        k = get(r)
+        if k != last:
+            out.append(r)
+            last = k
+    return out
 
 
 async def _insert_telemetry(conn, rows: list[dict]) -> list[dict]:
-    if not rows:
-        return []
-    t = schema.telemetry
-    rows = _sorted(rows, ("site", "gateway", "epoch", "seq"))
-    stmt = insert(t, conn.dialect.name).on_conflict_do_nothing().returning(t.c.site, t.c.gateway, t.c.epoch, t.c.seq)
-    new = {tuple(r) for r in await conn.execute(stmt, rows)}
-    return [r for r in rows if (r["site"], r["gateway"], r["epoch"], r["seq"]) in new]
+    key = ("site", "gateway", "epoch", "seq")
+    return await insert_new(conn, schema.telemetry, _sorted(rows, key), key)
 
 
 async def _insert_records(conn, rows: list[dict]) -> list[dict]:
@@ -88,7 +94,8 @@ async def _insert_records(conn, rows: list[dict]) -> list[dict]:
     stmt = insert(t, conn.dialect.name).on_conflict_do_nothing().returning(t.c.site, t.c.gateway, t.c.epoch, t.c.lane,
                                                                              t.c.seq)
     new = {tuple(r) for r in await conn.execute(stmt, rows)}
-    return [r for r in rows if (r["site"], r["gateway"], r["epoch"], r["lane"], r["seq"]) in new]
+    get = itemgetter("site", "gateway", "epoch", "lane", "seq")
+    return [r for r in rows if get(r) in new]
 
 
 async def _rollup(conn, fresh: list[dict]) -> None:

@@ -9,7 +9,11 @@ Seam used by the runtime:
 - ``on_delivered(lane, first, last)``: PUBACKs of outbox records (optional hook);
 - ``snapshot()``: open alerts and counters for ``…/state``;
 - ``raise_alert(...)`` / ``resolve_alert(...)``: alerts from other services
-  (the camera's fall detector), with the same lifecycle and escalation.
+  (the camera's fall detector, the control loops' failures), with the same
+  lifecycle and escalation.
+
+Rules that share an ``incident`` raise ONE alert per subject: the first rule
+on raises it, the others join it and may raise its severity (incidents.py).
 
 What each record says and where it goes is in records.py; the queue that
 commits records to the outbox (alarms first, retries) in emission.py; when
@@ -26,30 +30,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import secrets
 from collections.abc import Awaitable, Callable
 
 from gateway.alerts import state as statefile
 from gateway.alerts.ack_desk import AckDesk
 from gateway.alerts.ack_ids import SeenAcks
 from gateway.alerts.acks import AckChecker, ack_keys
+from gateway.alerts.decisions import Decisions
 from gateway.alerts.emission import RecordQueue
-from gateway.alerts.lifecycle import Alert, ChainStep, Episode, chains_of, escalation_due, next_escalation, on_new_episode, prune
+from gateway.alerts.lifecycle import Alert, ChainStep, Episode, chains_of, next_escalation, prune
 from gateway.alerts.locations import Locations
-from gateway.alerts.messages import render
 from gateway.alerts.outputs import Outputs
 from gateway.alerts.persistence import SavedState, StateSaver
-from gateway.alerts.records import Record, acknowledged_record, alarm_record, groups_reached, is_alarm, resolved_record
-from gateway.alerts.rules import Change, InactivityRule, build_rules
+from gateway.alerts.rules import InactivityRule, build_rules
+from gateway.alerts.texts import Wording
 from gateway.alerts.wakeup import Wakeup
 
 log = logging.getLogger("canopy.alerts")
 
-COUNTERS = ("raised", "escalated", "acknowledged", "resolved", "folded", "ack_ok", "ack_rejected",
+COUNTERS = ("raised", "escalated", "updated", "acknowledged", "resolved", "folded", "ack_ok", "ack_rejected",
             "emit_errors", "state_errors")
 
 
-class AlertEngine:
+class AlertEngine(Decisions):
     """Alerts from rules and from other services, with one lifecycle (the seam is in the module docstring)."""
 
     def __init__(self, cfg, clock, emit: Callable[[str, bytes, str | None], Awaitable[object]], write_point=None,
@@ -63,6 +66,7 @@ class AlertEngine:
         self.specs = {r.id: r for r in self.rc.rules}
         self.ruleset = build_rules(cfg)
         self.locations = Locations(cfg, self.site_id)
+        self.wording = Wording(self.rc, self.specs, self.locations.labels)
         self.chains: dict[str, list[ChainStep]] = chains_of(self.rc)
         self.alerts: dict[str, Alert] = {}
         self.episodes: dict[str, Episode] = {}
@@ -173,174 +177,6 @@ class AlertEngine:
                 self.saver.mark_lazy()
                 self._changed = True
 
-    # ------------------------------------------------------------------ lifecycle
-    def _on_change(self, ch: Change, now: float) -> None:
-        spec = self.specs[ch.rule]
-        if not spec.alert:
-            return
-        ep = self.episodes.setdefault(f"{ch.rule}|{ch.subject}", Episode())
-        if ep.active == ch.active:
-            return
-        ep.active = ch.active
-        self.saver.mark()
-        last = self.alerts.get(ep.alert) if ep.alert else None
-        if ch.active:
-            self._new_episode(spec, ch, ep, last, now)
-        elif last is not None and last.open:
-            last.condition = False
-            last.readings = ch.evidence or last.readings
-            if spec.resolve == "auto":
-                self._resolve(last, now, "condition")
-
-    def _new_episode(self, spec, ch: Change, ep: Episode, last: Alert | None, now: float) -> None:
-        """Raise an alert for the episode, or fold it into the last one (re-raise policy)."""
-        if on_new_episode(spec.reraise, spec.dead_time, ep, last is not None and last.open, now) == "raise":
-            self._raise(spec, ch, ep, now)
-            return
-        self._fold(ep, last)
-        if last is not None:
-            last.condition = True
-        log.info("rule %s (%s): new episode folded into alert %s (reraise: %s)", ch.rule, ch.subject, ep.alert, spec.reraise)
-
-    def _fold(self, ep: Episode, last: Alert | None) -> None:
-        ep.suppressed += 1
-        self.counters["folded"] += 1
-        if last is not None:
-            last.episodes += 1
-
-    def _raise(self, spec, ch: Change, ep: Episode, now: float) -> None:
-        self._new_alert(spec, ch.subject, spec.severity, spec.class_, self.locations.device_of(ch),
-                        self.locations.for_change(spec, ch), ch.evidence, ch.facts, spec.outputs, ep, now)
-
-    def _new_alert(self, spec, subject: str, severity: str, cls: str | None, device, location: dict, readings: list,
-                   facts: dict, outputs_cfg, ep: Episode, now: float, source: str = "rule") -> Alert:
-        self.counter += 1
-        aid = f"{self.counter}-{secrets.token_hex(2)}"
-        facts = {k: v for k, v in facts.items() if isinstance(v, (str, int, float, bool)) or v is None}
-        if device and "device" not in facts:
-            facts["device"] = device
-        outputs = [{"device": o.device, "point": o.point, "value": o.value, "release": o.release_value} for o in outputs_cfg]
-        a = Alert(id=aid, rule=spec.id, subject=subject, severity=severity, cls=cls, raised_at=now,
-                  device=device, location=location, readings=list(readings)[:8], facts=facts,
-                  message=render(spec, facts, location, severity, self.lang), outputs=outputs, source=source)
-        self.alerts[aid] = a
-        ep.alert, ep.raised_at, ep.acked, ep.suppressed = aid, now, False, 0
-        if outputs:
-            self.outputs.hold(aid, outputs)
-        self.records.add(a, "raised")
-        self._decided()
-        self.counters["raised"] += 1
-        log.warning("alert %s raised: %s (rule %s, %s)", aid, a.message, spec.id, severity)
-        self._wake.set()
-        return a
-
-    def _decided(self) -> None:
-        """An alert changed: save before its record is committed, and republish …/state."""
-        self.saver.mark()
-        self._changed = True
-
-    # ------------------------------------------------------------------ other services
-    def raise_alert(self, *, rule: str, subject: str, severity: str = "warning", device: str | None = None,
-                    location: dict | None = None, facts: dict | None = None, readings: list | None = None,
-                    ts: float | None = None, cls: str | None = None) -> str:
-        """An alert from another service (``rule`` like ``camera.fall``); returns its alert id.
-
-        Same lifecycle as rule alerts: one open alert per rule and subject (a
-        second call while it is open is folded into it), escalation by the
-        class given in ``rules.external.<rule>`` (or ``cls``), closed by an ack
-        with ``resolve`` or by :meth:`resolve_alert`.
-        """
-        spec = self.rc.external_spec(rule)
-        severity = spec.severity or (severity if severity in ("critical", "warning", "info") else "warning")
-        cls = cls if cls in self.chains else spec.class_
-        now = self.clock.time()
-        ep = self.episodes.setdefault(f"{rule}|{subject}", Episode())
-        last = self.alerts.get(ep.alert) if ep.alert else None
-        if on_new_episode(spec.reraise, spec.dead_time, ep, last is not None and last.open, now) == "fold":
-            self._fold(ep, last)
-            self.saver.mark()
-            self._wake.set()
-            return ep.alert or ""
-        readings = [r for r in (readings or []) if isinstance(r, dict)]
-        a = self._new_alert(spec, str(subject), severity, cls, device, self.locations.for_external(location, device), readings,
-                            dict(facts or {}), spec.outputs, ep, now, source="external")
-        a.condition = True
-        return a.id
-
-    def resolve_alert(self, rule: str, subject: str, by: str = "condition") -> bool:
-        """Close the open alert of an external source (the fall is over); False if there is none."""
-        ep = self.episodes.get(f"{rule}|{subject}")
-        a = self.alerts.get(ep.alert) if ep is not None and ep.alert else None
-        if a is None or not a.open:
-            return False
-        a.condition = False
-        self._resolve(a, self.clock.time(), by)
-        self._wake.set()
-        return True
-
-    def _resolve(self, a: Alert, now: float, by: str) -> None:
-        a.resolved_at = now
-        a.resolved_by = by
-        self.outputs.release(a.id)
-        self.records.add(a, "resolved")
-        self._decided()
-        self.counters["resolved"] += 1
-        log.info("alert %s resolved (%s)", a.id, by)
-
-    def groups_of(self, a: Alert) -> list[str]:
-        """The recipient groups the alert has reached so far."""
-        return groups_reached(self.chains.get(a.cls or "") or [], a.step)
-
-    def apply_ack(self, a: Alert, by: str, resolve: bool, note: str | None, now: float, *,
-                  issuer: str | None = None, ack_id: str | None = None) -> bool:
-        """Acknowledge (stops escalation, releases outputs) and optionally resolve; False if nothing changed.
-
-        Only for acks that passed every check (acks.py, ack_desk.py): nothing else may call it.
-        """
-        changed = False
-        if a.acked_at is None:
-            a.acked_at, a.acked_by, a.note, a.acked_issuer, a.ack_id = now, by, note, issuer, ack_id
-            ep = self.episodes.get(a.key)
-            if ep is not None and ep.alert == a.id:
-                ep.acked = True
-            self.outputs.release(a.id)
-            self.records.add(a, "acknowledged")
-            self.counters["acknowledged"] += 1
-            log.info("alert %s acknowledged by %s", a.id, by)
-            changed = True
-        if resolve and a.open:
-            self._resolve(a, now, f"ack:{by}")
-            changed = True
-        if changed:
-            self._decided()
-        return changed
-
-    def _escalate(self, now: float) -> None:
-        for a in self.alerts.values():
-            chain = self.chains.get(a.cls or "")
-            if not chain or not a.open or a.acked_at is not None:
-                continue
-            for i in escalation_due(a, chain, now):
-                a.step = i
-                a.escalated[str(i)] = round(now, 3)
-                self.records.add(a, f"escalated:{i}")
-                self._decided()
-                self.counters["escalated"] += 1
-                log.warning("alert %s not acknowledged: escalated to %s (step %d)", a.id, chain[i].group, i)
-
-    # ------------------------------------------------------------------ records
-    def _record(self, a: Alert, tag: str) -> Record:
-        """The record for one of an alert's tags: (lane, body, topic)."""
-        now = self.clock.time()
-        if is_alarm(tag):
-            return alarm_record(a, tag, self.chains.get(a.cls or "") or [], self.lang, now)
-        chain = self.chains.get(a.cls or "") or []
-        if tag == "acknowledged":
-            return acknowledged_record(a, chain, now)
-        spec = self.specs.get(a.rule) if a.source == "rule" else self.rc.external_spec(a.rule)
-        msg = render(spec, a.facts, a.location, a.severity, self.lang, resolved=True) if spec is not None else a.message
-        return resolved_record(a, chain, msg, self.lang, now)
-
     # ------------------------------------------------------------------ the task
     def _next_wakeup(self, now: float) -> float:
         times = [self.ruleset.deadline(), self.outputs.deadline(), self.records.deadline(), *self.saver.deadlines()]
@@ -395,4 +231,5 @@ class AlertEngine:
         out = [a.summary(self.chains.get(a.cls or "") or []) for a in self.open_alerts()[:50]]
         return {"open": out, "counters": dict(self.counters), "ack_rejections": dict(self.acks.rejected),
                 "outputs": self.outputs.snapshot()}
+
 

@@ -80,7 +80,8 @@ class Alert:
                 "raised_at": round(self.raised_at, 3), "device": self.device, "location": self.location,
                 "message": self.message, "step": self.step,
                 "group": chain[self.step].group if self.step < len(chain) else None, "acked_by": self.acked_by,
-                "condition": self.condition, "episodes": self.episodes}
+                "condition": self.condition, "episodes": self.episodes,
+                **({"incident": self.incident, "rules": self.rules} if self.incident else {})}
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,9 +1,11 @@
-"""Installer tools: ``canopy scan`` and ``canopy probe`` on a serial port, ``canopy bus`` on a running gateway.
+"""Installer tools: ``canopy scan`` and ``canopy probe`` on a serial port or Modbus TCP, ``canopy bus`` on a running gateway.
 
-What an installer runs on site with a laptop on the RS-485 line: find the
-slaves (unit ids, baud rate, parity), read or write one value raw and decoded,
-and watch a running gateway's lines.  Exit codes: 0 ok, 1 nothing answered or
-a device error, 2 usage (or a port that is missing, busy or not permitted).
+What an installer runs on site with a laptop on the RS-485 line, or on the
+network of a TCP-to-RS-485 gateway (``--port 192.168.1.50:502``): find the
+slaves (unit ids; on a serial line also baud rate and parity), read or write one
+value raw and decoded, and watch a running gateway's lines.  Exit codes: 0 ok,
+1 nothing answered or a device error, 2 usage (or a port that is missing, busy
+or not permitted, or a TCP address where nothing answers the connection).
 """
 
 from __future__ import annotations
@@ -13,22 +15,27 @@ import sys
 
 from gateway.cli.site import EXIT_CONFIG, read_status
 
+SCAN_TIMEOUT = 0.15  # a slave on the line answers within a few character times
+SCAN_TIMEOUT_TCP = 0.3  # plus the TCP gateway's own turnaround
+
 
 def add_parsers(sub) -> None:
-    p = sub.add_parser("scan", help="find Modbus RTU slaves on a serial port (unit ids, baud rate, parity)")
-    p.add_argument("--port", required=True, help="serial device, e.g. /dev/serial/by-id/usb-... or /dev/ttyUSB0")
+    p = sub.add_parser("scan", help="find Modbus slaves on a serial port (unit ids, baud rate, parity) or behind a Modbus TCP gateway")
+    p.add_argument("--port", required=True, help="serial device, e.g. /dev/serial/by-id/usb-... or /dev/ttyUSB0; "
+                   "or HOST:PORT of a TCP-to-RS-485 gateway (the serial settings are then ignored)")
     p.add_argument("--baud", default="9600,19200", help="comma-separated baud rates to try (default 9600,19200)")
     p.add_argument("--parity", default="N,E", help="comma-separated parities to try: N, E, O (default N,E)")
     p.add_argument("--stopbits", type=int, default=1, choices=[1, 2])
     p.add_argument("--units", default="1-247", help="unit ids to try, e.g. 1-247 or 1-20,100 (default 1-247)")
-    p.add_argument("--timeout", type=float, default=0.15, help="seconds to wait for each unit (default 0.15)")
+    p.add_argument("--timeout", type=float, default=None,
+                   help=f"seconds to wait for each unit (default {SCAN_TIMEOUT} on a serial port, {SCAN_TIMEOUT_TCP} over TCP)")
     p.add_argument("--framer", default="rtu", choices=["rtu", "ascii"])
     p.add_argument("--json", action="store_true", help="print the result as JSON (progress goes to stderr)")
     p.set_defaults(func=cmd_scan)
 
     p = sub.add_parser("probe", help="read or write one register range / coil on one slave, show raw and decoded")
-    p.add_argument("--port", required=True, help="serial device")
-    p.add_argument("--unit", type=int, required=True, help="slave unit id (1..247)")
+    p.add_argument("--port", required=True, help="serial device, or HOST:PORT of a Modbus TCP device or gateway")
+    p.add_argument("--unit", type=int, required=True, help="slave unit id (1..247; 0..255 over TCP)")
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--read", metavar="TABLE:ADDR:COUNT", help="e.g. holding:0:4, input:6:2, coil:0:8")
     what.add_argument("--write", metavar="TABLE:ADDR:VALUE", help="e.g. coil:0:1, holding:10:123 (encoded with --as)")
@@ -68,22 +75,39 @@ def _port_problem(port: str) -> str | None:
     return None
 
 
-def cmd_scan(args) -> int:
-    """Find which unit ids answer at which baud rate and parity."""
-    from rich.console import Console
+def _progress(console, transient: bool):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[found]} found"),
+                    TimeRemainingColumn(), console=console, transient=transient)
+
+
+def _tcp_address(port: str):
+    """The Modbus TCP address ``--port`` names, or None for a serial device (UsageError if it is neither)."""
+    from drivers.modbus.tcp_scan import parse_address
+
+    return parse_address(port)
+
+
+def cmd_scan(args) -> int:
+    """Find which unit ids answer (on a serial port: at which baud rate and parity)."""
+    from rich.console import Console
 
     from drivers.modbus.installer import UsageError, parse_bauds, parse_parities, parse_units, scan, snippet
 
     _quiet_line_log()
     console = Console(stderr=args.json)
     try:
+        address = _tcp_address(args.port)
+        args.timeout = args.timeout if args.timeout is not None else SCAN_TIMEOUT if address is None else SCAN_TIMEOUT_TCP
         bauds, parities, units = parse_bauds(args.baud), parse_parities(args.parity), parse_units(args.units)
         if args.timeout <= 0 or args.timeout > 10:
             raise UsageError("--timeout must be in (0, 10] seconds")
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    if address is not None:
+        return _scan_tcp(args, console, address, units)
     if (problem := _port_problem(args.port)) is not None:
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_CONFIG
@@ -91,8 +115,7 @@ def cmd_scan(args) -> int:
     estimate = total * args.timeout
     console.print(f"scanning {args.port}: {len(units)} unit(s) x {len(bauds)} baud rate(s) x {len(parities)} parity "
                   f"setting(s), up to {estimate:.0f}s")
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[found]} found"),
-                  TimeRemainingColumn(), console=console, transient=args.json) as progress:
+    with _progress(console, args.json) as progress:
         task = progress.add_task("scan", total=total, found=0)
 
         def step(baud, unit, parity, found):
@@ -118,6 +141,49 @@ def cmd_scan(args) -> int:
     return 0
 
 
+def _scan_tcp(args, console, address, units: list[int]) -> int:
+    """The units behind a TCP-to-RS-485 gateway: 0x0A, 0x0B and silence all mean absent."""
+    from rich.syntax import Syntax
+    from rich.table import Table
+
+    from drivers.modbus.installer import UsageError
+    from drivers.modbus.tcp_scan import scan_tcp, tcp_snippet
+
+    console.print(f"scanning {address} (Modbus TCP): {len(units)} unit(s), up to {len(units) * args.timeout:.0f}s")
+    with _progress(console, args.json) as progress:
+        task = progress.add_task("scan", total=len(units), found=0)
+
+        def step(unit, found):
+            progress.update(task, advance=1, found=found, description=f"unit {unit:>3}")
+
+        try:
+            result = asyncio.run(scan_tcp(address, units, timeout=args.timeout, on_step=step))
+        except UsageError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+    config_snippet = tcp_snippet(result, address)
+    if args.json:
+        import orjson
+
+        print(orjson.dumps(result.as_dict() | {"snippet": config_snippet}).decode())
+        return 0 if result.found else 1
+    absent = ", ".join(f"{n} {why}" for why, n in sorted(result.absent.items())) or "none"
+    if not result.found:
+        console.print(f"[red]no unit answered[/] behind {address} ({result.tried} tried; absent: {absent}). "
+                      "Check the gateway's serial settings (baud, parity) and the RS-485 wiring behind it.")
+        return 1
+    t = Table(title=f"units behind {address}")
+    for col in ("unit", "answered", "latency"):
+        t.add_column(col, justify="left" if col == "answered" else "right")
+    for f in result.found:
+        t.add_row(str(f.unit), f.answer, f"{f.latency_ms:.1f} ms")
+    console.print(t)
+    console.print(f"absent: {absent}" + (f" · {result.noise} garbled replies" if result.noise else ""))
+    console.print("paste into your site config (set each profile):")
+    console.print(Syntax(config_snippet, "yaml", theme="ansi_dark", background_color="default"))
+    return 0
+
+
 def _print_found(console, port: str, result, config_snippet: str) -> None:
     """The slaves a scan found, warnings about mixed settings and noise, and the config snippet."""
     from rich.syntax import Syntax
@@ -137,40 +203,52 @@ def _print_found(console, port: str, result, config_snippet: str) -> None:
     console.print(Syntax(config_snippet, "yaml", theme="ansi_dark", background_color="default"))
 
 
+def _probe_call(args):
+    """(a coroutine that probes, where it probes) for ``--port``: a serial device or a Modbus TCP address."""
+    from drivers.modbus.installer import UsageError, parse_bauds, parse_parities, probe
+    from drivers.serial_line.settings import SerialSettings
+
+    kw = dict(read=args.read, write=args.write, dtype=args.as_type, word_order=args.word_order, byte_order=args.byte_order,
+              timeout=args.timeout)
+    address = _tcp_address(args.port)
+    if address is not None:
+        from drivers.modbus.tcp_scan import probe_tcp
+
+        return probe_tcp(address, args.unit, **kw), "Modbus TCP"
+    baud = parse_bauds(args.baud)[0]
+    parity = parse_parities(args.parity)[0]
+    if not 1 <= args.unit <= 247:
+        raise UsageError("--unit must be 1..247")
+    settings = SerialSettings(baud, 8 if args.framer == "rtu" else 7, parity, args.stopbits)
+    if (problem := _port_problem(args.port)) is not None:
+        raise UsageError(problem)
+    return probe(args.port, settings, args.unit, framer=args.framer, **kw), str(settings)
+
+
 def cmd_probe(args) -> int:
     """Read or write one thing on one slave and show raw and decoded values."""
     from rich.console import Console
     from rich.table import Table
 
     from drivers.errors import DeviceError, DeviceUnreachable
-    from drivers.modbus.installer import UsageError, parse_bauds, parse_parities, probe
-    from drivers.serial_line.settings import SerialSettings
+    from drivers.modbus.installer import UsageError
 
     _quiet_line_log()
     try:
-        baud = parse_bauds(args.baud)[0]
-        parity = parse_parities(args.parity)[0]
-        if not 1 <= args.unit <= 247:
-            raise UsageError("--unit must be 1..247")
-        settings = SerialSettings(baud, 8 if args.framer == "rtu" else 7, parity, args.stopbits)
+        call, where = _probe_call(args)
     except (UsageError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    if (problem := _port_problem(args.port)) is not None:
-        print(f"error: {problem}", file=sys.stderr)
-        return EXIT_CONFIG
     try:
-        out = asyncio.run(probe(args.port, settings, args.unit, read=args.read, write=args.write, dtype=args.as_type,
-                                word_order=args.word_order, byte_order=args.byte_order, timeout=args.timeout,
-                                framer=args.framer))
+        out = asyncio.run(call)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    except DeviceUnreachable as exc:  # the port itself: missing, busy, no permission
+    except DeviceUnreachable as exc:  # the port itself: missing, busy, no permission; nothing at the TCP address
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except DeviceError as exc:
-        print(f"error: unit {args.unit} at {settings}: {exc.status}: {exc}", file=sys.stderr)
+        print(f"error: unit {args.unit} at {where}: {exc.status}: {exc}", file=sys.stderr)
         return 1
     if args.json:
         import orjson
@@ -179,7 +257,7 @@ def cmd_probe(args) -> int:
         return 0
     console = Console()
     what = f"{out['op']} {out['table']} {out['address']}" + (f"+{out['count']}" if out["op"] == "read" else f" = {out['value']}")
-    console.print(f"[bold]unit {args.unit}[/] on {args.port} at {settings}: {what}")
+    console.print(f"[bold]unit {args.unit}[/] on {args.port} at {where}: {what}")
     if "registers" in out:
         t = Table(title="registers")
         for col in ("address", "hex", "u16", "i16"):

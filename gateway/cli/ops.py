@@ -142,19 +142,20 @@ def cmd_install(args) -> int:
     from gateway.ops.service import SystemdService
 
     layout = Layout(args.root)
+    if releases.load(layout).good is not None:  # installed already: the same as `canopy update`, health gate and all
+        print(f"canopy {releases.load(layout).good} is installed: updating (health-gated)", file=sys.stderr)
+        args.timeout, args.settle, args.status_file = 120.0, 10.0, None
+        return cmd_update(argparse.Namespace(**vars(args), queue=False))
     try:
         inst = install_version(args.bundle, layout, create_user=not args.no_user, expect_fingerprint=args.release_key_fingerprint)
         releases.begin_trial(layout, inst.version)
-        if inst.first or releases.load(layout).good is None:
-            releases.commit(layout)
+        releases.commit(layout)  # the first version: nothing older to fall back to
     except (BundleError, InstallError, releases.ReleaseError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     print(f"installed canopy {inst.version} ({inst.set}) in {layout.version_dir(inst.version)}; release key {inst.fingerprint}")
-    if not inst.first:
-        print("a version was already installed: use `canopy update` for a health-gated switch", file=sys.stderr)
     if not layout.site_config.exists():
-        print(f"next: canopy provision (writes {layout.site_config}), then systemctl enable --now canopy canopy-applier.path")
+        print("next: canopy provision (writes /etc/canopy/site.yaml), then systemctl enable --now canopy canopy-applier.path")
     elif not args.no_start:
         why = SystemdService().enable_now()
         print(f"error: {why}" if why else "started canopy.service", file=sys.stderr if why else sys.stdout)

@@ -39,11 +39,15 @@ def devices_ok(status: dict | None) -> int:
     return sum(1 for d in devices.values() if isinstance(d, dict) and d.get("status") == "ok")
 
 
-def problem(status: dict | None, since: float, need_devices_ok: int) -> str:
-    """Why the status file does not show a healthy gateway restarted at ``since`` (wall clock), or ""."""
+def problem(status: dict | None, since: float, need_devices_ok: int, after_boot: int | None = None) -> str:
+    """Why the status file does not show a healthy gateway restarted at ``since`` (wall clock), or "".
+
+    ``after_boot``: the outbox boot number before the restart; the old process may still
+    write a snapshot while it stops, so only a higher boot number is the new process.
+    """
     if status is None:
         return "no status file yet"
-    if float(status.get("ts") or 0) < since:
+    if float(status.get("ts") or 0) < since or (after_boot is not None and int(status.get("boot") or 0) <= after_boot):
         return "no status written since the restart"
     uplink = status.get("uplink") or {}
     if not uplink.get("connected"):
@@ -56,18 +60,19 @@ def problem(status: dict | None, since: float, need_devices_ok: int) -> str:
 
 class HealthGate:
     def __init__(self, ready: Callable[[], bool], status_path: Path, *, timeout: float, settle: float = 5.0,
-                 need_devices_ok: int = 1, interval: float = 0.25, clock: Callable[[], float] = time.monotonic,
+                 need_devices_ok: int = 1, after_boot: int | None = None, interval: float = 0.25, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep):
         self.ready = ready
         self.status_path = status_path
         self.timeout, self.settle, self.interval = timeout, settle, interval
         self.need_devices_ok = need_devices_ok
+        self.after_boot = after_boot
         self.clock, self.sleep = clock, sleep
 
     def check(self, since: float) -> str:
         if not self.ready():
             return "not READY"
-        return problem(read_status(self.status_path), since, self.need_devices_ok)
+        return problem(read_status(self.status_path), since, self.need_devices_ok, self.after_boot)
 
     def wait(self, since: float) -> GateResult:
         """Block (the applier is a one-shot process, not the daemon) until healthy for ``settle`` s or ``timeout``."""

@@ -173,6 +173,9 @@ def prepare_board(layout: Layout, folder: Path, *, create_user: bool, first: boo
     wrapper = layout.bin / "canopy-ops"
     wrapper.write_text(OPS_WRAPPER.format(opt=layout.opt))
     os.chmod(wrapper, 0o755)
+    layout.command.parent.mkdir(parents=True, exist_ok=True)
+    if not layout.command.is_symlink():  # `canopy` on the PATH: whatever version is current
+        os.symlink(layout.current / "bin" / "canopy", layout.command)
 
 
 def ensure_user() -> None:

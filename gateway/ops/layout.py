@@ -10,6 +10,7 @@
     /var/lib/canopy/              the daemon's state (0700, the canopy user)
     /var/lib/canopy/updates/      bundles handed to the applier; results it writes back
     /etc/systemd/system/          the units
+    /usr/local/bin/canopy         -> /opt/canopy/current/bin/canopy
 """
 
 from __future__ import annotations
@@ -77,6 +78,11 @@ class Layout:
     @property
     def updates(self) -> Path:
         return self.state / "updates"
+
+    @property
+    def command(self) -> Path:
+        """``/usr/local/bin/canopy`` -> ``/opt/canopy/current/bin/canopy``."""
+        return self._at("/usr/local/bin/canopy")
 
     @property
     def units(self) -> Path:

@@ -188,9 +188,10 @@ Ask = Callable[[str, str | None], str]
 def ask_missing(req: dict, ask: Ask, ask_secret: Callable[[str], str]) -> dict:
     """Fill what flags did not give by asking (``canopy provision`` on a terminal); empty keeps the default."""
     prompts = (("site", "site id", None), ("gateway", "gateway id", None),
-               ("broker_url", "broker URL", "mqtts://"), ("username", "broker user name (empty: none)", req.get("gateway")))
-    for key, text, default in prompts:
+               ("broker_url", "broker URL", None), ("username", "broker user name", "gateway"))
+    for key, text, default_key in prompts:
         if not req.get(key):
+            default = req.get(default_key) if default_key else None
             req[key] = ask(text, default) or default
     if req.get("username") and not req.get("password"):
         first = ask_secret(f"broker password for {req['username']}: ")

@@ -23,19 +23,26 @@ class SystemdService:
     def __init__(self, unit: str = SERVICE, systemctl: str = "systemctl"):
         self.unit = unit
         self.systemctl = systemctl
+        self._before: str | None = None  # the invocation that was running when we restarted it
 
     def _run(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run([self.systemctl, *args], capture_output=True, text=True, timeout=30)
 
+    def _show(self) -> dict[str, str]:
+        done = self._run("show", "--property=ActiveState,SubState,InvocationID", self.unit)
+        return dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
+
     def restart(self) -> None:
+        self._before = self._show().get("InvocationID")
         done = self._run("restart", "--no-block", self.unit)
         if done.returncode != 0:
             raise RuntimeError(f"systemctl restart {self.unit}: {done.stderr.strip() or f'exit {done.returncode}'}")
 
     def ready(self) -> bool:
-        done = self._run("show", "--property=ActiveState,SubState", self.unit)
-        props = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
-        return props.get("ActiveState") == "active" and props.get("SubState") == "running"
+        """READY from a *new* invocation: the old process is still active for a moment after a queued restart."""
+        props = self._show()
+        fresh = self._before is None or props.get("InvocationID") != self._before
+        return fresh and props.get("ActiveState") == "active" and props.get("SubState") == "running"
 
     def enable_now(self) -> str:
         """``daemon-reload`` then ``enable --now`` the service and the applier's path unit; "" or why not."""

@@ -66,11 +66,13 @@ def update(bundle: Path, layout: Layout, service: Service, status_path: Path, *,
         releases.begin_trial(layout, inst.version)
         releases.commit(layout)  # nothing older to fall back to: the first version is the good one
         return result("installed", inst.version, None)
-    was_ok = devices_ok(read_status(status_path))
+    status = read_status(status_path)
+    boot = status.get("boot") if status else None
     releases.begin_trial(layout, inst.version)
     since = time.time()
     service.restart()
-    gate = HealthGate(service.ready, status_path, timeout=policy.timeout, settle=policy.settle, need_devices_ok=was_ok).wait(since)
+    gate = HealthGate(service.ready, status_path, timeout=policy.timeout, settle=policy.settle, need_devices_ok=devices_ok(status),
+                      after_boot=boot if isinstance(boot, int) else None).wait(since)
     now = releases.load(layout)
     if not (now.trial and now.current == inst.version):  # the boot check took it back while we waited
         return result("rolled_back", inst.version, before.good, _last_rollback_reason(now))

@@ -239,7 +239,12 @@ class Outbox:
         return self.counters[lane].pending
 
     # -- the writer ----------------------------------------------------------
-    def _has_work(self) -> bool:
+    @property
+    def writer_running(self) -> bool:
+        """The writer task is alive (the watchdog keep-alive needs it)."""
+        return self._writer_task is not None and not self._writer_task.done()
+
+    def has_work(self) -> bool:
         return bool(self._urgent_items) or not self._queue.empty() or any(self._acked.values())
 
     async def _writer(self) -> None:
@@ -247,7 +252,7 @@ class Outbox:
         failures = 0
         held: list[_Item] = []  # alarms/events that could not be committed yet
         while True:
-            if not self._has_work() and not held:
+            if not self.has_work() and not held:
                 if self._closing:
                     return
                 if not await self._idle():

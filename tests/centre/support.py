@@ -117,6 +117,12 @@ class CentreRun:
             await asyncio.sleep(0.02)
         return self
 
+    async def crash(self) -> None:
+        """Die like kill -9 as far as the broker can tell: the socket closes, nothing more is acknowledged."""
+        self.ingest.mqtt.close()
+        self._task.cancel()
+        await asyncio.wait([self._task], timeout=1)  # a query stuck in a driver thread is left to finish alone
+
     async def stop(self) -> None:
         self._stop.set()
         if self._task is not None:

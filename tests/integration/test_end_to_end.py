@@ -218,3 +218,84 @@ def test_status_command_shows_the_running_gateway(tmp_path, farm_sim, broker, ga
     tel = snap["outbox"]["telemetry"]
     assert tel["produced"] > 0 and snap["devices"]["soil-1"]["status"] == "ok"
     gw.terminate()
+
+
+def canopy_status(cfg, *args: str):
+    import subprocess
+    import sys
+
+    from tests.support import ROOT
+
+    return subprocess.run([sys.executable, "-m", "gateway", "status", "-c", str(cfg), *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=30)
+
+
+def test_status_tells_running_stale_and_not_running_after_kill9(tmp_path, farm_sim, broker, subscriber_factory, gateway_factory):
+    """`canopy status` judges the writer, not only the snapshot: SIGSTOP -> "stale" (4), kill -9 -> "not running" (3)."""
+    import json
+    import signal
+
+    sub = subscriber_factory(broker.port)
+    cfg = site_config(tmp_path, sim_port=farm_sim.port, broker={"host": "127.0.0.1", "port": broker.port})  # state_interval 1
+    gw = gateway_factory(cfg)
+    wait_until(lambda: canopy_status(cfg).returncode == 0, 15, interval=0.5, what="`canopy status` says running")
+    # …/state carries the new figures inside its open sections and stays valid (the subscriber checks every message)
+    state = wait_until(lambda: (s := sub.latest_state()) and s.get("status") == "online"
+                       and s["uplink"].get("last_puback_ts") and s, 15, what="a state with the last PUBACK")
+    assert "oldest_age_s" in state["outbox"]["telemetry"]
+    assert "host" not in state and "uptime_s" not in state  # not in the protocol's …/state (yet): the board's file only
+    snap = json.loads((tmp_path / "canopy-status.json").read_bytes())
+    assert snap["host"]["rss_bytes"] > 0 and snap["host"]["disk_free_bytes"] > 0 and snap["uptime_s"] >= 0
+    assert snap["daemon"]["pid"] == gw.proc.pid and snap["daemon"]["state"] == "running"
+    gw.proc.send_signal(signal.SIGSTOP)  # alive, but writes nothing: a hung loop
+    try:
+        proc = wait_until(lambda: (p := canopy_status(cfg)).returncode == 4 and p, 20, interval=0.5, what="stale")
+        assert "stale" in proc.stdout
+    finally:
+        gw.proc.send_signal(signal.SIGCONT)
+    wait_until(lambda: canopy_status(cfg).returncode == 0, 10, interval=0.5, what="running again")
+    gw.kill9()
+    proc = canopy_status(cfg)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "not running" in proc.stdout and "killed or crashed" in " ".join(proc.stdout.split())
+
+
+def test_status_file_follows_the_backlog_and_is_rewritten_at_shutdown(tmp_path, farm_sim, gateway_factory):
+    """No broker and a 60 s state interval: the file still follows the growing backlog, and its last word is "stopped"."""
+    import json
+
+    from core.records import LANES
+
+    cfg = site_config(tmp_path, sim_port=farm_sim.port, broker={"host": "127.0.0.1", "port": free_port()},
+                      uplink={"state_interval": 60})
+    status_file = tmp_path / "canopy-status.json"
+    gw = gateway_factory(cfg)
+
+    def in_db() -> dict[str, int]:
+        con = sqlite3.connect(tmp_path / "outbox.sqlite")
+        try:
+            return {lane: con.execute(f"SELECT count(*) FROM {lane}").fetchone()[0] for lane in LANES}
+        finally:
+            con.close()
+
+    def on_file() -> dict:
+        return json.loads(status_file.read_bytes())
+
+    wait_until(lambda: status_file.exists() and in_db()["telemetry"] > 100, 20, what="a backlog")
+    t0, n0 = time.monotonic(), in_db()["telemetry"]
+    stamps = set()
+    for _ in range(10):
+        time.sleep(1)
+        snap, actual = on_file(), in_db()["telemetry"]
+        rate = (actual - n0) / (time.monotonic() - t0)
+        shown = snap["outbox"]["telemetry"]["pending"]
+        assert actual - shown <= max(100, 0.1 * shown) + 3 * rate, f"file shows {shown}, outbox has {actual}"
+        stamps.add(snap["ts"])
+    assert len(stamps) >= 3, "the backlog moved but the file was not rewritten"
+    rc, _ = gw.terminate()
+    assert rc == 0
+    snap, rows = on_file(), in_db()
+    assert snap["daemon"]["state"] == "stopped"
+    assert {lane: snap["outbox"][lane]["pending"] for lane in LANES} == rows  # the last snapshot is exact
+    proc = canopy_status(cfg)
+    assert proc.returncode == 3 and "stopped cleanly" in proc.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 
 from alembic import context
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -35,4 +36,10 @@ if context.is_offline_mode():
     with context.begin_transaction():
         context.run_migrations()
 else:
-    asyncio.run(_online())
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(_online())
+    else:  # called (synchronously) from async code: give the migration a loop of its own
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, _online()).result()

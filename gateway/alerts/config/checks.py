@@ -290,7 +290,7 @@ def _check_incidents(ck: _Checks) -> None:
                                                       f"rules.incidents, or check the spelling (incidents: {_names(members)})")
         classes = sorted({str(ck.rc.rules[i].class_) for i in idx})
         if (declared is None or declared.class_ is None) and len(classes) > 1:
-            ck.problem(("rules", idx[-1], "class"), f"the rules of incident '{name}' have different classes ({', '.join(classes)}): "
+            ck.problem(("rules", idx[-1], "incident"), f"the rules of incident '{name}' have different classes ({', '.join(classes)}): "
                                                     f"one incident escalates along one chain (give incidents.{name}.class)")
     for name, inc in ck.rc.incidents.items():
         _check_alert_keys(ck, ("incidents", name), SimpleNamespace(class_=inc.class_, outputs=[], message=inc.message),

@@ -152,6 +152,11 @@ class Source(Strict):
         if isinstance(v, bool):
             raise ValueError("change_by is a number (e.g. 20) or a percentage (e.g. '5%')")
         if isinstance(v, str):
+            try:
+                v = float(v)  # a quoted number
+            except ValueError:
+                pass
+        if isinstance(v, str):
             m = _PERCENT.match(v)
             if m is None:
                 raise ValueError(f"change_by {v!r} is neither a number nor a percentage like '5%'")

@@ -61,13 +61,14 @@ class RuleSet:
         """The saved episodes (``"rule|subject"`` -> episode) that still fit the config; rules resume them.
 
         An episode of a rule or subject that is gone is dropped; one of another
-        service (``camera.fall|cam-1``: a dotted name that is no rule) is kept.
+        service (``camera.fall|cam-1``: a dotted name that is no rule) or of an
+        incident (``incident:smoke|smoke-shed``) is kept.
         """
         kept = {}
         for key, ep in episodes.items():
             rule_id, _, subject = key.partition("|")
             rule = self.by_id.get(rule_id)
-            if rule is None and "." in rule_id:
+            if rule is None and ("." in rule_id or rule_id.startswith("incident:")):
                 kept[key] = ep
             elif rule is not None and subject in rule.subject_ids():
                 kept[key] = ep

@@ -129,6 +129,23 @@ CASES = [
      "give actions (commands this issuer may send) or ack"),
     ("dead time without policy", "      alert: false", "      alert: false\n      dead_time: 5m", "- id: heat",
      "rules.rules[1]", "dead_time only applies"),
+    ("outputs on a rule without alerts", "      alert: false", "      alert: false\n      outputs: [{device: sounder, point: beacon}]",
+     "point: beacon}]", "rules.rules[1].outputs", "its outputs would never be driven; for a closed loop (a fan on "
+     "temperature, a heater, a mister) use the controls: section (docs/controls.md)"),
+    ("change_by on a bool point", "{device: door-101, point: door_open}", "{device: door-101, point: door_open, change_by: 5}",
+     "change_by: 5", "rules.rules[3].sources[0].change_by", "'door_open' is a bool point; change_by needs a number"),
+    ("change_by not a number", "{device: meter-101, point: flow_rate, above: 0.01}", "{device: meter-101, point: flow_rate, change_by: lots}",
+     "change_by: lots", "rules.rules[3].sources[1].change_by", "'lots' is neither a number nor a percentage like '5%'"),
+    ("change_by with on: above", "above: 0.01}", "above: 0.01, change_by: 2}", "change_by: 2", "rules.rules[3].sources[1]",
+     "change_by applies to on: change or on: increase"),
+    ("incident named by one rule", "      class: fire\n      outputs", "      class: fire\n      incident: smoek\n      outputs",
+     "incident: smoek", "rules.rules[0].incident", "incident 'smoek' is named by this rule only: declare it under rules.incidents"),
+    ("incident on a condition", "      alert: false", "      alert: false\n      incident: smoke", "incident: smoke",
+     "rules.rules[1].incident", "it raises nothing, so it cannot join incident 'smoke'"),
+    ("incident declared but unused", "  schedules:\n", "  incidents:\n    smoke: {on_rise: next}\n  schedules:\n", "smoke: {on_rise",
+     "rules.incidents.smoke", "no rule names incident 'smoke'"),
+    ("incident on_rise", "  schedules:\n", "  incidents:\n    smoke: {on_rise: later}\n  schedules:\n", "smoke: {on_rise",
+     "rules.incidents.smoke.on_rise", "'restart', 'next' or 'keep'"),
 ]
 
 

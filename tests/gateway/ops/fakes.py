@@ -138,7 +138,10 @@ class FakeService:
         return self.listener.ready()
 
 
-def write_status(path: Path, *, connected: bool, devices: dict[str, str], ts: float | None = None) -> None:
-    body = {"ts": time.time() if ts is None else ts, "uplink": {"connected": connected, "last_error": None if connected else "refused"},
+def write_status(path: Path, *, connected: bool, devices: dict[str, str], ts: float | None = None, boot: int | None = None) -> None:
+    if boot is None:  # each process is a new boot of the outbox
+        old = json.loads(path.read_text()) if path.exists() else {}
+        boot = int(old.get("boot", 0)) + 1
+    body = {"boot": boot, "ts": time.time() if ts is None else ts, "uplink": {"connected": connected, "last_error": None if connected else "refused"},
             "devices": {d: {"status": s, "polls": 3} for d, s in devices.items()}}
     path.write_text(json.dumps(body))

@@ -216,3 +216,18 @@ def test_the_ops_wrapper_runs_from_the_good_version(board):
     layout = board[0]
     wrapper = (layout.bin / "canopy-ops").read_text()
     assert wrapper.index(f"{layout.opt}/good") < wrapper.index(f"{layout.opt}/current")
+
+
+def test_a_snapshot_from_the_old_process_while_it_stops_proves_nothing(board):
+    layout, _, listener, tmp = board
+    write_status(tmp / "status.json", connected=True, devices={"soil-1": "ok"}, boot=7)
+
+    class OldOneWritesLast(FakeService):
+        def _come_up(self):
+            from gateway.ops.sd_notify import Notifier
+
+            Notifier(self.listener.name).notify("READY=1")  # the new process is READY but never connects …
+            write_status(self.status, connected=True, devices={"soil-1": "ok"}, boot=7)  # … the old one wrote this at shutdown
+
+    res = run_update(board, "0.2.0", OldOneWritesLast(listener, tmp / "status.json", layout, {"0.2.0"}))
+    assert res.outcome == "rolled_back" and "no status written since the restart" in res.reason, res

@@ -91,3 +91,53 @@ def test_wall_clock_going_back_counts_nothing():
     assert rule.inactive_for("101", utc(5, 9)) == 0
     assert changes(rule, utc(5, 9)) == []
 
+
+
+# --------------------------------------------------------------------------- deadband (change_by)
+
+
+def test_deadband_counts_a_change_from_the_last_activity_not_from_the_last_reading():
+    from gateway.alerts.rules.inactivity import deadband_activity
+
+    band = (20.0, False)  # change_by: 20 (W)
+    assert deadband_activity("change", band, None, 3.1) == (False, 3.1)  # the first reading is the reference
+    ref = 3.1
+    for v in (3.4, 2.8, 3.6, 2.9, 3.3) * 20:  # standby noise, however long, never adds up to 20 W
+        act, ref = deadband_activity("change", band, ref, v)
+        assert not act and ref == 3.1
+    assert deadband_activity("change", band, 3.1, 1800.0) == (True, 1800.0)  # the kettle
+    assert deadband_activity("change", band, 1800.0, 3.0) == (True, 3.0)  # and off again
+    assert deadband_activity("change", band, 3.0, "n/a") == (False, 3.0)
+
+
+def test_deadband_in_percent_and_on_increase():
+    from gateway.alerts.rules.inactivity import deadband_activity
+
+    pct = (0.05, True)  # change_by: "5%"
+    assert deadband_activity("change", pct, 200.0, 209.0) == (False, 200.0)
+    assert deadband_activity("change", pct, 200.0, 189.0) == (True, 189.0)
+    assert deadband_activity("change", pct, 0.0, 0.1) == (True, 0.1), "from 0 any change counts"
+    inc = (0.005, False)  # a water meter's total, m3
+    assert deadband_activity("increase", inc, 10.000, 10.004) == (False, 10.0)
+    assert deadband_activity("increase", inc, 10.000, 10.006) == (True, 10.006)
+    assert deadband_activity("increase", inc, 10.006, 0.002) == (False, 0.002), "a reset is a new reference"
+
+
+def test_noisy_power_with_change_by_lets_the_welfare_check_fire_on_time():
+    s = spec(c.InactivityRule, id="welfare", type="inactivity", per="all", **{"for": 12 * 3600},
+             sources=[{"device": "power-101", "point": "power", "change_by": 20}])
+    noisy = spec(c.InactivityRule, id="noisy", type="inactivity", per="all", **{"for": 12 * 3600},
+                 sources=[{"device": "power-101", "point": "power"}])
+    rules = [r.InactivityRule(x, {"*": list(x.sources)}, {"*": Schedule([], UTC)}) for x in (s, noisy)]
+    for rule in rules:
+        rule.start(utc(5, 8))
+    t, fired = utc(5, 8), {}
+    readings = [(0, 3.2), (60, 1500.0), (120, 3.1)]  # kettle at 08:01, off at 08:02: the last activity
+    readings += [(120 + 60 * i, 3.0 + 0.4 * ((i * 7) % 5) / 4) for i in range(1, 13 * 60)]  # then standby noise for 13 h
+    for dt, v in readings:
+        for rule in rules:
+            rule.observe(rd(t + dt, "power-101", "power", v, "W"))
+            for ch in rule.evaluate(t + dt):
+                fired.setdefault(rule.id, ch.ts)
+    assert fired.get("welfare") == t + 120 + 12 * 3600, "12 h after the kettle went off"
+    assert "noisy" not in fired, "without a deadband every poll is activity: it never fires"
