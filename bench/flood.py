@@ -329,6 +329,8 @@ def flood_phase(kind: str, args, ctx: dict) -> dict:
     sent = json.loads(out.decode().strip().splitlines()[-1])
     window = max(65.0, args.seconds + 5.0)  # the summary comes a minute after the junk starts
     time.sleep(max(0.0, start + window - time.time()))
+    extra_cpu = proc_cpu_seconds(gw.proc.pid) - cpu0 - ctx["quiet_cpu_per_s"] * (time.time() - start)
+    counted = junk_total(w.state) - counted_before
     lat = valid.latencies(start, end)
     answered = [x for x in lat if x is not None and x <= ANSWER_WITHIN]
     valid_ids = {cmd_id for _, cmd_id, _ in valid.sent}
@@ -336,7 +338,8 @@ def flood_phase(kind: str, args, ctx: dict) -> dict:
                     and _ts_in(r, start, start + window)] + [r for _, r in w.find("cmd.junk", start) if _ts_in(r, start, start + window)]
     alarm_ms = alarms.latencies_ms(start, end)
     res = {"rate_reached": sent.get("rate"), "sent": sent.get("sent"),
-           "counted_by_gateway": junk_total(w.state) - counted_before,
+           "counted_by_gateway": counted,
+           "daemon_cpu_us_per_junk": round(1e6 * extra_cpu / counted, 1) if counted else None,
            "valid_sent": len(lat), "valid_answered": len(answered),
            "valid_answered_ratio": round(len(answered) / len(lat), 4) if lat else None,
            "valid_p99_s": _round(percentile([x for x in lat if x is not None], 99), 3),
@@ -387,10 +390,11 @@ def run(args) -> dict:
             if not wait_for(lambda: watcher.find("cmd.result", status="executed"), 15):
                 raise RuntimeError("no valid command was executed")
             log(f"quiet phase: {args.seconds:g} s")
-            q0 = time.time()
+            q0, qcpu = time.time(), proc_cpu_seconds(gw.proc.pid)
             time.sleep(args.seconds)
+            ctx["quiet_cpu_per_s"] = (proc_cpu_seconds(gw.proc.pid) - qcpu) / (time.time() - q0)
             quiet = {"alarm_ms": ctx["alarms"].latencies_ms(q0, time.time()), "valid": ctx["valid"].latencies(q0, time.time()),
-                     "rss_mb": ctx["rss"].at(time.time())}
+                     "rss_mb": ctx["rss"].at(time.time()), "cpu_pct": round(100 * ctx["quiet_cpu_per_s"], 1)}
             by_kind = {kind: flood_phase(kind, args, ctx) for kind in args.kinds}
         finally:
             for p in reversed(parts):
@@ -419,7 +423,7 @@ def summarise(args, quiet: dict, by_kind: dict, gw_alive: bool) -> dict:
         "by_kind": clean,
         "quiet": {"alarms": len(quiet["alarm_ms"]), "valid_sent": len(quiet["valid"]),
                   "valid_p99_s": _round(percentile([x for x in quiet["valid"] if x is not None], 99), 3),
-                  "rss_mb": quiet["rss_mb"]},
+                  "rss_mb": quiet["rss_mb"], "daemon_cpu_pct": quiet["cpu_pct"]},
         "gateway_alive": gw_alive, "targets": TARGETS, "machine": machine(),
     }
     return out

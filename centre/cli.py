@@ -54,9 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if getattr(args, "sync_func", None) is not None:
             return args.sync_func(args)
-        from centre.config import load_config
+        from centre.fullconfig import load_full_config
 
-        cfg = load_config(args.config)
+        cfg = load_full_config(args.config)
         return asyncio.run(args.func(args, cfg))
     except ConfigError as exc:
         print(exc, file=sys.stderr)
@@ -80,9 +80,9 @@ def _db_upgrade(args) -> int:
     if args.url:
         url = args.url
     else:
-        from centre.config import load_config
+        from centre.fullconfig import load_full_config
 
-        url = load_config(args.config).database.url
+        url = load_full_config(args.config).database.url
     upgrade(url)
     print("database upgraded")
     return 0

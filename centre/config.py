@@ -2,8 +2,9 @@
 
 Loaded like a site config (``core.yamlsrc``): every problem names ``file:line: key``, never a
 traceback.  Secrets stay out of the file: ``${ENV_VAR}`` in a value, or a ``password_file``.
-Other centre modules add their own sections by giving :class:`CentreConfig` a field
-(routing, signing, people, ...), each a ``Strict`` model with defaults.
+The other modules' sections (people, acting, routing, jobs) are added by
+``centre.fullconfig.FullConfig``, which ``canopy-centre`` loads: they import this module,
+so it cannot import them.
 """
 
 from __future__ import annotations
@@ -117,13 +118,15 @@ class CentreConfig(Strict):
         return self.broker.client_id or f"canopy-centre-{self.instance}"
 
 
-def load_config(file: str | Path) -> CentreConfig:
-    """Load and validate centre.yaml; raises ConfigError with ``file:line: key: message`` problems."""
+def load_config(file: str | Path, model: type[CentreConfig] = CentreConfig) -> CentreConfig:
+    """Load and validate centre.yaml; raises ConfigError with ``file:line: key: message`` problems.
+
+    ``model``: a subclass with more sections (``centre.fullconfig.FullConfig``, what ``canopy-centre`` loads)."""
     src = load_yaml(file)
     if not isinstance(src.data, dict):
         raise ConfigError([Problem(src.file, 1, "", "centre.yaml must be a mapping of keys")])
     try:
-        cfg = CentreConfig.model_validate(src.data)
+        cfg = model.model_validate(src.data)
     except ValidationError as exc:
         raise ConfigError([_problem(err, src) for err in exc.errors(include_url=False)]) from None
     base = os.path.dirname(os.path.abspath(src.file))

@@ -33,13 +33,13 @@ from gateway.poll.poller import DevicePoller, Pollable
 from gateway.poll.registry import BuiltBus, build_bus
 from gateway.status.backlog import BacklogAge
 from gateway.status.host import HostSample, sample
-from gateway.status.metrics import MetricsExport
 from gateway.status.reporter import HealthReporter, ReportPolicy
 from gateway.uplink.embedded_broker import EmbeddedBroker
 from gateway.uplink.uplink import Uplink
 
-if TYPE_CHECKING:  # imported where they start: OpenCV/LiteRT and the command store only where configured
+if TYPE_CHECKING:  # imported where they start: OpenCV/LiteRT, the command store and metrics only where configured
     from gateway.commands.service import CommandService
+    from gateway.status.metrics import MetricsExport
     from inference.service import CameraService
 
 log = logging.getLogger("canopy")
@@ -255,6 +255,8 @@ class Gateway:
         opts = self.options
         if opts.metrics_file is None and opts.metrics_port is None:
             return
+        from gateway.status.metrics import MetricsExport
+
         metrics = MetricsExport(opts.metrics_file, opts.metrics_port)
         try:
             metrics.start()
@@ -338,25 +340,36 @@ class Gateway:
 
 
 async def run_gateway(cfg: LoadedConfig, options: StartOptions | None = None) -> int:
-    """The daemon's life: 0 after a clean stop, 1 when it cannot start (said in one line) or cannot stop in time."""
+    """The daemon's life: 0 after a clean stop, 1 when it cannot start (said in one line) or cannot stop in time.
+
+    Under systemd the supervisor (gateway/ops/supervisor.py) sends keep-alives from the start, READY=1 once
+    polling and the outbox are up, and STOPPING=1 at the end; outside systemd it does nothing.
+    """
+    from gateway.ops.supervisor import Supervisor, WriterProgress
+
     gw = Gateway(cfg, options=options)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    supervisor = Supervisor(loop, gw.state, WriterProgress.of(gw.outbox))
+    supervisor.start()
     try:
         await gw.start()
     except Exception as exc:
         reason = str(exc) if isinstance(exc, StartError) else f"{type(exc).__name__}: {exc}"
         log.error("cannot start: %s", reason, exc_info=log.isEnabledFor(logging.DEBUG) and not isinstance(exc, StartError))
         _quiet_thread_fallout()
+        await supervisor.stop()
         try:
             await asyncio.wait_for(gw.stop(), timeout=4.5)
         except Exception as stop_exc:  # half-built: whatever stop trips over is fallout of the same failure
             log.debug("stop after a failed start: %r", stop_exc)
         return 1
+    supervisor.ready()
     await stop.wait()
     log.info("shutting down")
+    await supervisor.stop()
     try:
         await asyncio.wait_for(gw.stop(), timeout=4.5)
     except asyncio.TimeoutError:

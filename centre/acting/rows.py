@@ -37,7 +37,7 @@ async def waiting(conn, limit: int) -> list:
                    G.c.status.label("gw_status"), G.c.status_since.label("gw_since"), G.c.reason.label("gw_reason"),
                    G.c.capabilities.label("gw_capabilities"))
          .select_from(C.outerjoin(G, sa.and_(G.c.site == C.c.site, G.c.gateway == C.c.gateway)))
-         .where(C.c.rank <= RANK["sent"]).order_by(C.c.created_at).limit(limit))
+         .where(C.c.rank <= RANK["sent"], C.c.valid_until.is_not(None)).order_by(C.c.created_at).limit(limit))
     return list(await conn.execute(q))
 
 

@@ -24,6 +24,7 @@ from sqlalchemy import exc as sa_exc
 
 from centre.ingest.gaps import GapTracker
 from centre.ingest.parse import Parsed, parse_message
+from centre.ingest.retention import run_retention
 from centre.ingest.writer import Written, write
 from centre.mqtt.client import CentreMqtt, Delivered, MqttError
 from centre.store.engine import write_transaction
@@ -196,6 +197,7 @@ class Ingest:
         conn_task = asyncio.create_task(self._connection(stop), name="ingest-mqtt")
         writer = asyncio.create_task(self._writer(), name="ingest-writer")
         gaps = asyncio.create_task(self.gaps.run(), name="ingest-gaps")
+        retention = asyncio.create_task(run_retention(self.centre), name="retention")
         try:
             await _first(stop.wait(), writer, conn_task)
             for t in (writer, conn_task):  # a crashed task is a bug: say so loudly
@@ -212,9 +214,9 @@ class Ingest:
                             len(self.queue))
             await self.mqtt.disconnect()
         finally:
-            for t in (conn_task, writer, gaps):
+            for t in (conn_task, writer, gaps, retention):
                 t.cancel()
-            await asyncio.gather(conn_task, writer, gaps, return_exceptions=True)
+            await asyncio.gather(conn_task, writer, gaps, retention, return_exceptions=True)
             self.mqtt.close()
 
 

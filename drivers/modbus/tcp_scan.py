@@ -6,6 +6,9 @@ exception 0x0A (gateway path unavailable) or 0x0B (gateway target failed to
 respond), or it stays silent.  All three mean *absent*; any other reply, an
 exception such as "illegal data address" included, is a device.  Requests go
 through ``ModbusTcpEndpoint``: one connection and the daemon's own error mapping.
+A gateway whose own serial timeout is longer than ours answers 0x0B after we
+gave up; the scan then reconnects, so that late answer cannot be taken for the
+next unit's.
 """
 
 from __future__ import annotations
@@ -106,6 +109,7 @@ async def scan_tcp(address: TcpAddress, units: list[int], *, timeout: float = 0.
                 reply = await _execute(ep, lambda c, u=unit: c.read_holding_registers(0, count=1, device_id=u), timeout)
             except DeviceTimeout:
                 result._absent("silent")
+                await ep.close()  # a late answer (a gateway's own timeout is often longer) must not pass for the next unit's
             except BadReply:
                 result.noise += 1
             except DeviceUnreachable as exc:

@@ -16,7 +16,7 @@ from datetime import datetime, tzinfo
 from gateway.alerts.config import Messages
 from gateway.alerts.incidents import RANK
 from gateway.alerts.lifecycle import Alert, ChainStep
-from gateway.alerts.messages import SEVERITY, render, template_key
+from gateway.alerts.messages import SEVERITY, TAGS, render, template_key
 from gateway.alerts.timeutil import fmt_duration
 
 LANGS = (("en", "en"), ("zh-CN", "zh"))  # language tag -> message language
@@ -75,13 +75,14 @@ class Wording:
         return top.model_copy(update={"message": Messages(en=inc.message.en or own.en, zh=inc.message.zh or own.zh)})
 
     def key(self, a: Alert) -> str:
-        """``incident:{name}``, ``rule:{id}`` (a custom text) or a default template (``threshold.above``)."""
+        """``incident:{name}``, ``rule:{id}`` (a custom text of a rule or an external source) or a default template
+        (``threshold.above``, ``camera.fall``)."""
         if a.incident and self.rc.incident(a.incident).message is not None:
             return f"incident:{a.incident}"
         spec = self.spec_of(a)
         if spec is None:
             return "external"
-        return f"rule:{spec.id}" if a.source == "rule" and spec.message is not None else template_key(spec)
+        return f"rule:{spec.id}" if spec.message is not None else template_key(spec)
 
     def message(self, a: Alert, lang: str, *, resolved: bool = False, severity: str | None = None) -> str:
         spec = self.spec_of(a)
@@ -106,14 +107,10 @@ class Wording:
         line = LINES[lang][kind]
         if kind == "escalated":
             name = chain[step].group if step < len(chain) else ""
-            group = self.rc.groups[name].label(_tag(lang), name) if name in self.rc.groups else name
+            group = self.rc.groups[name].label(TAGS[lang], name) if name in self.rc.groups else name
             return line.format(group=group, after=fmt_duration(chain[step].after if step < len(chain) else 0, lang), message=message)
         if kind == "updated":
             return line.format(severity=SEVERITY[lang][severity or a.severity], previous=SEVERITY[lang].get(previous or "", previous),
                                message=message)
         when = a.acked_at if kind == "acknowledged" else a.resolved_at
         return line.format(by=a.acked_by or "", time=fmt_time(when if when is not None else a.raised_at, self.tz, lang), message=message)
-
-
-def _tag(lang: str) -> str:
-    return "zh-CN" if lang == "zh" else "en"

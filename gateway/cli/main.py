@@ -37,14 +37,13 @@ def cmd_run(args) -> int:
     """
     from gateway import logs
     from gateway.config.security import DAEMON_UMASK, daemon_paths, exposed_files
-    from gateway.status.metrics import check_options
 
     os.umask(DAEMON_UMASK)  # whatever the shell's umask: every file the daemon creates is 0600, every folder 0700
     logs.setup(json=args.log_json, level=args.log_level)
     cfg = load_site(args.config, warn=log.warning, daemon=True)
     if cfg is None:
         return EXIT_CONFIG
-    if problems := check_options(args.metrics_file, args.metrics_port):
+    if problems := _metrics_problems(args):
         for problem in problems:
             log.error("%s", problem)
         return EXIT_CONFIG
@@ -63,6 +62,16 @@ def cmd_run(args) -> int:
         log.error("stopped by an internal error: %s: %s (--log-level debug shows where)", type(exc).__name__, exc,
                   exc_info=log.isEnabledFor(logging.DEBUG))
         return 1
+
+
+def _metrics_problems(args) -> list[str]:
+    if args.metrics_file is None and args.metrics_port is None:
+        return []
+    try:
+        from gateway.status.metrics import check_options
+    except ImportError as exc:
+        return [f"--metrics-file/--metrics-port need the prometheus-client package ({exc})"]
+    return check_options(args.metrics_file, args.metrics_port)
 
 
 def cmd_status(args) -> int:

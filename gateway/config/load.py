@@ -19,6 +19,7 @@ from gateway.alerts.config import RULE_TYPES, validate_rules
 from gateway.commands.config import validate_commands
 from gateway.config.checks import check_broker_files, check_buses
 from gateway.config.site import LoadedConfig, site_model
+from gateway.controls import validate_controls
 from gateway.poll.registry import SiteChecks, bus_types
 from inference.config import validate_cameras
 
@@ -45,6 +46,8 @@ def load_config(file: str | Path, *, missing_ports_ok: bool = False) -> LoadedCo
         problems.extend(validate_commands(site, profiles.loaded, src))
     if site.cameras and not problems:
         problems.extend(validate_cameras(site, src, base_dir))
+    if site.controls and not problems:
+        problems.extend(validate_controls(site, profiles.loaded, src))
     if problems:
         raise ConfigError(problems)
     return LoadedConfig(site=site, profiles=profiles.loaded, file=src.file, base_dir=base_dir)

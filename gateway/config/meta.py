@@ -18,6 +18,7 @@ from gateway.config.site import LoadedConfig
 LANGUAGE_TAGS = {"en": "en", "zh": "zh-CN"}  # the site's `language:` as a label language tag
 VALVE_ACTIONS = ["irrigate", "close"]
 LOCK_ACTIONS = ["unlock", "lock", "reset_lockout"]
+CONTROL_ACTIONS = ["override"]
 
 
 def config_version(cfg: LoadedConfig) -> str:
@@ -48,6 +49,8 @@ def site_meta(cfg: LoadedConfig) -> dict:
         "locks": {lk.id: {"device": lk.device, "relock_after_s": lk.relock_after, "actions": LOCK_ACTIONS}
                   for lk in commands.locks} if commands else {},
         "cameras": {c.id: _clean({"location": _location(c.location)}) for c in site.cameras if c.enabled},
+        "controls": {c.id: _clean({"device": c.output.device, "point": c.output.point, "kind": c.kind,
+                                   "labels": dict(c.labels), "actions": CONTROL_ACTIONS}) for c in site.controls},
     }
     return build_meta(site=site.site, gateway=site.gateway, version=config_version(cfg),
                       languages=_languages(site.language, parts), **parts)

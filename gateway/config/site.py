@@ -22,6 +22,7 @@ from gateway.alerts.config import RulesConfig
 from gateway.commands.config import CommandsConfig
 from gateway.config.broker import BrokerConfig
 from gateway.config.delivery import StoreConfig, UplinkConfig
+from gateway.controls.config import ControlConfig
 from gateway.poll.registry import BusConfig, BusType, bus_types, config_union
 from inference.config import CameraConfig
 
@@ -44,11 +45,12 @@ class SiteConfig(Strict):
     rules: RulesConfig | None = Field(None, description="local rules, alert classes and escalation (docs/alerts.md)")
     commands: CommandsConfig | None = Field(None, description="remote commands: issuers, authorisation, valves, locks (docs/commands.md)")
     cameras: list[CameraConfig] = Field(default_factory=list, description="cameras and their detectors (docs/cameras.md)")
+    controls: list[ControlConfig] = Field(default_factory=list, description="local closed loops: fans, heaters, misters (docs/controls.md)")
     security: Literal["warn", "strict"] = Field("warn", description="strict: refuse a broker off the board without TLS or credentials, and a password written in the YAML (docs/security.md)")
 
-    @field_validator("buses", mode="before")
+    @field_validator("buses", "controls", mode="before")
     @classmethod
-    def _list(cls, v):  # a null "buses:" means none
+    def _list(cls, v):  # a null "buses:" (or "controls:") means none
         return [] if v is None else v
 
 

@@ -36,7 +36,7 @@ log = logging.getLogger("canopy.controls")
 MAX_PENDING = 1000  # records waiting for the outbox (it refuses them: disk full); older ones are dropped and counted
 RETRY = 1.0
 FAILED, STALE = "control.failed", "control.sensor_stale"
-COUNTERS = ("switched", "overrides", "faults", "stale", "records_dropped", "emit_errors", "state_errors")
+COUNTERS = ("switched", "overrides", "overrides_refused", "faults", "stale", "records_dropped", "emit_errors", "state_errors")
 
 
 @dataclass(frozen=True)
@@ -87,12 +87,18 @@ class ControlService:
             self._wake.set()
 
     def override(self, control: str, state, until: float | None = None, by: str | None = None) -> OverrideResult:
-        """Hold ``control`` ``on`` or ``off`` until ``until`` (epoch s, at most its max_override away); ``auto`` ends it."""
+        """Hold ``control`` ``on`` or ``off`` until ``until`` (epoch s, at most its max_override away); ``auto`` ends it.
+
+        A refusal changes nothing; it is counted (``overrides_refused``) and says why.
+        """
         c = self.controls.get(control)
-        if c is None:
-            return OverrideResult(False, "unknown_control", f"no control {control!r} (controls: {', '.join(sorted(self.controls)) or 'none'})")
         state = {True: "on", False: "off"}.get(state, state) if isinstance(state, bool) else state
         now = self.clock.time()
+        refusal = self._refusal(c, control, state, until, now)
+        if refusal is not None or c is None:
+            self.counters["overrides_refused"] += 1
+            log.warning("override of %s refused (%s): %s", control, refusal and refusal.reason, refusal and refusal.detail)
+            return refusal or OverrideResult(False, "unknown_control")
         if state == "auto":
             old = c.state.override
             if old is not None:
@@ -100,18 +106,25 @@ class ControlService:
                 self._record(c.words.override(now, state="auto", until=old.until, by=by, ended="cancelled"))
                 self._overrides_changed(c, now)
             return OverrideResult(True)
+        c.state.override = Override(state == "on", float(until), by, now)  # type: ignore[arg-type]
+        self.counters["overrides"] += 1
+        self._record(c.words.override(now, state=state, until=float(until), by=by))  # type: ignore[arg-type]
+        log.info("control %s: manual %s by %s until %.0f", control, state, by, until)
+        self._overrides_changed(c, now)
+        return OverrideResult(True, until=float(until))  # type: ignore[arg-type]
+
+    def _refusal(self, c: Control | None, control: str, state, until, now: float) -> OverrideResult | None:
+        if c is None:
+            return OverrideResult(False, "unknown_control", f"no control {control!r} (controls: {', '.join(sorted(self.controls)) or 'none'})")
+        if state == "auto":
+            return None
         if state not in ("on", "off"):
             return OverrideResult(False, "bad_state", f"state {state!r}: on, off or auto")
         if not isinstance(until, (int, float)) or isinstance(until, bool) or not math.isfinite(until) or until <= now:
             return OverrideResult(False, "bad_until", "until must be a time in the future (epoch seconds)")
         if until - now > c.cfg.max_override:
             return OverrideResult(False, "bad_until", f"at most {c.cfg.max_override:g} s ahead (max_override of {control})")
-        c.state.override = Override(state == "on", float(until), by, now)
-        self.counters["overrides"] += 1
-        self._record(c.words.override(now, state=state, until=float(until), by=by))
-        log.info("control %s: manual %s by %s until %.0f", control, state, by, until)
-        self._overrides_changed(c, now)
-        return OverrideResult(True, until=float(until))
+        return None
 
     def _overrides_changed(self, c: Control, now: float) -> None:
         self._dirty = True

@@ -22,13 +22,16 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import orjson
 
 from core.backoff import FailureLog
 from core.clock import Clock
-from gateway.status.metrics import MetricsExport
 from gateway.status.status_file import RUNNING, STOPPED, atomic_write, daemon_record, encode
+
+if TYPE_CHECKING:  # prometheus_client is imported only where metrics are asked for
+    from gateway.status.metrics import MetricsExport
 
 log = logging.getLogger("canopy.status")
 

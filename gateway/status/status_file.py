@@ -14,6 +14,7 @@ of one).  Besides the health it says who wrote it, in ``daemon``:
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 
 import orjson
 
@@ -26,7 +27,12 @@ STOPPED = "stopped"
 def daemon_record(state: str, stale_after_s: float) -> dict:
     """The ``daemon`` section for a snapshot written by this process now."""
     pid = os.getpid()
-    return {"pid": pid, "start_ticks": process_start_ticks(pid), "state": state, "stale_after_s": round(stale_after_s, 1)}
+    return {"pid": pid, "start_ticks": _start_ticks(pid), "state": state, "stale_after_s": round(stale_after_s, 1)}
+
+
+@lru_cache(maxsize=1)
+def _start_ticks(pid: int) -> int | None:
+    return process_start_ticks(pid)  # read once: a process's start time does not change
 
 
 def atomic_write(path: str, data: bytes, mode: int = 0o600) -> None:

@@ -29,3 +29,20 @@ async def test_record_key_drops_duplicates(engine):
         assert (await conn.execute(sa.select(sa.func.count()).select_from(schema.records))).scalar() == 1
         body = (await conn.execute(sa.select(schema.records.c.body))).scalar()
     assert body == {"seq": 1, "type": "device.status"}
+
+
+async def test_retention_keeps_the_rollup(engine):
+    from centre.ingest.retention import DAY, prune
+
+    now = 1_795_348_800.0
+    rows = [{"site": "s", "gateway": "g", "epoch": "e", "seq": i, "ts": now - i * 3 * 3600, "device": "d", "point": "p",
+             "value": 1.0, "received_at": now} for i in range(1, 40)]  # 3 h apart: ~5 days
+    hourly = [{"site": "s", "gateway": "g", "device": "d", "point": "p", "hour": int(now - d * DAY), "count": 1, "total": 1.0,
+               "min": 1.0, "max": 1.0} for d in (1, 10, 400)]
+    async with write_transaction(engine) as conn:
+        await conn.execute(sa.insert(schema.telemetry), rows)
+        await conn.execute(sa.insert(schema.telemetry_hourly), hourly)
+    gone = await prune(engine, raw_days=2, hourly_days=365, now=now)
+    assert gone == {"telemetry": 39 - 16, "telemetry_hourly": 1}  # kept: ts >= now - 48 h, i.e. i <= 16
+    async with engine.connect() as conn:
+        assert (await conn.execute(sa.select(sa.func.min(schema.telemetry.c.ts)))).scalar() >= now - 2 * DAY

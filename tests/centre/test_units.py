@@ -123,3 +123,15 @@ def test_cli_db_upgrade_and_bad_config(tmp_path, capsys):
     bad.write_text("broker: {host: b}\n")
     assert main(["run", "-c", str(bad)]) == 2
     assert "database: required key is missing" in capsys.readouterr().err
+
+
+def test_full_config_takes_every_module_section(tmp_path):
+    from centre.fullconfig import load_full_config
+
+    f = tmp_path / "centre.yaml"
+    f.write_text("broker: {host: b}\ndatabase: {url: 'sqlite:///c.db'}\nacting: {resend_after: 10}\n"
+                 "jobs: {}\nrouting: {}\npeople: {}\n")
+    assert load_full_config(f).acting.resend_after == 10
+    f.write_text("broker: {host: b}\ndatabase: {url: 'sqlite:///c.db'}\nacting: {resend_aftr: 10}\n")
+    with pytest.raises(ConfigError, match="3: acting.resend_aftr: unknown key"):
+        load_full_config(f)

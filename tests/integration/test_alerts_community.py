@@ -259,3 +259,52 @@ def test_bad_acks_change_nothing_a_signed_ack_through_canopy_ack_works(
     acked = copies(sub, "alert.acknowledged", everyone, alert=aid)
     assert (acked["by"], acked["issuer"], acked["note"]) == ("duty-li", "duty-desk", "false alarm, cooking")
     assert alert_records(sub, "alert.resolved", alert=aid)[0]["resolved_by"] == "ack:duty-li"
+
+
+def community_smoke_rules(scale: dict) -> list[dict]:
+    """The shipped smoke rules of config/community.yaml (``incident: smoke`` added if the file lacks it), durations scaled."""
+    import yaml
+
+    from tests.support import ROOT
+
+    shipped = yaml.safe_load((ROOT / "config" / "community.yaml").read_text(encoding="utf-8"))["rules"]
+    out = []
+    for r in shipped["rules"]:
+        if r["id"] in ("smoke-alarm", "smoke-haze", "heat-rising", "smoulder"):
+            r = {**r, **{k: v for k, v in scale.items() if k in r}}
+            out.append(r if r["id"] == "heat-rising" or "incident" in r else {**r, "incident": "smoke"})
+    return out, shipped.get("incidents", {})
+
+
+def test_one_smoke_event_is_one_alert_rising_in_severity_as_rules_join_with_one_ack(
+        tmp_path, community_sim, broker, subscriber_factory, gateway_factory):
+    """The community's three smoke rules, all kept: haze (warning) raises, the alarm (critical) joins and raises the
+    severity (``alert.updated`` on …/event and the group's topic), smoulder joins; one ack.
+
+    Scaled: smoke-haze's delay_on 10 s -> 0.4 s, heat-rising's window 2 min -> 1 s; the simulator is frozen and
+    the test sets the detector's haze and temperature itself.
+    """
+    sub = subscriber_factory(broker.port)
+    smoke, incidents = community_smoke_rules({"delay_on": 0.4, "delay_off": 1.0, "window": 1.0})
+    rules = {"groups": GROUPS, "classes": {"fire": chain(0, 1.5, 3.0)}, "rules": smoke, "incidents": incidents}
+    cfg = write_site(tmp_path, rules, sim_port=community_sim.port, broker={"host": "127.0.0.1", "port": broker.port})
+    gateway_factory(cfg)
+    wait_until(lambda: online(sub, "smoke-shed", "sounder"), 15, what="gateway online and polling")
+    shed, sounder = community_sim.device("smoke-shed").model, community_sim.device("sounder").model
+
+    shed.smoke_bg = 1.5  # haze below the detector's own alarm level (2.0)
+    raised = wait_until(lambda: alert_records(sub, "alert.raised"), 5, 0.02, what="haze: a warning")[0]
+    assert (raised["rule"], raised["severity"], raised["incident"]) == ("smoke-haze", "warning", "smoke")
+    shed.trigger_smoke()  # the detector's alarm: critical
+    up = copies(sub, "alert.updated", {"event", "alert/property-office"}, alert=raised["alert"])
+    assert (up["previous_severity"], up["severity"]) == ("warning", "critical") and up["rules"] == ["smoke-haze", "smoke-alarm"]
+    wait_until(lambda: sounder.outputs["sounder"], 2, 0.02, what="sounder on at the rise")
+    shed.temp += 6.0  # heat rising: smoulder joins (the alert is critical already: nothing new to page)
+    time.sleep(1.5)
+    assert ack(cfg, raised["alert"], "duty-desk") == 0
+    acked = wait_until(lambda: alert_records(sub, "alert.acknowledged"), 3, what="one ack")
+    assert acked[0]["rules"] == ["smoke-haze", "smoke-alarm", "smoulder"] and acked[0]["severity"] == "critical"
+    assert len(alert_records(sub, "alert.raised")) == 1 and len(alert_records(sub, "alert.updated")) == 1
+    for r in alert_records(sub):
+        assert "smoulder" not in r["texts"]["en"] and "smoke-haze" not in r["texts"]["en"], r["texts"]
+    assert acked[0]["texts"]["en"].startswith("Acknowledged by duty-desk at 20")

@@ -299,3 +299,24 @@ def test_status_file_follows_the_backlog_and_is_rewritten_at_shutdown(tmp_path, 
     assert {lane: snap["outbox"][lane]["pending"] for lane in LANES} == rows  # the last snapshot is exact
     proc = canopy_status(cfg)
     assert proc.returncode == 3 and "stopped cleanly" in proc.stdout
+
+
+def test_status_file_shows_the_broker_and_devices_within_seconds_of_start(tmp_path, farm_sim, broker, gateway_factory):
+    """With the default-like 60 s state interval the file is still current: link and device changes rewrite it."""
+    import json
+
+    cfg = site_config(tmp_path, sim_port=farm_sim.port, broker={"host": "127.0.0.1", "port": broker.port},
+                      uplink={"state_interval": 60})
+    gw = gateway_factory(cfg)
+    status_file = tmp_path / "canopy-status.json"
+
+    def current():
+        try:
+            snap = json.loads(status_file.read_bytes())
+        except (FileNotFoundError, ValueError):
+            return None
+        return snap["uplink"]["connected"] and all(d["status"] == "ok" for d in snap["devices"].values()) and snap
+
+    snap = wait_until(current, 6, what="a status file that says connected with every device ok")
+    assert snap["daemon"]["stale_after_s"] == 126.0
+    gw.terminate()

@@ -31,10 +31,12 @@ def executed(env: envelope.Envelope) -> dict:
 
 class FakeGateway:
     def __init__(self, port: int, site: str, gateway: str, keys: dict[str, str], *,
-                 answer: Callable[[envelope.Envelope], dict | None] = executed):
+                 answer: Callable[[envelope.Envelope], dict | None] = executed, drop: int = 0):
         self.port, self.site, self.gateway = port, site, gateway
         self.keys = {issuer: envelope.load_public_key(text) for issuer, text in keys.items()}
         self.answer = answer
+        self.drop = drop  # messages lost before they reach the gateway's code (a broker that dropped them)
+        self.dropped: list[bytes] = []
         self.topics = Topics(site, gateway)
         self.received: list[envelope.Envelope] = []  # every authentic, fresh envelope
         self.refused: list[tuple[str, str]] = []  # (reason, detail)
@@ -77,6 +79,9 @@ class FakeGateway:
 
     # -- answering ----------------------------------------------------------------------------
     def _on_message(self, client, userdata, msg) -> None:
+        if len(self.dropped) < self.drop:
+            self.dropped.append(msg.payload)
+            return
         kind = {"cmd": "command", "alert/ack": "ack", "replay": "replay"}[msg.topic[len(self.topics.base) + 1:]]
         try:
             env = envelope.parse(msg.payload, kind=kind)

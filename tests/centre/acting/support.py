@@ -17,12 +17,12 @@ FAST = ActingConfig(check_interval=0.2, resend_after=1.0, resend_max=2.0, expire
 class ActingRun:
     def __init__(self, db_url: str, broker_port: int, keys_dir, *, acting: ActingConfig = FAST,
                  routing: RoutingConfig | None = None, channels: dict | None = None, words=None):
+        """``channels``: None builds them from ``routing`` (webhooks, e-mail), as the centre does."""
         cfg = centre_config(db_url, broker_port).model_copy(update={"keys_dir": str(keys_dir)})
         self.run = CentreRun(cfg)
         self.centre = self.run.centre
         self.engine = self.run.engine
-        routing_ = build_routing(self.centre, routing or RoutingConfig(), channels=channels if channels is not None else {},
-                                 words=words)
+        routing_ = build_routing(self.centre, routing or RoutingConfig(), channels=channels, words=words)
         self.acting = build(self.centre, cfg=acting, lease=SoleLease(), routing=routing_)
         self._task: asyncio.Task | None = None
 

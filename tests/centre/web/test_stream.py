@@ -69,8 +69,8 @@ async def test_readings_and_gateways_by_site(centre, browsers):
         await zsse.until("hello")
         centre.hub.publish([Change("reading", {"site": FARM, "gateway": "farm-gw-01", "readings": [{"point": "moisture"}]}),
                             Change("gateway", {"site": FARM, "gateway": "farm-gw-01", "status": "offline"})])
+        assert (await zsse.until("gateway", timeout=2))["status"] == "offline"  # served before readings
         assert (await zsse.until("reading", timeout=2))["site"] == FARM
-        assert (await zsse.until("gateway", timeout=2))["status"] == "offline"
         centre.hub.publish([Change("gateway", {"site": "sunny-court", "gateway": "community-gw-01", "status": "offline"})])
         assert (await dsse.until("gateway", timeout=2))["site"] == "sunny-court"  # not the farm's
 

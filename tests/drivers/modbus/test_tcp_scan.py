@@ -30,8 +30,9 @@ SILENT = set(range(9, 21))  # the gateway swallows these requests (12 in a row)
 class FakeRs485Gateway:
     """A Modbus TCP server standing for a TCP-to-RS-485 gateway; unknown units answer 0x0B."""
 
-    def __init__(self) -> None:
+    def __init__(self, absent_delay: float = 0.0) -> None:
         self.port = free_port()
+        self.absent_delay = absent_delay  # the gateway's own serial timeout before it answers 0x0B
         self.registers = {u: list(r) for u, r in PRESENT.items()}
         self.requests = 0
         self._loop = asyncio.new_event_loop()
@@ -44,15 +45,24 @@ class FakeRs485Gateway:
         return self
 
     def __exit__(self, *exc) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(5)
+        self._loop.close()
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
-        server = self._loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", self.port))
+        self._loop.run_until_complete(self._main())
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
         self._ready.set()
-        self._loop.run_forever()
+        await self._stop.wait()
         server.close()
+        others = asyncio.all_tasks() - {asyncio.current_task()}
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -62,10 +72,14 @@ class FakeRs485Gateway:
                 pdu = await reader.readexactly(length - 1)
                 self.requests += 1
                 answer = self._answer(unit, pdu)
+                if answer is not None and answer[1:] == b"\x0b" and self.absent_delay:
+                    await asyncio.sleep(self.absent_delay)
                 if answer is not None:
                     writer.write(struct.pack(">HHHB", tid, 0, len(answer) + 1, unit) + answer)
                     await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
             writer.close()
 
     def _answer(self, unit: int, pdu: bytes) -> bytes | None:
@@ -121,6 +135,16 @@ async def test_scan_behind_a_gateway_counts_0x0A_0x0B_and_silence_as_absent(rs48
     assert "illegal data address" in result.found[2].answer  # an exception that is not 0x0A/0x0B: a device
     assert result.absent == {"0x0A": 1, "0x0B": 25 - 3 - 1 - len(SILENT), "silent": len(SILENT)}
     assert result.tried == 25 and result.noise == 0
+
+
+async def test_a_late_0x0B_is_not_taken_for_the_next_units_answer():
+    """A gateway that waits longer than the scan before answering 0x0B: the units after an absent one are still found."""
+    with FakeRs485Gateway(absent_delay=0.25) as slow:
+        slow.registers[4] = [44]  # right after absent unit 3
+        slow.registers[6] = [66]  # right after absent... unit 5 is present, 6 follows it
+        result = await scan_tcp(TcpAddress("127.0.0.1", slow.port), [3, 4, 6, 8], timeout=0.1)
+    assert [(f.unit, f.answer) for f in result.found] == [(4, "holding 0 = 0x002C (44)"), (6, "holding 0 = 0x0042 (66)")]
+    assert result.absent == {"silent": 2}  # 3 and 8: their 0x0B came after the scan had moved on
 
 
 def test_canopy_scan_over_tcp_prints_the_units_and_a_modbus_tcp_snippet(rs485_gateway, capsys):

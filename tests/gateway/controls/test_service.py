@@ -147,6 +147,7 @@ async def test_override_refusals_and_cancel(house):
     assert h.service.override("gh-fan", "half", now + 60).reason == "bad_state"
     assert h.service.override("gh-fan", "on", now - 1).reason == "bad_until"
     assert h.service.override("gh-fan", "on", now + 5 * 3600).reason == "bad_until"
+    assert h.service.counters["overrides_refused"] == 4 and h.of("control.override") == []
     assert h.service.override("gh-fan", True, now + 3600, by="li").ok
     await h.advance(1)
     assert h.house.coils["fan"] is True
@@ -199,3 +200,24 @@ async def test_control_records_validate_against_the_schema(house):
         assert validate(f"{topics.base}/event", compose(topics, "51fb60d06184c4c9", lane, [(1, orjson.dumps(r), None)])) == []
     assert {r["type"] for _, r in h.records} >= {"control.switched", "control.override"}
     assert h.records[0][1]["ts"] >= T0
+
+
+async def test_the_loop_runs_while_records_cannot_be_committed_and_they_go_out_later_in_order(house):
+    h = house
+    emit = h.service.emit
+    refused = []
+
+    async def closed(lane, body, topic=None):  # the outbox refuses (a full disk); the link is no part of it at all
+        refused.append(body)
+        raise OSError("disk full")
+
+    h.service.emit = closed
+    h.house.temperature = 33.0
+    await h.advance(3)
+    h.house.temperature = 25.0
+    await h.advance(125)
+    assert h.fan_writes() == [True, False], "switching never waits for the outbox"
+    assert h.of("control.switched") == [] and refused and h.service.counters["emit_errors"] >= 1
+    h.service.emit = emit
+    await h.advance(2)
+    assert [(r["state"], r["reason"]) for r in h.of("control.switched")] == [("on", "start"), ("off", "hysteresis")]
