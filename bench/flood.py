@@ -22,7 +22,10 @@ Measured:
 - ``junk_records_per_min``: durable records caused by junk (``cmd.result``/``cmd.audit``
   of anything but the valid commands, and ``cmd.junk`` summaries) received in a window
   of max(60 s, flood + 5 s) from the flood's start, per minute of that window (the
-  summary comes a minute after the junk starts, hence the window).
+  summary comes a minute after the junk starts, hence the window);
+- ``daemon_cpu_us_per_junk``: the daemon's CPU in that window beyond its quiet-phase rate,
+  per junk message it counted: what a junk message costs, whatever else runs on the
+  machine (``loadavg`` says how busy it was: the floods need a free core).
 
 The junk publisher is a separate process that writes pre-encoded MQTT 3.1.1 QoS 0
 PUBLISH packets to a socket every 10 ms (``_publish`` below): a paho publisher tops out
@@ -425,6 +428,7 @@ def summarise(args, quiet: dict, by_kind: dict, gw_alive: bool) -> dict:
                   "valid_p99_s": _round(percentile([x for x in quiet["valid"] if x is not None], 99), 3),
                   "rss_mb": quiet["rss_mb"], "daemon_cpu_pct": quiet["cpu_pct"]},
         "gateway_alive": gw_alive, "targets": TARGETS, "machine": machine(),
+        "loadavg": [round(x, 2) for x in os.getloadavg()],
     }
     return out
 

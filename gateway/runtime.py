@@ -39,6 +39,7 @@ from gateway.uplink.uplink import Uplink
 
 if TYPE_CHECKING:  # imported where they start: OpenCV/LiteRT, the command store and metrics only where configured
     from gateway.commands.service import CommandService
+    from gateway.controls.service import ControlService
     from gateway.status.metrics import MetricsExport
     from inference.service import CameraService
 
@@ -83,6 +84,7 @@ class Gateway:
         self.alerts: AlertEngine | None = None
         self.commands: CommandService | None = None  # when the site has `commands:`
         self.cameras: CameraService | None = None  # when the site has cameras
+        self.controls: ControlService | None = None  # when the site has `controls:`
         self._devices: dict[str, Pollable] = {}  # by device id; Modbus devices also `write` (commands, alert outputs)
         self.embedded: EmbeddedBroker | None = None
         self.buses: list[BuiltBus] = []
@@ -119,6 +121,8 @@ class Gateway:
             self.alerts.observe(readings)
         if self.commands is not None:
             self.commands.observe(readings)
+        if self.controls is not None:
+            self.controls.observe(readings)
         await self.outbox.put("telemetry", [reading_body(r) for r in readings], ts=readings[0].ts if readings else None)
 
     def _device_changed(self, st: DeviceStatus, previous: str) -> None:
@@ -199,6 +203,7 @@ class Gateway:
             **({"alerts": self.alerts.snapshot()} if self.alerts is not None else {}),
             **({"commands": self.commands.snapshot()} if self.commands is not None else {}),
             **({"cameras": self.cameras.snapshot()} if self.cameras is not None else {}),
+            **({"controls": self.controls.snapshot()} if self.controls is not None else {}),
         }
 
     def state(self) -> dict:
@@ -233,6 +238,8 @@ class Gateway:
         state_dir = os.path.dirname(self.outbox.path) or "."
         if self.site.rules is not None:
             self._start_alerts(self.uplink, state_dir)
+        if self.site.controls:
+            self._start_controls(state_dir)  # after alerts (failures are alerts), before commands and polling
         if self.site.commands is not None:
             await self._start_commands(self.uplink, state_dir)
         if self.site.cameras:
@@ -298,6 +305,13 @@ class Gateway:
         uplink.on_link.append(self.commands.on_link)
         self._tasks.append(asyncio.create_task(self.commands.run(), name="commands"))
 
+    def _start_controls(self, state_dir: str) -> None:
+        from gateway.controls.service import ControlService
+
+        self.controls = ControlService(self.cfg, self.clock, self._emit, self.write_point, alerts=self.alerts, state_dir=state_dir)
+        self.controls.on_change = self.reporter.changed
+        self._tasks.append(asyncio.create_task(self.controls.run(), name="controls"))
+
     def _start_cameras(self, state_dir: str) -> None:
         from inference.service import CameraService  # OpenCV/LiteRT only where cameras exist
 
@@ -313,6 +327,11 @@ class Gateway:
         await cancel_all(pollers, deadline=1.0)
         if self._bg:
             await asyncio.wait(self._bg, timeout=1.0)
+        if self.controls is not None:
+            try:
+                await asyncio.wait_for(self.controls.stop(), timeout=1.5)  # outputs to their safe state
+            except Exception:
+                log.exception("controls: clean shutdown failed")
         if self.commands is not None:
             try:
                 await asyncio.wait_for(self.commands.stop(), timeout=2.0)  # actuators to their safe state

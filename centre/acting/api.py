@@ -110,13 +110,13 @@ async def intents(caller: CurrentUser, site: str | None = Query(None, max_length
     return [i for i in found if _may_see(caller, i)]
 
 
-@router.get("/intents/{intent_id}", response_model=IntentOut, summary="One ack or command, with its state in words")
-async def intent(intent_id: str, caller: CurrentUser) -> dict:
-    found = await view(_centre(caller), _cfg(caller), intent_id)
+@router.get("/intents/{command_id}", response_model=IntentOut, summary="One ack or command, with its state in words")
+async def intent(command_id: str, caller: CurrentUser) -> dict:
+    found = await view(_centre(caller), _cfg(caller), command_id)
     if found is None:
-        raise ApiError(404, f"no command or ack {intent_id}")
+        raise ApiError(404, f"no command or ack {command_id}")
     if not _may_see(caller, found):
-        await require(caller, VIEW_COMMANDS, site=found["site"], site_level=True, target=f"command {intent_id}")
+        await require(caller, VIEW_COMMANDS, site=found["site"], site_level=True, target=f"command {command_id}")
     return found
 
 

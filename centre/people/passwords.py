@@ -44,7 +44,7 @@ def policy_problem(password: str, *, username: str, min_length: int) -> str | No
     if password.strip().lower() == username.strip().lower():
         return "the password must not be the user name"
     if len(set(password)) < 4:
-        return "the password must not repeat one or two characters"
+        return "the password needs at least four different characters"
     return None
 
 

@@ -30,6 +30,7 @@ log = logging.getLogger("centre.web.bridge")
 CHANNEL = "canopy_hub"
 MAX_PAYLOAD = 7900  # bytes; PostgreSQL's limit is 8000
 KEEPALIVE_S = 10.0
+APPLICATION_NAME = "canopy-centre-bridge"  # how the connection shows in pg_stat_activity
 RESYNC = "resync"
 
 
@@ -93,7 +94,7 @@ class Bridge:
             self.web.hub.unsubscribe(sub)
 
     async def _connected(self, sub, first: bool, backoff: Backoff, fails: FailureLog) -> None:
-        con = await asyncpg.connect(self.dsn)
+        con = await asyncpg.connect(self.dsn, server_settings={"application_name": APPLICATION_NAME})
         self._lost.clear()
         con.add_termination_listener(lambda _c: self._lost.set())
         try:

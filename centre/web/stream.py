@@ -97,7 +97,6 @@ class Feed:
 async def stream_slot(caller: CurrentUser) -> Caller:
     """Refuse a stream over the per-user or per-instance limit (before the response starts)."""
     web, limits = caller.web, caller.web.streams
-    print("SLOT", web.open_streams, limits, flush=True)
     if web.open_streams[caller.username] >= limits.per_user:
         raise await refuse(web, status=429, actor=caller.username, action="stream", ip=caller.ip,
                            detail=f"you have {limits.per_user} live streams open already: close a tab or window")

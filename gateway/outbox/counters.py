@@ -31,6 +31,7 @@ class LaneCounters:
     pending: int = 0  # rows in the outbox now
     last_seq: int = 0  # highest sequence number ever given in this lane
     shed: dict[str, int] = field(default_factory=dict)  # never accepted (this run), by reason
+    in_memory: int = 0  # held in memory while the store cannot commit (published from there; not accepted yet)
 
     def reconciles(self) -> bool:
         return self.produced == self.acknowledged + self.pending + self.expired + sum(self.dropped.values())
@@ -51,6 +52,8 @@ class LaneCounters:
              "expired": self.expired, "dropped": dict(self.dropped), "last_seq": self.last_seq}
         if self.shed:
             d["shed"] = dict(self.shed)
+        if self.in_memory:
+            d["in_memory"] = self.in_memory
         return d
 
 

@@ -16,10 +16,10 @@ refused to its producer (``StoreFull``), which keeps it and retries.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import secrets
 from dataclasses import dataclass, field
-from typing import Any
 
 from core.records import Lane
 
@@ -29,6 +29,18 @@ Row = tuple[int, bytes, str | None]
 
 class StoreFull(Exception):
     """Records were shed before being accepted (the store cannot commit)."""
+
+
+@dataclass(slots=True)
+class Item:
+    """A producer's put: queued for the writer, or held here while the store cannot commit."""
+
+    lane: Lane
+    ts: float
+    bodies: list[bytes]
+    done: asyncio.Future | None = None
+    topic: str | None = None
+    seqs: list[int] = field(default_factory=list)  # given at commit
 
 
 @dataclass(slots=True)
@@ -46,7 +58,7 @@ class HeldRecord:
 class Held:
     """One producer's put: its records and the future it may be waiting on."""
 
-    item: Any  # the store's queued item (``lane``, ``ts``, ``bodies``, ``topic``, ``done``)
+    item: Item
     records: list[HeldRecord] = field(default_factory=list)
 
 
@@ -70,7 +82,7 @@ class MemoryLog:
     def count(self, lane: str) -> int:
         return len(self._lanes.get(lane, ()))
 
-    def add(self, item) -> None:
+    def add(self, item: Item) -> None:
         """Hold a put of the alarm or event lane; ``StoreFull`` when the bound is reached."""
         lane = item.lane
         size = sum(map(len, item.bodies))

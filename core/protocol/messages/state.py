@@ -60,6 +60,15 @@ _V2_REQUIRES = {"if": {"properties": {"v": {"const": 2}}, "required": ["v"]},
                 "then": {"required": ["protocol", "capabilities"]}}
 
 
+class HostHealth(_Open):
+    """The board as the daemon sees it (``None`` where the board cannot tell, e.g. no thermal zone)."""
+
+    disk_free_bytes: int | None = None
+    disk_total_bytes: int | None = None
+    rss_bytes: int | None = None
+    cpu_temp_c: float | None = None
+
+
 class StateOnline(Strict):
     """Published after every SUBACK of a connection, every state_interval, and ~1 s after a change."""
 
@@ -83,6 +92,8 @@ class StateOnline(Strict):
     commands: dict[str, Any] | None = None
     controls: dict[str, dict[str, Any]] | None = Field(None, description="local control loops: mode, output, sensor, override, faults (docs/controls.md)")
     cameras: dict[str, dict[str, Any]] | None = None
+    uptime_s: float | None = Field(None, description="v2: seconds since the daemon started")
+    host: HostHealth | None = Field(None, description="v2: the board: disk, memory, CPU temperature")
 
 
 class StateOffline(Strict):

@@ -154,17 +154,22 @@ def cheap_argon2(monkeypatch) -> None:
 
 
 @contextlib.asynccontextmanager
-async def running_web(db_url: str, instance: str = "c1", **http):
-    """``centre.web.service.run`` on a free loopback port (a real uvicorn), in this test's loop."""
-    from centre.config import CentreConfig
+async def running_web(db_url: str, instance: str = "c1", centre=None, **http):
+    """``centre.web.service.run`` on a free loopback port (a real uvicorn), in this test's loop; on ``centre``
+    (e.g. one whose ingest runs) with its http section replaced, or on a new one."""
+    from centre.config import CentreConfig, Http
     from centre.service import Centre
     from centre.store.engine import create_engine
     from centre.web import service
 
-    cfg = CentreConfig.model_validate({"instance": instance, "broker": {"host": "127.0.0.1"}, "database": {"url": db_url},
-                                       "http": {"host": "127.0.0.1", "port": free_port(), **http}})
-    engine = create_engine(db_url)
-    centre = Centre(cfg, engine)
+    http_cfg = Http.model_validate({"host": "127.0.0.1", "port": free_port(), **http})
+    engine = None
+    if centre is None:
+        cfg = CentreConfig.model_validate({"instance": instance, "broker": {"host": "127.0.0.1"},
+                                           "database": {"url": db_url}})
+        engine = create_engine(db_url)
+        centre = Centre(cfg, engine)
+    centre.cfg = centre.cfg.model_copy(update={"http": http_cfg})
     task = asyncio.create_task(service.run(centre))
     try:
         deadline = time.monotonic() + 10
@@ -177,7 +182,8 @@ async def running_web(db_url: str, instance: str = "c1", **http):
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        await engine.dispose()
+        if engine is not None:
+            await engine.dispose()
 
 
 class Sse:

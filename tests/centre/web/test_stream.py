@@ -90,8 +90,9 @@ async def test_stream_ends_when_the_session_ends(centre, browsers):
 async def test_streams_per_user_are_bounded(centre, browsers):
     duty = await browsers("duty")
     async with duty.stream("GET", "/api/stream") as a, duty.stream("GET", "/api/stream") as b:
-        await Sse(a).until("hello")
-        await Sse(b).until("hello")
+        open_ = [Sse(a), Sse(b)]  # kept: a dropped reader closes its stream
+        for sse in open_:
+            await sse.until("hello")
         r = await duty.get("/api/stream")
         assert r.status_code == 429 and "2 live streams open already" in r.json()["detail"]
     assert (await duty.get("/metrics")).status_code == 200

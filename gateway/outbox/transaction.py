@@ -1,0 +1,90 @@
+"""One commit of the outbox writer: held records, queued records, deletions and counters in one transaction.
+
+Records held in memory while the store could not commit go in first (they are
+older); those the broker already acknowledged (published from memory) are
+only counted, produced and acknowledged, never stored.  ``write_commit`` is
+the SQL, mirrored statement for statement by tests/gateway/outbox/test_power_loss.py;
+``hand_out`` gives each new row its sequence number once COMMIT returned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import aiosqlite
+
+from core.records import LANES
+from gateway.outbox.counters import LaneCounters, add_counts
+from gateway.outbox.memory import Held, HeldRecord
+
+Rows = dict[str, list[tuple[float, bytes, str | None]]]
+
+
+@dataclass
+class Plan:
+    rows: Rows = field(default_factory=lambda: {lane: [] for lane in LANES})
+    owners: dict[str, list] = field(default_factory=lambda: {lane: [] for lane in LANES})  # who gets each new seq
+    counted: dict[str, int] = field(default_factory=lambda: dict.fromkeys(LANES, 0))  # acknowledged from memory
+
+
+def plan(items: list, held: list[Held]) -> Plan:
+    """What one commit inserts, in order: held records not yet acknowledged, then the queued items' bodies."""
+    p = Plan()
+    for e in held:
+        for rec in e.records:
+            if rec.acked:
+                p.counted[rec.lane] += 1
+            else:
+                p.rows[rec.lane].append((rec.ts, rec.body, rec.topic))
+                p.owners[rec.lane].append(rec)
+    for it in items:
+        p.rows[it.lane].extend((it.ts, b, it.topic) for b in it.bodies)
+        p.owners[it.lane].extend([it] * len(it.bodies))
+    return p
+
+
+async def write_commit(db: aiosqlite.Connection, p: Plan, acks: dict[str, list[tuple[int, int]]],
+                       meta: list[tuple[str, str]]) -> tuple[dict[str, int], dict[str, int]]:
+    """The transaction; returns (rows deleted, last seq) per lane.  ``meta``: rows not yet durable (boot)."""
+    rows, counted = p.rows, p.counted
+    await db.execute("BEGIN IMMEDIATE")
+    if meta:
+        await db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", meta)
+    deleted: dict[str, int] = {}
+    for lane in LANES:
+        if rows[lane]:
+            await db.executemany(f"INSERT INTO {lane} (ts, body, topic) VALUES (?, ?, ?)", rows[lane])
+        if acks[lane]:
+            before = db.total_changes
+            await db.executemany(f"DELETE FROM {lane} WHERE seq BETWEEN ? AND ?", acks[lane])
+            deleted[lane] = db.total_changes - before
+    delta = [(len(rows[lane]) + counted[lane], lane, "produced") for lane in LANES if rows[lane] or counted[lane]]
+    delta += [(deleted.get(lane, 0) + counted[lane], lane, "acknowledged") for lane in LANES
+              if deleted.get(lane) or counted[lane]]
+    if delta:
+        await add_counts(db, delta)
+    seqs = {}
+    for lane in LANES:
+        if rows[lane]:
+            async with db.execute("SELECT seq FROM sqlite_sequence WHERE name=?", (lane,)) as cur:
+                seqs[lane] = (await cur.fetchone())[0]
+    await db.execute("COMMIT")
+    return deleted, seqs
+
+
+def hand_out(c: LaneCounters, owners: list, deleted: int, counted: int, last: int | None) -> None:
+    """After COMMIT: the lane's counters in memory, and each new row's seq to its item or held record."""
+    added = len(owners)
+    c.produced += added + counted
+    c.pending += added - deleted
+    c.acknowledged += deleted + counted
+    if last is None:
+        return
+    c.last_seq = last
+    nxt = last - added + 1  # AUTOINCREMENT keys of one transaction are consecutive, in insertion order
+    for owner in owners:
+        if isinstance(owner, HeldRecord):
+            owner.disk_seq = nxt
+        else:
+            owner.seqs.append(nxt)
+        nxt += 1
