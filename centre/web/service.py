@@ -3,17 +3,16 @@
 ``run(centre)`` is found by ``centre.service`` (COMPONENTS) and runs until cancelled.  It
 listens on ``http.host:http.port`` (loopback by default), with HTTPS when ``http.tls_cert``
 and ``http.tls_key`` are given, and refuses a non-loopback address without TLS unless
-``http.allow_plain_http`` says a TLS-terminating proxy is in front (browsers then send
-passwords and session cookies in clear on the network otherwise; duty-desk notifications
-need a secure origin too).  The server does not take the process's signals: the centre
-stops it by cancelling this task.
+``http.allow_plain_http`` says a TLS-terminating proxy is in front: otherwise passwords and
+session cookies would cross the network in clear, and browsers allow the duty desk's
+notifications only on a secure origin.  The server does not take the process's signals:
+the centre stops it by cancelling this task.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import os
 import socket
@@ -24,6 +23,7 @@ import uvicorn
 from centre.people import sessions, throttle
 from centre.people.config import PeopleConfig
 from centre.web.app import create_app
+from centre.web.bind import plain_http_problem
 from centre.web.bridge import Bridge
 from centre.web.context import Web
 from core.yamlsrc import ConfigError, Problem
@@ -31,24 +31,6 @@ from core.yamlsrc import ConfigError, Problem
 log = logging.getLogger("centre.web")
 HOUSEKEEPING_S = 600.0
 KEEP_ENDED_SESSIONS_S = 7 * 86400.0
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def plain_http_problem(host: str, *, tls: bool, allow_plain_http: bool) -> str | None:
-    """Why this bind is refused, or None (the words of the config error)."""
-    if tls or allow_plain_http or is_loopback(host):
-        return None
-    return (f"{host} is not a loopback address and http has no tls_cert/tls_key: passwords and session cookies would "
-            "cross the network in clear. Give http.tls_cert and http.tls_key, or set http.allow_plain_http: true "
-            "only when a TLS-terminating proxy is in front")
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -69,7 +51,9 @@ class _Server(uvicorn.Server):
 
 
 def check_http(http) -> None:
-    tls = bool(http.tls_cert and http.tls_key)
+    if bool(http.tls_cert) != bool(http.tls_key):
+        raise ConfigError([Problem("centre.yaml", None, "http", "tls_cert and tls_key go together")])
+    tls = bool(http.tls_cert)
     problem = plain_http_problem(http.host, tls=tls, allow_plain_http=getattr(http, "allow_plain_http", False))
     if problem:
         raise ConfigError([Problem("centre.yaml", None, "http.host", problem)])

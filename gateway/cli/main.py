@@ -180,10 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.cli.alerts import add_parsers as add_alert_parsers
     from gateway.cli.commands import add_parsers as add_command_parsers
     from gateway.cli.installer import add_parsers as add_installer_parsers
+    from gateway.cli.ops import add_parsers as add_ops_parsers
 
     add_installer_parsers(sub)
     add_alert_parsers(sub)
     add_command_parsers(sub)
+    add_ops_parsers(sub)
     return parser
 
 

@@ -266,9 +266,9 @@ class Outbox(DegradedMode):
                     return kept
                 after = rows[-1][0]  # a whole page already acknowledged: look further
 
-    def memory_rows(self, lane: Lane, after: int, limit: int) -> tuple[str | None, list[Row]]:
-        """(memory epoch, unacknowledged records held in memory with seq > after): published under that epoch."""
-        return self.memory.epoch, self.memory.rows(lane, after, limit)
+    def memory_rows(self, lane: Lane, after: int, limit: int) -> list[Row]:
+        """Unacknowledged records held in memory with seq > after: published under ``memory.epoch``."""
+        return self.memory.rows(lane, after, limit) if lane != "telemetry" else []
 
     def ack_memory(self, epoch: str, lane: Lane, first: int, last: int) -> None:
         """The broker has these records published from memory: counted, not stored, at the next commit."""

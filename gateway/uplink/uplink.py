@@ -10,7 +10,9 @@ enforced on receive.  On each connection: the retained documents (``…/meta``),
 every subscription, and "online" only after every SUBACK.  Alarms go first,
 then events, then telemetry; some of the in-flight window is kept free for
 alarms.  A message whose rows name several topics is published on each, and
-its rows leave the outbox once every copy is acknowledged.
+its rows leave the outbox once every copy is acknowledged.  While the outbox
+cannot commit, the alarms and events it holds in memory go first in their
+lane, under the memory epoch (docs/protocol.md#records-published-from-memory).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import logging
 import math
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -37,6 +40,14 @@ from gateway.uplink.subscriptions import Handler, Subscriptions, capability_of
 from gateway.uplink.window import RESERVED_SLOTS, Batch, InFlight, QueueDelayWindow, RateLimit
 
 log = logging.getLogger("canopy.uplink")
+
+
+@dataclass(slots=True)
+class MemoryBatch(Batch):
+    """Records the outbox holds in memory (it cannot commit): acknowledged to it under their memory epoch."""
+
+    epoch: str = ""
+
 
 # MQTT 5 session expiry: the longest validity a command may have (commands.max_validity), so what is
 # sent to the gateway while it is away waits that long for it (docs/protocol.md#connection).
@@ -233,7 +244,7 @@ class Uplink:
         deadline = loop.time() + timeout
         while self.connected.is_set() and loop.time() < deadline:
             if not self._inflight:
-                unsent = [lane for lane in LANES if await self.outbox.fetch(lane, 0, 1)]
+                unsent = [lane for lane in LANES if self.outbox.memory_rows(lane, 0, 1) or await self.outbox.fetch(lane, 0, 1)]
                 if not unsent:
                     return
             await asyncio.sleep(0.02)
@@ -267,7 +278,10 @@ class Uplink:
             self._refusals("puback", "the broker refused a message on %s (%s): its records %d..%d stay in the outbox "
                            "and go again after the next reconnect", entry.topic, reason_code, batch.first, batch.last)
         batch.copies -= 1
-        if batch.copies == 0 and not batch.refused:
+        if batch.copies == 0 and not batch.refused and isinstance(batch, MemoryBatch):
+            self.outbox.ack_memory(batch.epoch, batch.lane, batch.first, batch.last)
+            self.acked_records[batch.lane] += batch.count  # not told on_acked: its seqs are the memory epoch's
+        elif batch.copies == 0 and not batch.refused:
             self.outbox.ack(batch.lane, batch.first, batch.last)
             self.acked_records[batch.lane] += batch.count
             for cb in self.on_acked:
@@ -297,11 +311,14 @@ class Uplink:
         in-flight byte cap; alarms are exempt and have slots kept for them.
         """
         cursor = {lane: 0 for lane in LANES}
+        memory: dict[tuple[str, str], int] = {}  # (memory epoch, lane) -> last seq sent
         while True:
             self._wake.clear()
             sent = False
             retry_in: float | None = None
             for lane in LANES:
+                if lane != "telemetry" and self._send_memory(client, lane, memory):
+                    sent = True
                 lane_sent, hold = await self._send_lane(client, lane, cursor)
                 if lane_sent is None:
                     return  # the connection is going away
@@ -348,6 +365,18 @@ class Uplink:
                 break
         return sent, None
 
+    def _send_memory(self, client: MqttClient, lane: Lane, sent_to: dict[tuple[str, str], int]) -> bool:
+        """What the outbox holds in memory for a lane (it cannot commit): at once, within the window."""
+        epoch = self.outbox.memory.epoch
+        first = after = sent_to.get((epoch, lane), 0) if epoch else 0
+        limit = max(1, self.broker.max_inflight - RESERVED_SLOTS[lane])
+        while epoch and len(self._inflight) < limit and not self._hold(lane, asyncio.get_running_loop().time()):
+            rows = self.outbox.memory_rows(lane, after, self.batch_max_records)
+            if not rows or (last := self._publish(client, lane, rows, epoch)) is None:
+                break
+            after = sent_to[(epoch, lane)] = last
+        return after > first
+
     def _hold(self, lane: Lane, now: float) -> float:
         """0 if an event/telemetry message may go now; else seconds of rate limit, or inf until a PUBACK."""
         if lane == "alarm":
@@ -357,14 +386,20 @@ class Uplink:
             return math.inf
         return max(self._msg_rate.delay(now), self._byte_rate.delay(now))
 
-    def _publish(self, client: MqttClient, lane: Lane, rows: list[Row]) -> int | None:
-        """Publish the first message's worth of rows on each of its topics; returns the last seq sent, None if the link is gone."""
+    def _publish(self, client: MqttClient, lane: Lane, rows: list[Row], memory_epoch: str | None = None) -> int | None:
+        """Publish the first message's worth of rows on each of its topics; returns the last seq sent, None if the link is gone.
+
+        ``memory_epoch``: the rows are held in memory by the outbox and carry that epoch.
+        """
         rows = fit(rows, self.batch_max_bytes if lane == "alarm" else self.window.message_bytes(self.batch_max_bytes))
         if lane != "telemetry":
             rows = cut_at_topic(rows)
-        payload = self._compose(lane, rows)
+        payload = self._compose(lane, rows) if memory_epoch is None else compose(self.topics, memory_epoch, lane, rows)
         targets = topics_for(self.topics, lane, rows[0][2])
-        batch = Batch(lane, rows[0][0], rows[-1][0], len(rows), copies=len(targets))
+        if memory_epoch is None:
+            batch = Batch(lane, rows[0][0], rows[-1][0], len(rows), copies=len(targets))
+        else:
+            batch = MemoryBatch(lane, rows[0][0], rows[-1][0], len(rows), copies=len(targets), epoch=memory_epoch)
         now = asyncio.get_running_loop().time()
         for topic in targets:
             try:

@@ -17,7 +17,7 @@ from core.protocol.messages.commands import ACTUATOR_EVENTS, CmdAudit, CmdResult
 from core.protocol.messages.controls import CONTROL_EVENTS
 from core.protocol.messages.envelopes import AckEnvelope, Command, ConfigEnvelope, ReplayEnvelope
 from core.protocol.messages.events import (CameraDetector, CameraStatus, CameraWatchdog, DeviceStatus, FallDetected,
-                                           FallEvidence, FallResolved, StoreCorrupt)
+                                           FallEvidence, FallResolved, StoreCorrupt, StoreDegraded, StoreRecovered)
 from core.protocol.messages.meta import Meta
 from core.protocol.messages.state import State
 
@@ -26,7 +26,8 @@ def _union(*models: type[BaseModel]):
     return Annotated[Union[models], Field(discriminator="type")]  # noqa: UP007 - a runtime tuple of models
 
 
-EVENT_TYPES = (DeviceStatus, StoreCorrupt, *LIFECYCLE, AlertAckRejected, CmdAudit, *ACTUATOR_EVENTS, *CONTROL_EVENTS,
+EVENT_TYPES = (DeviceStatus, StoreCorrupt, StoreDegraded, StoreRecovered,
+               *LIFECYCLE, AlertAckRejected, CmdAudit, *ACTUATOR_EVENTS, *CONTROL_EVENTS,
                FallDetected, FallResolved, FallEvidence, CameraStatus, CameraWatchdog, CameraDetector)
 RESULT_TYPES = (CmdResult, ConfigResult, ReplayResult)
 

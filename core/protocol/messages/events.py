@@ -31,6 +31,32 @@ class StoreCorrupt(Record):
     detail: str
 
 
+StoreReason = Literal["disk_full", "io_error", "read_only", "deleted", "replaced", "error"]
+
+
+class StoreDegraded(Record):
+    """Alarm lane: the outbox cannot commit (or its file went); alarms and events go out from memory meanwhile."""
+
+    type: Literal["store.degraded"]
+    severity: Literal["critical"]
+    reason: StoreReason
+    detail: str = Field(description="SQLite's (or the file check's) reason")
+    path: str = Field(description="the outbox file")
+    memory_epoch: str | None = Field(description="the epoch of the records published from memory until it recovers")
+
+
+class StoreRecovered(Record):
+    """Event lane: the outbox commits again; everything held in memory is committed (or counted, if delivered)."""
+
+    type: Literal["store.recovered"]
+    reason: StoreReason
+    after_seconds: float
+    memory_epoch: str | None
+    held: int = Field(ge=0, description="alarm and event records held in memory and committed since the alarm")
+    delivered_from_memory: int = Field(ge=0, description="of them, acknowledged by the broker first: counted, not stored")
+    moved_to: str | None = Field(description="a file found at the outbox's path when it was put back, kept there")
+
+
 # -- cameras (inference/) ----------------------------------------------------------------------
 class Keypoints(Strict):
     """The pose summary of a fall: fractions of the frame, never pixels."""

@@ -15,7 +15,7 @@ from cryptography.x509.oid import NameOID
 
 from centre.store.engine import create_engine
 from centre.store.migrate import upgrade_async
-from centre.web.service import is_loopback, plain_http_problem
+from centre.web.bind import is_loopback, plain_http_problem
 from core.yamlsrc import ConfigError
 from tests.centre.web.support import PASSWORD, make_user, running_web
 

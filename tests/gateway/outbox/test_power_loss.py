@@ -11,8 +11,9 @@ apsw links its own SQLite, and Python's sqlite3 (which the outbox uses via
 aiosqlite) cannot see an apsw VFS.  So these tests drive the *same SQL
 protocol* as gateway/outbox/store.py through apsw: ``replica_open_db`` (with
 ``replica_migrate``) and ``replica_commit`` below repeat ``Outbox._open_db``
-(with ``schema.migrate`` and ``counters.load_counters``) and ``Outbox._commit``
-(with ``counters.add_counts``) statement for statement, and
+(with ``opening.connect_checked``, ``opening.start_boot``, ``schema.migrate`` and
+``counters.load_counters``) and ``Outbox._commit`` (with ``transaction.write_commit``
+and ``counters.add_counts``) statement for statement, and
 ``test_replica_mirrors_store_sql`` fails as soon as the two drift apart.
 (apsw bundles SQLite 3.54; the venv's sqlite3 may be older.  The WAL commit
 and recovery logic these tests exercise has been stable for a decade.)
@@ -43,15 +44,16 @@ import apsw
 import pytest
 
 from core.records import LANES
-from gateway.outbox import counters, schema
+from gateway.outbox import counters, opening, schema, transaction
 from gateway.outbox.policy import StorePolicy
 from gateway.outbox.schema import SCHEMA, split_topic
 from gateway.outbox.store import Outbox
 from tests.powerloss import SECTOR, PowerLossVFS, _FileState, assert_no_mmap, autocheckpoint_like_sqlite
 
 # =========================================================================== the replica
-# KEEP IN STEP WITH gateway/outbox/: Outbox._open_db (schema.migrate,
-# counters.load_counters), Outbox._commit (counters.add_counts), statement for
+# KEEP IN STEP WITH gateway/outbox/: Outbox._open_db (opening.connect_checked, opening.start_boot,
+# schema.migrate, counters.load_counters), Outbox._commit (transaction.write_commit,
+# counters.add_counts), statement for
 # statement (the same SQL text, order, execute vs executemany).
 # test_replica_mirrors_store_sql compares them.
 
@@ -113,9 +115,16 @@ def replica_move_topics_out(db: apsw.Connection, lane: str) -> None:
 
 
 def replica_commit(db: apsw.Connection, rows: dict[str, list[tuple[float, bytes, str | None]]],
-                   acks: dict[str, list[tuple[int, int]]]) -> tuple[dict[str, int], dict[str, int]]:
-    """Outbox._commit (with counters.add_counts inlined), through apsw.  Returns (last seq, rows deleted) per lane."""
+                   acks: dict[str, list[tuple[int, int]]], meta: list[tuple[str, str]] | None = None,
+                   ) -> tuple[dict[str, int], dict[str, int]]:
+    """Outbox._commit (transaction.write_commit, counters.add_counts inlined), through apsw.
+
+    Returns (last seq, rows deleted) per lane.  ``meta``: the boot rows a start on a full disk could not write.
+    (Records published from memory and acknowledged before the commit only add to the counters: the
+    same statements.)"""
     db.execute("BEGIN IMMEDIATE")
+    if meta:
+        db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", meta)
     deleted: dict[str, int] = {}
     for lane in LANES:
         if rows[lane]:
@@ -175,9 +184,12 @@ def sql_calls(func, inline: dict | None = None) -> list[tuple[str, str]]:
 
 
 def test_replica_mirrors_store_sql():
-    store_open = sql_calls(Outbox._open_db, inline={"migrate": schema.migrate, "_move_topics_out": schema._move_topics_out,
+    store_open = sql_calls(Outbox._open_db, inline={"connect_checked": opening.connect_checked,
+                                                    "start_boot": opening.start_boot, "migrate": schema.migrate,
+                                                    "_move_topics_out": schema._move_topics_out,
                                                     "load_counters": counters.load_counters})
-    store_commit = sql_calls(Outbox._commit, inline={"add_counts": counters.add_counts})
+    store_commit = sql_calls(Outbox._commit, inline={"write_commit": transaction.write_commit,
+                                                     "add_counts": counters.add_counts})
     # the guarantees under test, spelled out
     assert ("execute", "PRAGMA synchronous=FULL") in store_open
     assert ("execute", "PRAGMA journal_mode=WAL") in store_open
