@@ -47,6 +47,8 @@ bench: system-deps setup models
 	$(PY) bench/rtu_bus.py
 	$(PY) bench/camera.py
 	$(PY) bench/chaos.py --cycles 500
+	$(PY) bench/looplag.py
+	$(PY) bench/centre_ingest.py
 
 # pyflakes-level checks (undefined names, unused imports and variables), then the layer contracts
 # (pyproject.toml [tool.importlinter]: core <- drivers | inference <- gateway <- simulator, no cycles).

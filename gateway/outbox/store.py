@@ -63,7 +63,7 @@ class Outbox(DegradedMode):
         self._urgent = asyncio.Event()
         self._acked: dict[str, AckedRanges] = {lane: AckedRanges() for lane in LANES}
         self.counters: dict[str, LaneCounters] = {lane: LaneCounters() for lane in LANES}
-        self.memory = memory or MemoryLog()  # alarms/events published from memory while commits fail
+        self.memory = memory if memory is not None else MemoryLog()  # alarms/events published from memory while commits fail
         self.commits = 0
         self.commit_errors = 0
         self.last_error: str | None = None

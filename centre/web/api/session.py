@@ -15,6 +15,7 @@ from centre.people.roles import PERMISSIONS
 from centre.people.sessions import Session
 from centre.web.auth import CSRF_COOKIE, SESSION_COOKIE, SignedIn, check_json_body, client_ip, web_of
 from centre.web.errors import ApiError
+from centre.web.models import MeOut, Ok
 
 router = APIRouter(tags=["session"])
 
@@ -44,7 +45,8 @@ def _refused(exc: people_login.Refused) -> ApiError:
                     headers=headers, **extra)
 
 
-@router.post("/login", summary="Log in: sets the session and CSRF cookies", dependencies=[Depends(check_json_body)])
+@router.post("/login", response_model=MeOut, summary="Log in: sets the session and CSRF cookies",
+             dependencies=[Depends(check_json_body)])
 async def login(body: LoginIn, request: Request, response: Response) -> dict:
     web = web_of(request)
     try:
@@ -61,7 +63,7 @@ async def login(body: LoginIn, request: Request, response: Response) -> dict:
     return me_body(done.session)
 
 
-@router.post("/logout", summary="End this session")
+@router.post("/logout", response_model=Ok, summary="End this session")
 async def logout(caller: SignedIn, response: Response) -> dict:
     await people_login.logout(caller.web.engine, caller.session, ip=caller.ip)
     response.delete_cookie(SESSION_COOKIE, path="/")
@@ -69,12 +71,12 @@ async def logout(caller: SignedIn, response: Response) -> dict:
     return {"ok": True}
 
 
-@router.get("/me", summary="The logged-in user, their grants and permissions, and the CSRF token")
+@router.get("/me", response_model=MeOut, summary="The logged-in user, their grants and permissions, and the CSRF token")
 async def me(caller: SignedIn) -> dict:
     return me_body(caller.session)
 
 
-@router.post("/password", summary="Change my password (ends my other sessions)")
+@router.post("/password", response_model=Ok, summary="Change my password (ends my other sessions)")
 async def change_password(body: PasswordIn, caller: SignedIn) -> dict:
     try:
         await people_login.change_password(caller.web.engine, caller.web.people, caller.session, body.current, body.new,
