@@ -85,6 +85,18 @@ class Http(Strict):
     port: int = Field(8080, ge=1, le=65535)
     tls_cert: str | None = None
     tls_key: str | None = None
+    allow_plain_http: bool = Field(False, description="serve plain HTTP on a non-loopback address (only behind a TLS proxy)")
+
+    @model_validator(mode="after")
+    def _secure_bind(self) -> "Http":
+        from centre.web.bind import plain_http_problem  # imports no web framework
+
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        problem = plain_http_problem(self.host, tls=bool(self.tls_cert), allow_plain_http=self.allow_plain_http)
+        if problem is not None:
+            raise ValueError(problem)
+        return self
 
 
 class Ingest(Strict):

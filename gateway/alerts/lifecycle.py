@@ -51,6 +51,8 @@ class Alert:
     incident: str | None = None  # rules.incidents name: the alert stands for every rule of it on this subject
     members: dict = field(default_factory=dict)  # incident: rule id -> {"severity", "active", "joined_at"}, in join order
     escalation_from: float | None = None  # escalation steps are measured from here (None: raised_at)
+    raised_key: dict | None = None  # the raise's own key once committed: {"epoch", "lane", "seq"} (its copies carry it)
+    raised_body: dict | None = None  # the raise as committed: a group paged later gets a copy of it (records.py)
 
     @property
     def key(self) -> str:

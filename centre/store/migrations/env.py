@@ -11,6 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from centre.store.engine import create_engine
 from centre.store.schema import metadata
 
+import centre.people.tables  # noqa: F401,E402 - their tables on the shared metadata
+
 
 def _run(conn) -> None:
     context.configure(connection=conn, target_metadata=metadata, render_as_batch=conn.dialect.name == "sqlite",

@@ -37,11 +37,17 @@ def test_only_loopback_may_serve_plain_http():
     assert "not a loopback address" in problem and "tls_cert" in problem and "allow_plain_http" in problem
 
 
-async def test_a_network_bind_without_tls_is_a_config_error(sqlite_url):
+async def test_a_network_bind_without_tls_is_a_config_error(tmp_path):
+    from centre.config import load_config
+
+    cfg = tmp_path / "centre.yaml"
+    cfg.write_text("broker: {host: 127.0.0.1, port: 1883}\ndatabase: {url: 'sqlite:///c.sqlite'}\nhttp:\n  host: 0.0.0.0\n")
     with pytest.raises(ConfigError) as err:
-        async with running_web(sqlite_url, host="0.0.0.0"):
-            pass
-    assert str(err.value).startswith("centre.yaml: http.host: 0.0.0.0 is not a loopback address")
+        load_config(cfg)
+    assert f"{cfg}:3: http" in str(err.value) and "0.0.0.0 is not a loopback address" in str(err.value)
+    cfg.write_text("broker: {host: 127.0.0.1, port: 1883}\ndatabase: {url: 'sqlite:///c.sqlite'}\n"
+                   "http:\n  host: 0.0.0.0\n  allow_plain_http: true\n")
+    assert load_config(cfg).http.allow_plain_http  # behind a TLS-terminating proxy, said explicitly
 
 
 async def test_a_busy_port_is_a_clear_error(sqlite_url):
