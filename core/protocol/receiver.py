@@ -3,10 +3,12 @@
 Feed it ``(topic, payload)`` of a subscription to ``canopy/v1/+/+/#``; it
 
 - parses batches (v1 and v2) through the bounded parser and hands back only the
-  records it has not seen: de-duplicated by ``(site, gateway, epoch, lane, seq)``
-  whatever topic each copy came on (docs/protocol.md#receiver-rule);
+  records it has not seen, whatever topic each came on: a record's key is its
+  ``copy_of`` when it has one (a raise copied to a group paged later), else its own
+  ``(epoch, lane, seq)``, within its ``(site, gateway)`` (docs/protocol.md#receiver-rule);
 - tracks gaps per ``(site, gateway, epoch, lane)``: seqs not seen yet below the
-  highest seen, still in flight or deleted by a counted policy;
+  highest seen, still in flight or deleted by a counted policy (a copy fills the
+  seq of its original as well as its own);
 - keeps the latest ``…/state`` and ``…/meta`` per gateway and renders a device's
   place in words from the meta alone.
 
@@ -83,6 +85,26 @@ class LaneTrack:
         return lost
 
 
+def _is_seq(seq) -> bool:
+    return isinstance(seq, int) and not isinstance(seq, bool) and seq >= 1
+
+
+def record_keys(rec) -> tuple[int, tuple[str, str, int] | None] | None:
+    """A record's own seq and, for a copy, the ``(epoch, lane, seq)`` of the record it repeats; None if malformed."""
+    seq = rec.get("seq") if isinstance(rec, dict) else None
+    if not _is_seq(seq):
+        return None
+    copy_of = rec.get("copy_of")
+    if copy_of is None:
+        return seq, None
+    if not isinstance(copy_of, dict):
+        return None
+    epoch, lane, original = copy_of.get("epoch"), copy_of.get("lane"), copy_of.get("seq")
+    if not isinstance(epoch, str) or not epoch or lane not in ("alarm", "event", "telemetry") or not _is_seq(original):
+        return None
+    return seq, (epoch, lane, original)
+
+
 class Receiver:
     def __init__(self, max_pending: int = 100_000):
         self.max_pending = max_pending
@@ -125,21 +147,39 @@ class Receiver:
         fresh, dups = [], 0
         track = None
         for rec in records:
-            seq = rec.get("seq") if isinstance(rec, dict) else None
-            if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
+            keys = record_keys(rec)
+            if keys is None:
                 self.counters["bad_records"] += 1
                 continue
+            seq, original = keys
             if track is None:
-                track = self.lanes.setdefault((name.site, name.gateway, epoch, lane), LaneTrack(seq - 1, seq))
-            if track.see(seq):
+                track = self._track(name, epoch, lane, seq)
+            new = track.see(seq)  # its own seq too: a copy sent again is a duplicate, and leaves no gap
+            if original:
+                o_epoch, o_lane, o_seq = original
+                o_track = self._track(name, o_epoch, o_lane, o_seq)
+                new = o_track.see(o_seq) and new
+                self._bound(o_track)
+            if new:
                 fresh.append(rec)
             else:
                 dups += 1
-        if track is not None and len(track.above) > self.max_pending:
-            self.counters["given_up"] += track.give_up_oldest_gap()
+        if track is not None:
+            self._bound(track)
         self.counters["records"] += len(fresh)
         self.counters["duplicates"] += dups
         return Delivery("batch", name, lane, epoch, tuple(fresh), dups)
+
+    def _track(self, name: TopicName, epoch: str, lane: str, seq: int) -> LaneTrack:
+        key = (name.site, name.gateway, epoch, lane)
+        track = self.lanes.get(key)
+        if track is None:
+            track = self.lanes[key] = LaneTrack(seq - 1, seq)
+        return track
+
+    def _bound(self, track: LaneTrack) -> None:
+        if len(track.above) > self.max_pending:
+            self.counters["given_up"] += track.give_up_oldest_gap()
 
     # -- views ----------------------------------------------------------------------------------
     def gaps(self, site: str, gateway: str) -> dict[tuple[str, str], list[tuple[int, int]]]:

@@ -16,10 +16,12 @@ from __future__ import annotations
 import logging
 import secrets
 
+import orjson
+
 from gateway.alerts.incidents import join, leave, on_rise, status_of
 from gateway.alerts.lifecycle import Alert, Episode, escalation_due, incident_key, on_new_episode
-from gateway.alerts.records import (Record, acknowledged_record, alarm_record, groups_reached, parse_updated, resolved_record,
-                                    updated_record, updated_tag)
+from gateway.alerts.records import (Record, acknowledged_record, alarm_record, copies_for_step, copy_record, groups_reached,
+                                    parse_updated, resolved_record, updated_record, updated_tag)
 from gateway.alerts.rules import Change
 
 log = logging.getLogger("canopy.alerts")
@@ -224,6 +226,8 @@ class Decisions:
             for i in escalation_due(a, chain, now):
                 a.step = i
                 a.escalated[str(i)] = round(now, 3)
+                for tag in copies_for_step(chain, i):  # a newly paged group gets the raise first
+                    self.records.add(a, tag)
                 self.records.add(a, f"escalated:{i}")
                 self._decided()
                 self.counters["escalated"] += 1
@@ -235,6 +239,8 @@ class Decisions:
         now = self.clock.time()
         chain = self.chains.get(a.cls or "") or []
         kind = tag.split(":")[0]
+        if kind == "copy":
+            return copy_record(a, tag, a.raised_body or self._raised_body(a, chain, now))
         previous, severity = parse_updated(tag)[:2] if kind == "updated" else (None, None)
         step = int(tag.split(":")[1]) if kind == "escalated" else a.step
         words = self.wording.words(a, kind, chain, step=step, previous=previous, severity=severity)
@@ -245,6 +251,10 @@ class Decisions:
         if kind == "acknowledged":
             return acknowledged_record(a, chain, now, words)
         return resolved_record(a, chain, self.wording.message(a, self.lang, resolved=True), self.lang, now, words)
+
+    def _raised_body(self, a: Alert, chain, now: float) -> dict:
+        """The raise rebuilt from the alert (one saved before raises were kept for their copies)."""
+        return orjson.loads(alarm_record(a, "raised", chain, self.lang, now, self.wording.words(a, "raised", chain))[1])
 
 
 def _facts(facts: dict, device: str | None) -> dict:

@@ -7,13 +7,19 @@ fails waits (retried a second later, the record kept), the other lane goes
 on.  An alert's tag stays in ``Alert.pending`` (and so in the state file)
 until its record is committed, so a record decided before a crash is sent
 after the restart.  The sequence numbers ``emit`` returns for ``alert.raised``
-are remembered (bounded) so a PUBACK can mark the alert *delivered*.
+are remembered (bounded) so a PUBACK can mark the alert *delivered*, and kept
+in the alert with the outbox's epoch and the committed body
+(``Alert.raised_key``, ``Alert.raised_body``, in the state file): the copies of
+the raise for groups paged later repeat that body and carry that key
+(records.py).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+
+import orjson
 
 from gateway.alerts.lifecycle import Alert
 from gateway.alerts.records import Record, lane_of
@@ -31,9 +37,13 @@ Emit = Callable[[str, bytes, "str | None"], Awaitable[object]]
 class RecordQueue:
     """Records decided but not yet committed to the outbox, in the order they were decided."""
 
-    def __init__(self, emit: Emit, build: Callable[[Alert, str], Record], counters: dict[str, int]):
-        """``build(alert, tag)`` renders an alert's record; ``counters['emit_errors']`` counts failed commits."""
+    def __init__(self, emit: Emit, build: Callable[[Alert, str], Record], counters: dict[str, int],
+                 epoch: Callable[[], str] | None = None):
+        """``build(alert, tag)`` renders an alert's record; ``counters['emit_errors']`` counts failed commits;
+        ``epoch()`` is the outbox's epoch (the raise's key needs it: without it copies carry no ``copy_of``).
+        """
         self.emit = emit
+        self.epoch = epoch
         self.build = build
         self.counters = counters
         self.items: list[tuple[str | None, str, bytes | None]] = []  # (alert id, tag, body of a ready record)
@@ -103,7 +113,19 @@ class RecordQueue:
                 a.pending.remove(tag)
             if tag == "raised":
                 self._remember(lane, result, a.id)
+                self._learn_raise(a, lane, payload, result)
         return True
+
+    def _learn_raise(self, a: Alert, lane: str, payload: bytes, result) -> None:
+        """Keep the committed raise and its ``(epoch, lane, seq)``: its copies repeat the one and carry the other."""
+        seqs = _seqs(result)
+        epoch = self.epoch() if self.epoch is not None and seqs else None
+        a.raised_key = {"epoch": epoch, "lane": lane, "seq": seqs[0]} if isinstance(epoch, str) and epoch else None
+        try:
+            body = orjson.loads(payload)
+        except orjson.JSONDecodeError:  # never from records.py; a copy is then rebuilt from the alert
+            body = None
+        a.raised_body = body if isinstance(body, dict) else None
 
     def _remember(self, lane: str, result, alert_id: str) -> None:
         for seq in _seqs(result):

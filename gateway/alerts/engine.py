@@ -7,6 +7,8 @@ Seam used by the runtime:
 - ``on_ack(topic, payload)``: signed acks arriving on ``…/alert/ack`` (sync, never raises;
   checked in acks.py, decided and answered in ack_desk.py);
 - ``on_delivered(lane, first, last)``: PUBACKs of outbox records (optional hook);
+- ``epoch`` (constructor): the outbox's epoch, ``() -> str``, so the copies of a
+  raise name its ``(epoch, lane, seq)`` (records.py; without it they carry no ``copy_of``);
 - ``snapshot()``: open alerts and counters for ``…/state``;
 - ``raise_alert(...)`` / ``resolve_alert(...)``: alerts from other services
   (the camera's fall detector, the control loops' failures), with the same
@@ -42,6 +44,7 @@ from gateway.alerts.lifecycle import Alert, ChainStep, Episode, chains_of, next_
 from gateway.alerts.locations import Locations
 from gateway.alerts.outputs import Outputs
 from gateway.alerts.persistence import SavedState, StateSaver
+from gateway.alerts.records import raise_spent
 from gateway.alerts.rules import InactivityRule, build_rules
 from gateway.alerts.texts import Wording
 from gateway.alerts.wakeup import Wakeup
@@ -56,7 +59,7 @@ class AlertEngine(Decisions):
     """Alerts from rules and from other services, with one lifecycle (the seam is in the module docstring)."""
 
     def __init__(self, cfg, clock, emit: Callable[[str, bytes, str | None], Awaitable[object]], write_point=None,
-                 state_dir: str | None = None, *, max_sleep: float = 5.0):
+                 state_dir: str | None = None, *, max_sleep: float = 5.0, epoch: Callable[[], str] | None = None):
         self.cfg = cfg
         self.clock = clock
         site = cfg.site
@@ -75,7 +78,7 @@ class AlertEngine(Decisions):
         self.counters = {k: 0 for k in COUNTERS}
         self.path = statefile.file_in(state_dir, self.site_id, self.gateway_id) if state_dir else None
         self.on_change: Callable[[], None] | None = None  # the runtime may set it to republish …/state
-        self.records = RecordQueue(emit, self._record, self.counters)
+        self.records = RecordQueue(emit, self._record, self.counters, epoch)
         self.saver = StateSaver(self.path, clock, self._state, self.counters, {"site": self.site_id, "gateway": self.gateway_id})
         self._changed = False
         self._wake = Wakeup(clock, max_sleep)
@@ -124,13 +127,20 @@ class AlertEngine(Decisions):
         return SavedState(self.counter, list(self.alerts.values()), self.episodes, self.ruleset.dump(), self.outputs.dump(),
                           self.seen_acks.dump(self.clock.time()))
 
-    async def _save(self) -> None:
+    def _compact(self) -> None:
+        """Before a save: only the last ``history`` closed alerts, and no raise kept that no copy can need."""
         self.alerts = prune(self.alerts, self.rc.history)
+        for a in self.alerts.values():
+            if a.raised_body is not None and raise_spent(a):
+                a.raised_body = None
+
+    async def _save(self) -> None:
+        self._compact()
         await self.saver.save()
 
     def save_now(self) -> None:
         """Synchronous save (shutdown)."""
-        self.alerts = prune(self.alerts, self.rc.history)
+        self._compact()
         self.saver.save_now()
 
     # ------------------------------------------------------------------ inputs

@@ -2,19 +2,31 @@
 
 ``alert.raised``, ``alert.escalated`` and ``alert.updated`` (an incident's
 severity rose) go to the ``alarm`` lane (every severity: an alert is for
-people), ``alert.acknowledged`` and ``alert.resolved`` to the ``event`` lane.  Every one of them carries ``groups`` -- the groups the
-alert has reached so far -- and is published on ``…/event`` and on
-``…/alert/{g}`` of each of those groups as ONE outbox row (one seq, so receivers
-de-duplicate by ``(epoch, lane, seq)``; docs/protocol.md#alert-lifecycle-on-the-wire):
-its topic is the space-separated list ``"event alert/g1 alert/g2"``.  An alert
-without a class has no groups and goes to ``…/event`` only (topic ``None``).
+people), ``alert.acknowledged`` and ``alert.resolved`` to the ``event`` lane.
+Every one of them carries ``groups`` -- the groups the alert has reached so far --
+and is published on ``…/event`` and on ``…/alert/{g}`` of each of those groups
+as ONE outbox row (one seq): its topic is the space-separated list
+``"event alert/g1 alert/g2"``.  An alert without a class has no groups and goes
+to ``…/event`` only (topic ``None``).
+
+A group paged by an escalation did not get the raise, so the escalation is
+preceded by a **copy** of the raise on that group's topic alone: the raise's
+body as committed plus ``copy_of``, the raise's own ``(epoch, lane, seq)``.  A
+receiver keys a record on its ``copy_of`` when it has one, else on its own
+``(epoch, lane, seq)`` (docs/protocol.md#alert-lifecycle-on-the-wire), so
+every group topic gets raise, escalation, ack and resolution and a receiver
+of several topics still sees each exactly once.
+
 A record is named by a *tag* kept in ``Alert.pending`` until it is committed:
-``raised``, ``escalated:{step}``, ``updated:{previous}:{severity}:{status}:{ts}``,
-``acknowledged``, ``resolved``.  ``words`` (texts.py) adds what people read:
-``incident``, ``rules``, ``message_key``, ``params`` and ``texts``.
+``raised``, ``copy:{group}``, ``escalated:{step}``,
+``updated:{previous}:{severity}:{status}:{ts}``, ``acknowledged``,
+``resolved``.  ``words`` (texts.py) adds what people read: ``incident``,
+``rules``, ``message_key``, ``params`` and ``texts``.
 """
 
 from __future__ import annotations
+
+import orjson
 
 from core.records import event_body
 from gateway.alerts.lifecycle import Alert, ChainStep, escalation_base
@@ -33,7 +45,7 @@ def topics_of(groups: list[str]) -> str | None:
 
 
 def is_alarm(tag: str) -> bool:
-    return tag == "raised" or tag.startswith(("escalated:", "updated:"))
+    return tag == "raised" or tag.startswith(("copy:", "escalated:", "updated:"))
 
 
 def lane_of(tag: str) -> str:
@@ -95,3 +107,30 @@ def resolved_record(a: Alert, chain: list[ChainStep], message: str, lang: str, n
                                resolved_by=a.resolved_by, acked_by=a.acked_by,
                                duration=round((a.resolved_at or a.raised_at) - a.raised_at, 3),
                                readings=a.readings, message=message, lang=lang), topics_of(groups)
+
+
+def copy_tag(group: str) -> str:
+    return f"copy:{group}"
+
+
+def copies_for_step(chain: list[ChainStep], step: int) -> list[str]:
+    """The copy tags an escalation to ``step`` needs: its group, unless an earlier step already paged it."""
+    group = chain[step].group
+    return [] if group in groups_reached(chain, step - 1) else [copy_tag(group)]
+
+
+def copy_record(a: Alert, tag: str, raised_body: dict) -> Record:
+    """``alert.raised`` again, on the newly paged group's topic only, carrying the raise's key as ``copy_of``.
+
+    ``raised_body`` is the raise as committed (``Alert.raised_body``; rebuilt by the caller for an alert
+    saved before copies existed).  Without ``Alert.raised_key`` (the outbox gave no seq, or the engine
+    was not told the epoch) the copy goes without ``copy_of``: the group still gets the raise.
+    """
+    group = tag.split(":", 1)[1]
+    body = raised_body if a.raised_key is None else {**raised_body, "copy_of": a.raised_key}
+    return "alarm", orjson.dumps(body), f"alert/{group}"
+
+
+def raise_spent(a: Alert) -> bool:
+    """No copy of the raise can be needed any more: the alert is closed and no copy waits to be committed."""
+    return not a.open and not any(t.startswith("copy:") for t in a.pending)

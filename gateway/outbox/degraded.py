@@ -105,12 +105,12 @@ class DegradedMode:
         if full:
             await self._maybe_prune(force=True)
         await self._check_file(force=True)
-        if self._closing and self._failures > 20:
+        if self._closing and (self._failures > 20 or (self.episode is not None and self._failures > 2 * CONFIRM_AFTER)):
             for it in self._held:
                 self._shed(it, "store_error")
             self._held = []
-            return False
-        await asyncio.sleep(min(2.0, 0.05 * self._failures))
+            return False  # close() reports what memory still held
+        await asyncio.sleep(0.05 if self._closing else min(2.0, 0.05 * self._failures))
         return True
 
     # -- episodes -------------------------------------------------------------------

@@ -165,12 +165,12 @@ class MemoryLog:
             self.epoch = None  # the episode is over; PUBACKs still in flight are mapped through _late
         return acked_meanwhile
 
-    def drop_all(self) -> int:
-        """Forget everything (the store closes without having committed it); returns how many records."""
-        n = sum(len(e.records) for e in self._entries)
+    def drop_all(self) -> dict[str, int]:
+        """Forget everything (the store closes without having committed it); returns how many records per lane."""
+        lost = {lane: len(recs) for lane, recs in self._lanes.items() if recs}
         self._entries.clear()
         for recs in self._lanes.values():
             recs.clear()
         self._bytes = 0
-        return n
+        return lost
 

@@ -153,9 +153,9 @@ class Outbox(DegradedMode):
                 await asyncio.wait_for(self._writer_task, timeout=10)
             except (asyncio.TimeoutError, asyncio.CancelledError):
                 self._writer_task.cancel()
-        lost = self.memory.drop_all()
-        if lost:
-            log.error("outbox closed with %d alarm/event records it could never commit (published from memory)", lost)
+        for lane, n in self.memory.drop_all().items():  # published from memory, never committed
+            self.counters[lane].shed["store_error"] = self.counters[lane].shed.get("store_error", 0) + n
+            log.error("outbox closed with %d %s records it could never commit (published from memory)", n, lane)
         for conn in (self._reader, self._db):
             if conn is not None:
                 await conn.close()

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 from core.protocol.messages.alerts import LIFECYCLE, AlertAckRejected
 from core.protocol.messages.batch import TelemetryBatch, batch_model
-from core.protocol.messages.commands import ACTUATOR_EVENTS, CmdAudit, CmdResult, ConfigResult, ReplayResult
+from core.protocol.messages.commands import ACTUATOR_EVENTS, CmdAudit, CmdJunk, CmdResult, ConfigResult, ReplayResult
 from core.protocol.messages.controls import CONTROL_EVENTS
 from core.protocol.messages.envelopes import AckEnvelope, Command, ConfigEnvelope, ReplayEnvelope
 from core.protocol.messages.events import (CameraDetector, CameraStatus, CameraWatchdog, DeviceStatus, FallDetected,
@@ -27,7 +27,7 @@ def _union(*models: type[BaseModel]):
 
 
 EVENT_TYPES = (DeviceStatus, StoreCorrupt, StoreDegraded, StoreRecovered,
-               *LIFECYCLE, AlertAckRejected, CmdAudit, *ACTUATOR_EVENTS, *CONTROL_EVENTS,
+               *LIFECYCLE, AlertAckRejected, CmdAudit, CmdJunk, *ACTUATOR_EVENTS, *CONTROL_EVENTS,
                FallDetected, FallResolved, FallEvidence, CameraStatus, CameraWatchdog, CameraDetector)
 RESULT_TYPES = (CmdResult, ConfigResult, ReplayResult)
 

@@ -3,7 +3,9 @@
 raised -> (delivered: the broker's PUBACK of the raise) -> escalated* -> acknowledged -> resolved,
 with ``alert.updated`` for a later severity change.  In v2 every lifecycle record goes to
 ``…/event`` and to ``…/alert/{group}`` of every group the alert has reached (``groups``);
-all copies are the same record with the same ``(epoch, lane, seq)``.
+all copies are the same record with the same ``(epoch, lane, seq)``.  A group paged by an
+escalation also gets the raise, as a record of its own that names the raise in ``copy_of``:
+a record's key is its ``copy_of`` when it has one, else its own ``(epoch, lane, seq)``.
 """
 
 from __future__ import annotations
@@ -12,7 +14,15 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from core.protocol.messages.base import Labels, Place, Record, Severity, Value
+from core.protocol.messages.base import Labels, Lane, Place, Record, Severity, Strict, Value
+
+
+class RecordKey(Strict):
+    """Which record a copy repeats: the original's own ``(epoch, lane, seq)``, its key for de-duplication."""
+
+    epoch: str = Field(pattern=r"^[0-9a-f]{16}$", description="the epoch the original was committed in")
+    lane: Lane
+    seq: int = Field(ge=1, description="the original's seq in that epoch and lane")
 
 
 class AlertRecord(Record):
@@ -50,6 +60,8 @@ class AlertRaised(_Paged):
 
     type: Literal["alert.raised"]
     status: Literal["raised"]
+    copy_of: RecordKey | None = Field(None, description="v2: on a group paged by an escalation, this record is a copy "
+                                                        "of the raise: the raise's key, on which receivers de-duplicate")
 
 
 class AlertEscalated(_Paged):

@@ -52,6 +52,17 @@ class CmdAudit(_Outcome):
     outcome: Literal["rejected", "executed", "failed"]
 
 
+class CmdJunk(Record):
+    """At most one a minute: the junk refused on ``…/cmd`` since the last one, counted, never stored per message."""
+
+    type: Literal["cmd.junk"]
+    since: float
+    total: int
+    counts: dict[str, dict[str, int]] = Field(description="kind (unparseable, unsigned, unknown_issuer, replayed, "
+                                                          "rate_limited, bad_signature, stale) → reason → count")
+    issuers: dict[str, int] = Field(description="junk naming each configured issuer")
+
+
 class ConfigResult(Record):
     """v2: the answer to a config envelope (``…/config``), on ``…/cmd/result``."""
 

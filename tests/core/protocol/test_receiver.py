@@ -40,6 +40,32 @@ def test_an_alert_sent_to_two_groups_and_the_event_topic_is_seen_once_per_record
     assert rx.gaps("sunny-court", "gw-3") == {}
 
 
+def test_a_copy_of_the_raise_is_keyed_by_its_original_whatever_the_order_it_arrives_in():
+    """One rule: a record's key is its ``copy_of`` if it has one, else its own (epoch, lane, seq)."""
+    raised = alert(1, "alert.raised", ["property-office"])
+    copy = {**raised, "seq": 2, "copy_of": {"epoch": EPOCH, "lane": "alarm", "seq": 1}}
+    escalated = alert(3, "alert.escalated", ["property-office", "volunteers"])
+    office = [("event", batch("alarm", raised)), ("alert/property-office", batch("alarm", raised)),
+              ("alert/property-office", batch("alarm", escalated)), ("event", batch("alarm", escalated))]
+    volunteers = [("alert/volunteers", batch("alarm", copy)), ("alert/volunteers", batch("alarm", escalated))]
+    for traffic in (office + volunteers, volunteers + office, volunteers + volunteers):
+        rx = Receiver()
+        types = [r["type"] for leaf, payload in traffic for r in rx.receive(f"{BASE}/{leaf}", payload).records]
+        assert types.count("alert.raised") == 1 and types.count("alert.escalated") == 1, types
+        assert rx.gaps("sunny-court", "gw-3") == {}  # the copy fills its own seq and its original's
+    assert rx.counters["duplicates"] == 2  # the copy and the escalation, sent again after a reconnect
+
+
+def test_a_copy_whose_original_is_malformed_is_a_bad_record():
+    rx = Receiver()
+    bad = [{"epoch": EPOCH, "lane": "alarm"}, {"epoch": EPOCH, "lane": "nowhere", "seq": 1}, "1", {"epoch": 7, "lane": "alarm", "seq": 1}]
+    for n, copy_of in enumerate(bad, 2):
+        got = rx.receive(f"{BASE}/alert/volunteers", batch("alarm", {**alert(n, "alert.raised", ["a"]), "copy_of": copy_of}))
+        assert got.records == () and got.duplicates == 0
+    assert rx.counters["bad_records"] == len(bad)
+    assert len(rx.receive(f"{BASE}/event", batch("alarm", {**alert(9, "alert.raised", ["a"]), "copy_of": None})).records) == 1
+
+
 def test_gaps_are_tracked_per_epoch_and_lane_and_close_when_the_records_arrive():
     rx = Receiver()
     t = f"{BASE}/telemetry"

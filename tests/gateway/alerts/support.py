@@ -18,6 +18,7 @@ from tests.support import PROFILES
 
 # 2023-11-14 22:13:20 UTC: FakeClock's default start
 T0 = 1_700_000_000.0
+EPOCH = "51fb60d06184c4c9"  # the harness's outbox epoch (its emit returns seqs 1, 2, … in one sequence)
 
 
 def community_devices(poll: float = 0.2) -> list[dict]:
@@ -134,7 +135,7 @@ class Harness:
         self.writes: list[tuple[str, str, object]] = []
         self.fail_writes = fail_writes
         self.fail_emits = fail_emits
-        self.engine = AlertEngine(cfg, self.clock, self._emit, self._write, state_dir)
+        self.engine = AlertEngine(cfg, self.clock, self._emit, self._write, state_dir, epoch=lambda: EPOCH)
 
     async def _emit(self, lane: str, body: bytes, topic: str | None = None):
         if self.fail_emits > 0:
@@ -173,7 +174,13 @@ class Harness:
             await self.settle()
 
     def of(self, type_: str, **match) -> list[dict]:
-        return [r for _, r in self.records if r["type"] == type_ and all(r.get(k) == v for k, v in match.items())]
+        """Records of ``type_`` as a de-duplicating receiver keeps them: copies of a raise (``copy_of``) left out."""
+        return [r for _, r in self.records if r["type"] == type_ and "copy_of" not in r
+                and all(r.get(k) == v for k, v in match.items())]
+
+    def copies(self, **match) -> list[dict]:
+        """The copies of raises sent to groups paged later (each names its raise in ``copy_of``)."""
+        return [r for _, r in self.records if "copy_of" in r and all(r.get(k) == v for k, v in match.items())]
 
     def lanes(self, type_: str) -> set[str]:
         return {lane for lane, r in self.records if r["type"] == type_}
@@ -223,8 +230,15 @@ def alert_messages(sub) -> list[tuple[str, dict]]:
         return [(t, m) for t, m, _ in sub.messages if isinstance(m, dict) and m.get("lane") in ("alarm", "event")]
 
 
+def record_key(epoch: str, lane: str, record: dict) -> tuple[str, str, int]:
+    """The protocol's one de-duplication key: the record's ``copy_of`` if it has one, else its own (epoch, lane, seq)."""
+    if isinstance(record.get("copy_of"), dict):
+        return record["copy_of"]["epoch"], record["copy_of"]["lane"], record["copy_of"]["seq"]
+    return epoch, lane, record["seq"]
+
+
 def alert_records(sub, type_: str | None = None, **match) -> list[dict]:
-    """Alert records the broker delivered (both lanes, every topic), de-duplicated by (epoch, lane, seq).
+    """Alert records the broker delivered (both lanes, every topic), de-duplicated by their key (:func:`record_key`).
 
     Each record gets ``_topics``: every topic a copy of it came on (``…/event`` and the groups' topics).
     """
@@ -233,7 +247,7 @@ def alert_records(sub, type_: str | None = None, **match) -> list[dict]:
         for r in m["records"]:
             if not str(r.get("type", "")).startswith("alert."):
                 continue
-            key = (m.get("epoch", ""), m["lane"], r["seq"])
+            key = record_key(m.get("epoch", ""), m["lane"], r)
             if key not in found:
                 found[key] = {**r, "_topics": set()}
             found[key]["_topics"].add(topic)

@@ -31,7 +31,8 @@ async def test_delivered_once_the_broker_acknowledged_the_record(tmp_path):
 
 
 async def test_every_lifecycle_record_goes_to_event_and_every_group_reached(tmp_path):
-    """One row per record (one seq); its topic lists …/event and each group the alert has reached."""
+    """One row per record (one seq); its topic lists …/event and each group the alert has reached.
+    A group paged later gets the raise as a copy of its own (test_copies.py)."""
     h = Harness(load_site(tmp_path, rules(SMOKE, {**SMOKE, "id": "no-class", "class": None, "outputs": []})))
     await smoke_on(h)
     await h.advance(120)
@@ -39,6 +40,8 @@ async def test_every_lifecycle_record_goes_to_event_and_every_group_reached(tmp_
     assert [(r["topic"], r["groups"]) for r in raised] == [("event alert/property-office", ["property-office"])]
     assert [(r["topic"], r["groups"]) for r in h.of("alert.escalated")] == [
         ("event alert/property-office alert/volunteers", ["property-office", "volunteers"])]
+    assert [(c["topic"], c["copy_of"]["seq"]) for c in h.copies(rule="smoke-alarm")] == [
+        ("alert/volunteers", h.records.index(("alarm", raised[0])) + 1)]
     no_class = h.of("alert.raised", rule="no-class")[0]
     assert "topic" not in no_class and no_class["groups"] == []  # no class, no group: …/event only
     ack(h, raised[0]["alert"], resolve=True)

@@ -63,10 +63,11 @@ export function resultLine(cmd, gateway) {
     words.kind === "refused" && words.detail ? el("p", { class: "detail" }, t("farm.gateway_said", { detail: words.detail })) : null);
 }
 
-// the start/stop controls of one valve; onCommand(action, target, minutes)
-export function valveControls(target, maxMin, open, onCommand, idBase) {
+// the start/stop controls of one valve; onCommand(action, target, minutes); minutes: {value, set(v)}
+export function valveControls(target, maxMin, open, onCommand, idBase, minutes) {
   const input = el("input", { id: `${idBase}-min`, type: "number", inputmode: "numeric", min: "1", max: String(maxMin),
-    value: String(Math.min(10, maxMin)), class: "minutes" });
+    value: String(minutes.value ?? Math.min(10, maxMin)), class: "minutes", "data-action": "minutes",
+    oninput: (e) => minutes.set(e.target.value) });
   return el("div", { class: "controls" },
     el("label", { for: input.id }, t("farm.minutes")), input,
     el("button", { type: "button", class: "primary big", "data-action": "start",

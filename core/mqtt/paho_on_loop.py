@@ -8,7 +8,11 @@ the socket is handed to the loop.  The socket paho reads from is usually a
 
 An exception raised while paho reads, writes or keeps the link alive goes to
 ``on_error`` when one is given (the asyncio client re-raises it to whoever
-awaits), else to the loop's exception handler as before.
+awaits), else to the loop's exception handler.
+
+``pause_reading``/``resume_reading``: a receiver whose queue of uncommitted
+messages is full (the centre's ingest) stops reading the socket, so a broker that
+ignores Receive Maximum cannot grow that queue; keepalive and writes go on.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ class PahoOnLoop:
         self._sock: socket.socket | None = None
         self._misc: asyncio.Task | None = None
         self._detached = False
+        self._paused = False
         client.on_socket_open = self._on_open
         client.on_socket_close = self._on_close
         client.on_socket_register_write = self._on_register_write
@@ -69,18 +74,21 @@ class PahoOnLoop:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
-        self.loop.add_reader(sock, self._readable)
+        if not self._paused:
+            self.loop.add_reader(sock, self._readable)
         self._misc = self.loop.create_task(self._misc_loop(), name="mqtt-misc")
 
     def _readable(self) -> None:
         self._guarded(self._read)
 
     def _read(self) -> None:
+        if self._paused or self._sock is None:
+            return
         client = self.client
         client.loop_read()
         # TLS may hold decrypted bytes the selector cannot see (a GuardedSocket says so through pending()).
         sock = self._sock
-        while sock is self._sock and _pending(sock):
+        while sock is self._sock and not self._paused and _pending(sock):
             client.loop_read()
 
     def _on_close(self, client, userdata, sock) -> None:
@@ -126,6 +134,18 @@ class PahoOnLoop:
                 self.on_error(exc)
                 return
             await asyncio.sleep(1.0)
+
+    def pause_reading(self) -> None:
+        """Stop reading the socket (keepalive and writes go on) until :meth:`resume_reading`."""
+        if not self._paused and self._sock is not None:
+            self.loop.remove_reader(self._sock)
+        self._paused = True
+
+    def resume_reading(self) -> None:
+        if self._paused and self._sock is not None and not self._detached:
+            self.loop.add_reader(self._sock, self._readable)
+            self.loop.call_soon(self._readable)  # bytes may already wait in a TLS buffer
+        self._paused = False
 
     def detach(self) -> None:
         """Stop watching the socket; a socket that paho opens later is closed at once."""

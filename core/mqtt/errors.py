@@ -1,7 +1,7 @@
 """What can go wrong talking to a broker, as exceptions, and the words an operator reads for it.
 
-Apart from the client so that the uplink's connection log and the operator
-commands describe a refused login or an untrusted certificate the same way.
+Apart from the client so that the gateway's uplink, the operator commands and the
+centre describe a refused login or an untrusted certificate the same way.
 """
 
 from __future__ import annotations

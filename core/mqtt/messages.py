@@ -1,20 +1,11 @@
-"""The values the asyncio MQTT client takes and hands out: protocol names, a last will, a delivered message."""
+"""What the asyncio MQTT client hands out and takes besides its endpoint: a delivered message, a last will."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.properties import Properties
-
-from core.protocol.limits import BATCH, KIB
-
-Protocol = Literal["3.1.1", "5"]
-PAHO_PROTOCOL = {"3.1.1": mqtt.MQTTv311, "5": mqtt.MQTTv5}
-# What a receiver of gateway messages takes by default: the largest batch (docs/protocol.md#limits)
-# plus topic, properties and header.  The gateway's own uplink announces far less (limits.MAX_PACKET_SIZE).
-RECEIVER_MAX_PACKET_SIZE = BATCH.max_bytes + 8 * KIB
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,13 +20,20 @@ class Will:
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """One message the broker delivered (``properties`` with MQTT 5 only)."""
+    """One message the broker delivered (``properties`` with MQTT 5 only).
+
+    ``mid`` and ``connection`` (1 for the client's first connection, 2 after a
+    reconnect, ...) are what ``MqttClient.ack`` needs: a mid means nothing to a
+    later connection, so a message of an earlier one is never acknowledged.
+    """
 
     topic: str
     payload: bytes
     qos: int
     retain: bool
     properties: Properties | None = None
+    mid: int = 0
+    connection: int = 0
 
     def matches(self, pattern: str) -> bool:
         """Whether the topic matches a subscription pattern with ``+`` and ``#``."""
