@@ -42,17 +42,11 @@ from core.mqtt.errors import (MqttCodeError, MqttConnectError, MqttDisconnectedE
 from core.mqtt.inbox import Inbox
 from core.mqtt.messages import Message, Will
 from core.mqtt.paho_factory import connect_blocking, new_paho
+from core.mqtt.packet_guard import RECEIVER_MAX_PACKET_SIZE
 from core.mqtt.paho_on_loop import PahoOnLoop
-from core.protocol.limits import BATCH, KIB
-
-__all__ = ["Message", "MqttClient", "MqttCodeError", "MqttConnectError", "MqttDisconnectedError", "MqttError",
-           "Protocol", "Will"]
+from core.mqtt.pending import Pending
 
 log = logging.getLogger("canopy.mqtt")
-
-# What a receiver of gateway messages takes by default: the largest batch (docs/protocol.md#limits)
-# plus topic, properties and header.  The gateway's own uplink announces far less (limits.MAX_PACKET_SIZE).
-RECEIVER_MAX_PACKET_SIZE = BATCH.max_bytes + 8 * KIB
 
 
 def _guarded(callback):
@@ -70,7 +64,6 @@ def _guarded(callback):
     return wrapper
 
 
-# ------------------------------------------------------------------------------------ client
 class MqttClient:
     """One connection to one broker, used from one event loop.
 
@@ -134,7 +127,7 @@ class MqttClient:
         self._closing = False
         self._accepted = False  # the broker accepted this connection (so losing it is news for on_lost)
         self._error: BaseException | None = None
-        self._acks: dict[int, asyncio.Future] = {}  # mid -> SUBACK / UNSUBACK / PUBACK
+        self._acks = Pending()
         self._inbox = Inbox(max_queued_messages)
 
     async def __aenter__(self) -> MqttClient:
@@ -179,7 +172,10 @@ class MqttClient:
         self._closed = loop.create_future()
         try:
             async with asyncio.timeout(self.connect_timeout):
-                await asyncio.to_thread(self._connect_blocking, self._paho)
+                await asyncio.to_thread(connect_blocking, self._paho, self.endpoint, protocol=self.protocol,
+                                        keepalive=self.keepalive, clean_start=self.clean_start,
+                                        max_packet_size=self.max_packet_size, session_expiry=self.session_expiry,
+                                        receive_maximum=self.receive_maximum)
                 rc = await self._connack
         except (OSError, ValueError, MqttDisconnectedError) as exc:  # TimeoutError and ssl.SSLError are OSErrors
             self._release()
@@ -203,11 +199,6 @@ class MqttClient:
         client.on_publish = self._on_publish
         client.on_message = self._on_message
         return client
-
-    def _connect_blocking(self, client: mqtt.Client) -> None:
-        connect_blocking(client, self.endpoint, protocol=self.protocol, keepalive=self.keepalive,
-                         clean_start=self.clean_start, max_packet_size=self.max_packet_size,
-                         session_expiry=self.session_expiry, receive_maximum=self.receive_maximum)
 
     def _refused(self, size: int) -> None:
         """The guard refused a packet unread (it has sent DISCONNECT 0x95 with MQTT 5 and shut the socket)."""
@@ -259,10 +250,7 @@ class MqttClient:
         if self._closed is not None and not self._closed.done():
             self._closed.set_result(why)
             lost = why is not None and self._accepted
-        acks, self._acks = self._acks, {}
-        for fut in acks.values():
-            if not fut.done():
-                fut.set_exception(MqttDisconnectedError(str(why) if why else "disconnected by the client"))
+        self._acks.fail_all(MqttDisconnectedError(str(why) if why else "disconnected by the client"))
         self._inbox.wake()
         if lost and self.on_lost is not None:
             self.on_lost(why)  # type: ignore[arg-type]
@@ -277,10 +265,7 @@ class MqttClient:
             self._error = exc
         if self._connack is not None and not self._connack.done():
             self._connack.set_exception(exc)
-        acks, self._acks = self._acks, {}
-        for fut in acks.values():
-            if not fut.done():
-                fut.set_exception(exc)
+        self._acks.fail_all(exc)
         self._end(MqttDisconnectedError(f"MQTT client error: {type(exc).__name__}: {exc}"))
 
     def _require(self) -> mqtt.Client:
@@ -289,14 +274,6 @@ class MqttClient:
         if not self.is_connected:
             raise MqttDisconnectedError(f"not connected to {self.endpoint}")
         return self._paho  # type: ignore[return-value]
-
-    async def _await_ack(self, mid: int) -> object:
-        fut = asyncio.get_running_loop().create_future()
-        self._acks[mid] = fut
-        try:
-            return await fut
-        finally:
-            self._acks.pop(mid, None)
 
     # -- requests -------------------------------------------------------------------------
     async def subscribe(self, *topics: str, qos: int = 1, options: SubscribeOptions | None = None,
@@ -312,7 +289,7 @@ class MqttClient:
             result, mid = client.subscribe([(t, qos) for t in topics])
         if result != mqtt.MQTT_ERR_SUCCESS or mid is None:
             raise MqttCodeError(f"subscribe to {', '.join(topics)}", result)
-        codes = list(await self._await_ack(mid))
+        codes = list(await self._acks.wait(mid))
         for topic, rc in zip(topics, codes):
             if rc.is_failure:
                 raise MqttCodeError(f"the broker refused the subscription to {topic}", rc)
@@ -323,7 +300,7 @@ class MqttClient:
         result, mid = client.unsubscribe(list(topics))
         if result != mqtt.MQTT_ERR_SUCCESS or mid is None:
             raise MqttCodeError(f"unsubscribe from {', '.join(topics)}", result)
-        await self._await_ack(mid)
+        await self._acks.wait(mid)
 
     async def publish(self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False,
                       properties: Properties | None = None) -> ReasonCode:
@@ -332,7 +309,7 @@ class MqttClient:
         info = client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             raise MqttCodeError(f"publish to {topic}", info.rc)
-        return await self._await_ack(info.mid)  # type: ignore[return-value]
+        return await self._acks.wait(info.mid)  # type: ignore[return-value]
 
     def publish_nowait(self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False,
                        properties: Properties | None = None) -> int:
@@ -408,13 +385,13 @@ class MqttClient:
 
     @_guarded
     def _on_suback(self, client, userdata, mid, reason_codes, properties) -> None:  # SUBACK and UNSUBACK
-        fut = self._acks.get(mid)
+        fut = self._acks.waiter(mid)
         if fut is not None and not fut.done():
             fut.set_result(reason_codes)
 
     @_guarded
     def _on_publish(self, client, userdata, mid, rc, properties) -> None:
-        fut = self._acks.get(mid)
+        fut = self._acks.waiter(mid)
         if fut is None:
             if self.on_published is not None:
                 self.on_published(mid, rc)

@@ -24,6 +24,12 @@ from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 
+from core.protocol.limits import BATCH, KIB
+
+# What a receiver of gateway messages takes by default: the largest batch (docs/protocol.md#limits)
+# plus topic, properties and header.  The gateway's own uplink announces far less (limits.MAX_PACKET_SIZE).
+RECEIVER_MAX_PACKET_SIZE = BATCH.max_bytes + 8 * KIB
+
 # DISCONNECT, remaining length 2, reason 0x95 (Packet too large), no properties
 DISCONNECT_TOO_LARGE = b"\xe0\x02\x95\x00"
 

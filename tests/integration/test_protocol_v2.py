@@ -338,8 +338,9 @@ LIFECYCLE = ("alert.raised", "alert.escalated", "alert.acknowledged", "alert.res
 def test_alert_lifecycle_reaches_every_paged_group_and_a_receiver_of_both_sees_each_step_once(
         tmp_path, community_sim, broker, subscriber_factory, gateway_factory, receivers):
     """Property office at once, volunteers after 1 s; a signed ack; the smoke clears.  Per docs/protocol.md
-    a lifecycle record goes to every group the alert has reached *so far*: the volunteers are paged by the
-    escalation, so their topic gets escalation, acknowledgement and resolution, the office's all four."""
+    a lifecycle record goes to every group the alert has reached *so far*, and a group paged by an escalation
+    first gets a copy of the raise that names it in ``copy_of``: each group topic gets all four steps, and a
+    receiver of both topics, keying a record on its ``copy_of`` if it has one, sees each step once."""
     key = envelope.generate()
     sub = subscriber_factory(broker.port)
     groups = {g: receivers(broker.port, ALERT_SITE.alert_group(g)) for g in ("property-office", "volunteers")}
@@ -372,15 +373,20 @@ def test_alert_lifecycle_reaches_every_paged_group_and_a_receiver_of_both_sees_e
         steps = Counter(r["type"] for _, r in both.fresh)
         duplicates = both.receiver.counters["duplicates"]
     assert {t: steps[t] for t in LIFECYCLE} == {t: 1 for t in LIFECYCLE}, steps
-    assert duplicates >= 3, "escalation, acknowledgement and resolution came on both topics"
+    assert duplicates >= 4, "the raise's copy, escalation, acknowledgement and resolution came on both topics"
     office = Counter(r["type"] for _, r in groups["property-office"].fresh)
     volunteers = Counter(r["type"] for _, r in groups["volunteers"].fresh)
     assert {t: office[t] for t in LIFECYCLE} == {t: 1 for t in LIFECYCLE}, office
-    assert {t: volunteers[t] for t in LIFECYCLE} == {"alert.raised": 0, "alert.escalated": 1, "alert.acknowledged": 1,
-                                                     "alert.resolved": 1}, volunteers
-    # one record, one seq: every copy of a step carries the same (epoch, lane, seq)
+    assert {t: volunteers[t] for t in LIFECYCLE} == {t: 1 for t in LIFECYCLE}, volunteers
+    # one record, one seq: every copy of a step carries the same (epoch, lane, seq) ...
     for t in LIFECYCLE[1:]:
         assert groups["property-office"].records(t)[0]["seq"] == groups["volunteers"].records(t)[0]["seq"]
+    # ... and the volunteers' raise, a record of its own, names the office's raise as the one it repeats
+    (epoch,) = {e for (_, _, e, lane) in groups["property-office"].receiver.lanes if lane == "alarm"}
+    copy = groups["volunteers"].records("alert.raised")[0]
+    office_raise = groups["property-office"].records("alert.raised")[0]
+    assert copy["copy_of"] == {"epoch": epoch, "lane": "alarm", "seq": office_raise["seq"]} and copy["seq"] > office_raise["seq"]
+    assert {k: v for k, v in copy.items() if k not in ("seq", "copy_of")} == {k: v for k, v in office_raise.items() if k != "seq"}
 
 
 # ------------------------------------------------------------------------------ (d) the receiver's imports
