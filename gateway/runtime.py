@@ -289,7 +289,8 @@ class Gateway:
                       max_inflight_bytes=up.max_inflight_bytes, queue_delay_target=up.queue_delay_target)
 
     def _start_alerts(self, uplink: Uplink, state_dir: str) -> None:
-        self.alerts = AlertEngine(self.cfg, self.clock, self._emit, write_point=self.write_point, state_dir=state_dir)
+        self.alerts = AlertEngine(self.cfg, self.clock, self._emit, write_point=self.write_point, state_dir=state_dir,
+                                  epoch=lambda: self.outbox.epoch)
         self.alerts.on_change = self.reporter.changed
         uplink.on_acked.append(self.alerts.on_delivered)
         uplink.subscribe(self.topics.alert_ack, self.alerts.on_ack)

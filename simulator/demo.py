@@ -31,11 +31,10 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from core.mqtt import BrokerEndpoint, MqttClient, MqttConnectError, MqttError
 from core.protocol.meta import describe as place
 from core.protocol.receiver import Receiver
 from core.yamlsrc import load_yaml
-from gateway.uplink.broker_auth import BrokerEndpoint
-from gateway.uplink.client import MqttClient, MqttConnectError, MqttError
 from gateway.uplink.embedded_broker import MQTT311_LOSES, EmbeddedBroker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,6 +57,7 @@ class Watch:
         self.new_meta = False  # not yet printed (non-interactive view)
         self.receiver = Receiver()
         self.started = time.monotonic()
+        self.centre = None  # simulator.demo_centre.DemoCentre, once it runs: its line in the view
 
     def on_message(self, topic: str, payload: bytes) -> None:
         """Through the reference receiver: a lifecycle record comes on …/event and on every paged
@@ -123,13 +123,15 @@ class Watch:
         events = Table(show_header=False, show_edge=False, box=None)
         for e in self.events:
             events.add_row(Text(f"#{e['seq']}", style="magenta"), describe(e))
-        return Group(head, flow, table, Text("recent events", style="bold"), events)
+        centre = [Text(self.centre.line(), style="blue")] if self.centre is not None else []
+        return Group(head, flow, *centre, table, Text("recent events", style="bold"), events)
 
     def summary_line(self) -> str:
         outbox = self.state.get("outbox", {}).get("telemetry", {})
         return (f"[{time.monotonic() - self.started:5.1f}s] broker delivered {self.telemetry_records} readings "
                 f"in {self.messages} messages; gateway committed {outbox.get('produced', 0)}, "
-                f"acknowledged {outbox.get('acknowledged', 0)}; sequence gaps {self.gaps()}; events {len(self.events)}")
+                f"acknowledged {outbox.get('acknowledged', 0)}; sequence gaps {self.gaps()}; events {len(self.events)}"
+                + (f"; centre stored {int(self.centre.figures.get('stored', 0))}" if self.centre is not None else ""))
 
 
 def describe(e: dict) -> str:
@@ -145,15 +147,30 @@ def describe(e: dict) -> str:
     return f"{kind}: " + ", ".join(f"{k}={v}" for k, v in e.items() if k not in ("seq", "ts", "type"))[:120]
 
 
-def _demo_config(site: str, workdir: Path, sim_port: int, broker: EmbeddedBroker) -> Path:
+# What the centre may act on in the demo (docs/commands.md): the farm's valve zones, the community's door lock.
+ACTUATORS = {
+    "farm": {"valves": [{"id": f"zone-{n}", "zone": n, "device": "valves", "point": f"zone_{n}",
+                         "pulse_point": f"zone_{n}_pulse", "max_run": "30m"} for n in (1, 2, 3)]},
+    "community": {"locks": [{"id": "door-101", "device": "door-101", "relock_after": 30}]},
+}
+
+
+def _site_config(site: str) -> dict:
     # Canopy's own loader: PyYAML's safe_load would turn keys like `on:` into True
-    data = load_yaml(ROOT / "config" / f"{site}.yaml").data
+    return load_yaml(ROOT / "config" / f"{site}.yaml").data
+
+
+def _demo_config(site: str, workdir: Path, sim_port: int, broker: EmbeddedBroker, issuers: dict | None) -> Path:
+    """The site's config on the demo's simulator, broker and folder; trusting the centre's key when it has one."""
+    data = _site_config(site)
     data["profiles_dir"] = str(ROOT / "config" / "profiles")
     data["broker"] = {**broker.broker_section(), "backoff_initial": 0.2, "backoff_max": 2.0}
     data["store"] = {**data.get("store", {}), "path": str(workdir / f"{site}-outbox.sqlite")}
     for bus in data["buses"]:
         bus["port"] = sim_port
     data["uplink"] = {"state_interval": 2}
+    if issuers:
+        data["commands"] = {"issuers": issuers, **ACTUATORS[site]}
     out = workdir / f"{site}.yaml"
     out.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
     return out
@@ -296,17 +313,30 @@ async def _pause(stop: asyncio.Event, seconds: float) -> None:
         pass
 
 
-def _verdict(watch: Watch, rc: int, interrupted: bool, log_path: str) -> int:
+def _verdict(watch: Watch, rc: int, interrupted: bool, log_path: str, centre: tuple[bool, str]) -> int:
     print(watch.summary_line())
     print(f"gateway exited with code {rc}; last state: {watch.final.get('status', '?')} ({watch.final.get('reason', '')})")
-    if watch.telemetry_records > 0 and watch.gaps() == 0 and rc == 0:
-        print("demo OK: readings flowed end to end and were acknowledged by the broker")
+    print(centre[1])
+    if watch.telemetry_records > 0 and watch.gaps() == 0 and rc == 0 and centre[0]:
+        print("demo OK: readings flowed end to end, were acknowledged by the broker and stored by the centre")
         return 0
     if interrupted and watch.telemetry_records == 0:  # the gateway may not even have had its signal handlers yet
         print("demo stopped before the first readings arrived")
         return 130
-    print(f"demo FAILED: see {log_path}")
+    print(f"demo FAILED: see {log_path}" + ("" if centre[0] else " and the centre's log beside it"))
     return 1
+
+
+async def _start_centre(console: Console, site: str, workdir: Path, broker: EmbeddedBroker, stop: asyncio.Event):
+    """The centre set up (schema, demo users, the site's issuer key) and running; and the issuers the gateway trusts."""
+    from simulator.demo_centre import DemoCentre
+
+    centre = DemoCentre(workdir, broker.host, broker.port, broker.protocol)
+    issuers = await centre.start(_site_config(site)["site"], stop)
+    if centre.problem:
+        console.print(f"centre: {centre.problem}", style="red", markup=False, soft_wrap=True)
+    centre.start_watching()
+    return centre, issuers
 
 
 async def run_demo(site: str = "farm", duration: float = 0) -> int:
@@ -321,6 +351,7 @@ async def run_demo(site: str = "farm", duration: float = 0) -> int:
     log_path = os.path.relpath(workdir / "gateway.log")
     sim, _clock = await start_site(site, port=0, speed=60)
     watch, broker, client, reader, proc, rc = Watch(), None, None, None, None, -1
+    centre, centre_verdict = None, (False, "centre: not started")
     log_file = open(log_path, "wb")
     try:
         try:
@@ -333,22 +364,31 @@ async def run_demo(site: str = "farm", duration: float = 0) -> int:
             console.print(f"[red]the broker on port {broker.port} did not answer; see {workdir / 'broker.log'}[/]")
             return 1
         if client is not None:
+            centre, issuers = await _start_centre(console, site, workdir, broker, stop)
+            watch.centre = centre
+        if client is not None and not stop.is_set():
             reader = asyncio.create_task(_read_into(client, watch), name="demo-view")
-            proc = await _start_gateway(_demo_config(site, workdir, sim.port, broker), log_file)
+            watch.started = time.monotonic()
+            proc = await _start_gateway(_demo_config(site, workdir, sim.port, broker, issuers), log_file)
             console.print(f"[bold]Canopy demo[/]: {site} simulator on 127.0.0.1:{sim.port} (60× time), broker on "
                           f"127.0.0.1:{broker.port}, gateway pid {proc.pid} (log: {log_path})")
+            if centre.problem is None:
+                for line in centre.announce():
+                    console.print(line, markup=False, highlight=False, soft_wrap=True)
             await _show(console, site, watch, FaultScript(site, sim), stop, duration)
     finally:
         if proc is not None:
             rc = await _stop_gateway(proc)
         await _last_words(watch, reader)
+        if centre is not None:  # after the gateway: it takes what the gateway said last
+            centre_verdict = await centre.finish(watch.telemetry_records, stop.is_set())
         if client is not None:
             await client.disconnect()
         if broker is not None:
             await broker.stop()
         await sim.stop()
         log_file.close()
-    return _verdict(watch, rc, stop.is_set(), log_path)
+    return _verdict(watch, rc, stop.is_set(), log_path, centre_verdict)
 
 
 async def _last_words(watch: Watch, reader: asyncio.Task | None, timeout: float = 2.0) -> None:

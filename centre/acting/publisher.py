@@ -13,8 +13,9 @@ import logging
 import time
 
 from centre.config import Broker
-from centre.mqtt.client import CentreMqtt, MqttError
+from centre.mqtt.client import CentreMqtt
 from core.backoff import Backoff, FailureLog
+from core.mqtt import MqttError
 
 log = logging.getLogger("centre.acting")
 

@@ -20,10 +20,10 @@ import sqlalchemy as sa
 from centre.acting import rows, signing
 from centre.acting.config import ActingConfig
 from centre.acting.keys import KeysError
-from centre.mqtt.client import MqttError
 from centre.store import schema
 from centre.store.engine import write_transaction
 from core.backoff import RateLimitedLog
+from core.mqtt import MqttError
 
 log = logging.getLogger("centre.acting")
 MAX_REMEMBERED = 10_000  # gaps whose last request time is kept (oldest forgotten first)

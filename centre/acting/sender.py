@@ -21,9 +21,9 @@ from centre.acting.config import ActingConfig
 from centre.acting.intents import clock, gateway_words
 from centre.acting.keys import KeysError
 from centre.hub import Change
-from centre.mqtt.client import MqttError
 from centre.store.engine import write_transaction
 from core.backoff import RateLimitedLog
+from core.mqtt import MqttError
 
 log = logging.getLogger("centre.acting")
 

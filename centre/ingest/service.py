@@ -26,9 +26,11 @@ from centre.ingest.gaps import GapTracker
 from centre.ingest.parse import Parsed, parse_message
 from centre.ingest.retention import run_retention
 from centre.ingest.writer import Written, write
-from centre.mqtt.client import CentreMqtt, Delivered, MqttError
+from centre.mqtt.client import CentreMqtt
 from centre.store.engine import write_transaction
 from core.backoff import Backoff, FailureLog, RateLimitedLog
+from core.mqtt import Message as Delivered
+from core.mqtt import MqttError
 
 log = logging.getLogger("centre.ingest")
 

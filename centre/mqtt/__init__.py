@@ -1,5 +1,5 @@
-"""The centre's MQTT client: paho driven from the asyncio loop, manual acknowledgements, awaitable publishes.
+"""The centre's MQTT policy on top of ``core.mqtt``: its endpoint from centre.yaml, acknowledgements after commit.
 
-A copy of the gateway's pattern (gateway/uplink/mqtt.py, client.py), because the centre
-may import ``core`` only; the two belong together in ``core/`` (see docs/centre.md).
+The client itself (paho on the asyncio loop, typed errors, MQTT 5 / 3.1.1) is the
+one the gateway uses, in ``core/mqtt/``.
 """

@@ -8,18 +8,13 @@ In the spirit of aiomqtt, on top of paho driven from the loop (``PahoOnLoop``)::
         async for message in client.messages():        # what the broker delivers
             ...
 
-Why not one hand-written client per program: one place decides how a connection
-is made (the blocking TCP/TLS connect in a worker thread, CONNACK awaited on the
-loop, the endpoint its owner built with its TLS and password policy) and what a
-failure looks like (``MqttConnectError`` with the broker's reason, ``MqttCodeError``
-for a refused subscription or publish, ``MqttDisconnectedError`` when the link drops
-while something waits).  An exception inside a paho callback is caught there and
-raised to whoever awaits, never only logged.  MQTT 5 by default (the endpoint's
-``protocol``; ``"3.1.1"`` for old brokers) through the same calls.  Every client
-announces a Maximum Packet Size and refuses a bigger packet from its header, before
-reading it (``packet_guard``), counted in ``refused_too_large``.  A receiver that
-must not acknowledge before it has committed (the centre's ingest) takes
-``manual_ack=True`` and calls :meth:`MqttClient.ack`.
+One place decides how a connection is made (blocking TCP/TLS connect in a worker thread, CONNACK awaited
+on the loop) and what a failure looks like (``MqttConnectError`` with the broker's reason, ``MqttCodeError``
+for a refused subscription or publish, ``MqttDisconnectedError`` when the link drops while something waits);
+an exception inside a paho callback is raised to whoever awaits, never only logged.  MQTT 5 by default, 3.1.1
+through the same calls.  Every client announces a Maximum Packet Size and refuses a bigger packet from its
+header, unread (``packet_guard``).  A receiver that acknowledges only after it committed (the centre's
+ingest) takes ``manual_ack=True`` and calls :meth:`MqttClient.ack`.
 """
 
 from __future__ import annotations
@@ -41,8 +36,8 @@ from core.mqtt.errors import (MqttCodeError, MqttConnectError, MqttDisconnectedE
                               describe_connect_failure, describe_refusal)
 from core.mqtt.inbox import Inbox
 from core.mqtt.messages import Message, Will
-from core.mqtt.paho_factory import connect_blocking, new_paho
 from core.mqtt.packet_guard import RECEIVER_MAX_PACKET_SIZE
+from core.mqtt.paho_factory import connect_blocking, new_paho
 from core.mqtt.paho_on_loop import PahoOnLoop
 from core.mqtt.pending import Pending
 

@@ -162,8 +162,8 @@ def cmd_alerts(args) -> int:
 
 async def _alerts_from_broker(client, topics, args) -> int:
     """The open alerts of the retained ``…/state``; with --follow, then every alert record as it comes."""
+    from core.mqtt import MqttConnectError, MqttError
     from gateway.cli.broker import connect_problem
-    from gateway.uplink.client import MqttConnectError, MqttError
 
     try:
         async with client:
@@ -319,8 +319,8 @@ def cmd_ack(args) -> int:
 
 async def _ack(client, topics, args, env: dict) -> int:
     """Publish the ack (PUBACK awaited), then wait for the gateway's answer on ``…/event``."""
+    from core.mqtt import MqttConnectError, MqttError
     from gateway.cli.broker import connect_problem
-    from gateway.uplink.client import MqttConnectError, MqttError
 
     try:
         async with client:

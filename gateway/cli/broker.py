@@ -14,8 +14,8 @@ from collections.abc import Coroutine
 
 import orjson
 
-from gateway.uplink.broker_auth import BrokerEndpoint, broker_endpoint
-from gateway.uplink.client import MqttClient, MqttConnectError
+from core.mqtt import BrokerEndpoint, MqttClient, MqttConnectError
+from gateway.uplink.broker_auth import broker_endpoint
 
 EXIT_INTERRUPTED = 130  # what a shell reports for Ctrl-C
 

@@ -201,8 +201,9 @@ def remote_endpoint(host: str, port: int, tls_ca: str | None = None, username: s
 
     Raises OSError (CA file) or ssl.SSLError (not a CA bundle).
     """
+    from core.mqtt import BrokerEndpoint
     from gateway.config.broker import TlsConfig
-    from gateway.uplink.broker_auth import BrokerEndpoint, tls_context
+    from gateway.uplink.broker_auth import tls_context
 
     tls = tls_context(TlsConfig(ca=tls_ca), str) if tls_ca else None
     return BrokerEndpoint(host, port, username if username else None, password, tls)
@@ -210,9 +211,9 @@ def remote_endpoint(host: str, port: int, tls_ca: str | None = None, username: s
 
 async def send_async(env: dict, endpoint, *, timeout: float = 30.0, on_record=None) -> list[dict]:
     """``send`` on a running loop: subscribe ``…/cmd/result``, publish on ``…/cmd`` (PUBACK awaited), collect."""
+    from core.mqtt import MqttClient, MqttConnectError, MqttDisconnectedError
     from core.protocol.topics import Topics
     from gateway.cli.broker import client_id
-    from gateway.uplink.client import MqttClient, MqttConnectError, MqttDisconnectedError
 
     topics = Topics(env["site"], env["gateway"])
     records: list[dict] = []

@@ -98,9 +98,16 @@ def commit(layout: Layout, keep: int = 3) -> str:
 
 
 def rollback(layout: Layout, reason: str) -> str | None:
-    """Back to the good version (the trial is abandoned); None when there was no trial to take back."""
+    """Back to the good version (the trial is abandoned), or, when no version is on trial, a pushed config on
+    trial back to the last good config (config_store.py); what it went back to, None when nothing was on trial."""
     with locked(layout) as rel:
-        return _rollback(layout, rel, reason)
+        to = _rollback(layout, rel, reason)
+    if to is None:
+        from gateway.ops.config_store import ConfigStore
+
+        config = ConfigStore(layout).rollback(reason)
+        return f"the last good config ({config})" if config else None
+    return to
 
 
 def _rollback(layout: Layout, rel: Releases, reason: str) -> str | None:
@@ -116,8 +123,12 @@ def _rollback(layout: Layout, rel: Releases, reason: str) -> str | None:
 def boot_check(layout: Layout, max_boots: int = MAX_TRIAL_BOOTS) -> str | None:
     """Before every start (``ExecStartPre``): count a trial's boots and roll it back past ``max_boots``.
 
+    A pushed config on trial is counted the same way (config_store.py; its rollback is logged).
     Returns the version rolled back to, or None when the start goes ahead as it is.
     """
+    from gateway.ops.config_store import ConfigStore
+
+    ConfigStore(layout).boot_check(max_boots)
     with locked(layout) as rel:
         if not rel.trial:
             return None

@@ -91,11 +91,20 @@ def _last_rollback_reason(rel: releases.Releases) -> str:
 
 
 def apply_pending(layout: Layout, service: Service, status_path: Path, *, policy: GatePolicy = GatePolicy(),
-                  builder: VenvBuilder = pip_venv, create_user: bool = True) -> list[UpdateResult]:
-    """The applier's run: every ``*.tar`` handed over in ``updates/``, oldest first, each removed once judged.
+                  builder: VenvBuilder = pip_venv, create_user: bool = True) -> list:
+    """The applier's run: every ``*.tar`` handed over in ``updates/``, oldest first, each removed once judged; then
+    every config the daemon handed over (config_apply.py).  The results are UpdateResult and ConfigApplyResult.
 
     Whoever hands a bundle over writes ``NAME.tar.part`` and renames it, so a half-copied file is never picked up.
     """
+    from gateway.ops.config_apply import apply_pending_configs
+
+    return _apply_bundles(layout, service, status_path, policy=policy, builder=builder, create_user=create_user) + \
+        apply_pending_configs(layout, service, status_path, policy=policy)
+
+
+def _apply_bundles(layout: Layout, service: Service, status_path: Path, *, policy: GatePolicy, builder: VenvBuilder,
+                   create_user: bool) -> list[UpdateResult]:
     out = []
     results = layout.updates / "results"
     results.mkdir(parents=True, exist_ok=True)

@@ -115,7 +115,8 @@ class Outbox(DegradedMode):
                                                 moved_to=self.recovered_from, detail=self.last_error or "")], wait_commit=True)
 
     async def _open_db(self, *, bump: bool) -> opening.Boot:
-        self._db = db = None
+        """The writer's connection; ``bump``: a start (boot + 1, counters read), else the file put back."""
+        self._db = None
         db, self._page_size = await opening.connect_checked(self.path, self.policy.max_bytes)
         self._db = db
         try:
@@ -131,7 +132,8 @@ class Outbox(DegradedMode):
         if bump:
             self.boot = boot.boot
         self.epoch = boot.epoch
-        self._unsaved_meta = boot.unsaved
+        if bump or not self._unsaved_meta:  # a boot not saved yet stays this run's boot
+            self._unsaved_meta = boot.unsaved
         self._pruner = Pruner(db, self.policy, self.counters, self.clock, self._page_size)
         self._opened = await asyncio.to_thread(fileguard.OpenFiles.of, self.path)
         return boot

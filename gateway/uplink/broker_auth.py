@@ -1,8 +1,9 @@
-"""How anything in Canopy reaches and authenticates to the broker: one TLS and password policy.
+"""How the gateway reaches and authenticates to its broker: one TLS and password policy.
 
 Used by the daemon's uplink and by the operator-side commands (`canopy alerts`,
 `canopy ack`, `canopy remote`), so they can never disagree on TLS versions or
-secret handling.
+secret handling.  What it builds is ``core.mqtt.BrokerEndpoint``, which the
+asyncio client takes as it is.
 """
 
 from __future__ import annotations
@@ -10,26 +11,10 @@ from __future__ import annotations
 import os
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal
 
+from core.mqtt import BrokerEndpoint
 from gateway.config.broker import BrokerConfig, TlsConfig
 from gateway.config.checks import read_secret
-
-
-@dataclass(frozen=True, slots=True)
-class BrokerEndpoint:
-    """Where the broker is, which MQTT it speaks and how to log in: everything a client needs before CONNECT."""
-
-    host: str
-    port: int
-    username: str | None = None
-    password: str | None = None
-    tls: ssl.SSLContext | None = None
-    protocol: Literal["5", "3.1.1"] = "5"
-
-    def __str__(self) -> str:
-        return f"{self.host}:{self.port}"
 
 
 def tls_context(tls: TlsConfig, resolve: Callable[[str], str]) -> ssl.SSLContext:
@@ -59,6 +44,7 @@ def broker_endpoint(broker: BrokerConfig | None, resolve: Callable[[str], str]) 
     """The endpoint of a site's broker; no `broker:` means the embedded one on loopback.
 
     The embedded broker may be amqtt, which speaks MQTT 3.1.1 only: 3.1.1 works with either kind.
+    The client id stays the caller's choice (the daemon's, or each operator command its own).
 
     Raises OSError / PermissionError (password file) and ssl.SSLError (CA, client cert).
     """
@@ -66,4 +52,5 @@ def broker_endpoint(broker: BrokerConfig | None, resolve: Callable[[str], str]) 
         return BrokerEndpoint("127.0.0.1", embedded_broker_port(), protocol="3.1.1")
     password = broker_password(broker, resolve) if broker.username else None
     tls = tls_context(broker.tls, resolve) if broker.tls is not None else None
-    return BrokerEndpoint(broker.host, broker.port, broker.username, password, tls, broker.protocol)
+    return BrokerEndpoint(broker.host, broker.port, broker.username, password, tls, broker.protocol,
+                          keepalive=broker.keepalive)

@@ -16,9 +16,9 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from core.mqtt import Message, MqttClient, MqttCodeError
 from core.protocol import CONFIG, CONTROLS, META, REPLAY, SIGNED_ACKS
 from core.protocol.topics import parse_topic
-from gateway.uplink.client import Message, MqttClient, MqttCodeError
 
 log = logging.getLogger("canopy.uplink")
 

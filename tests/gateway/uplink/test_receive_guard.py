@@ -25,14 +25,13 @@ import sys
 import orjson
 import pytest
 
+from core.mqtt import BrokerEndpoint, MqttClient
+from core.mqtt.packet_guard import DISCONNECT_TOO_LARGE
 from core.protocol.limits import MAX_PACKET_SIZE
 from core.protocol.topics import Topics
 from core.records import event_body
 from gateway.config.broker import BrokerConfig
 from gateway.outbox.store import Outbox
-from gateway.uplink.broker_auth import BrokerEndpoint
-from gateway.uplink.client import MqttClient
-from gateway.uplink.packet_guard import DISCONNECT_TOO_LARGE
 from gateway.uplink.uplink import Uplink
 from tests.support import until
 

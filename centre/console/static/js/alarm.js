@@ -12,7 +12,7 @@ export const REPEAT_S = 5; // the sound repeats this often while a critical aler
 const RENOTIFY_S = 60; // and the notification is shown again this often
 
 export class Alarm {
-  constructor({ onClickNotification }) {
+  constructor({ onClickNotification, onChange }) {
     this.ctx = null;
     this.started = false;
     this.soundOk = false;
@@ -21,6 +21,7 @@ export class Alarm {
     this.notifiedAt = new Map(); // key -> ms of the last notification
     this.lastSound = 0;
     this.onClickNotification = onClickNotification;
+    this.onChange = onChange || (() => {});
     this.timer = setInterval(() => this.tick(), 1000);
   }
 
@@ -28,7 +29,9 @@ export class Alarm {
   async startShift() {
     await Promise.all([this.enableSound(), this.enableNotifications()]);
     this.started = true;
+    this.startedAt = this.startedAt || Date.now() / 1000;
     banners.hide("shift");
+    this.onChange();
     if (this.soundOk) this.beep(1);
     this.tick(true);
   }
@@ -38,10 +41,16 @@ export class Alarm {
       this.ctx = this.ctx || new AudioContext();
       await Promise.race([this.ctx.resume(), new Promise((r) => setTimeout(r, 1500))]);
     } catch { /* no audio device or API: reported below */ }
+    if (this.ctx) this.ctx.onstatechange = () => this.soundState(); // the browser may suspend it later
+    this.soundState();
+  }
+
+  soundState() {
     this.soundOk = !!this.ctx && this.ctx.state === "running";
     if (this.soundOk) banners.hide("sound");
     else banners.show("sound", () => t("banner.sound_blocked"),
       { action: () => t("shift.retry"), onAction: () => this.startShift() });
+    this.onChange();
   }
 
   async enableNotifications() {

@@ -224,7 +224,11 @@ function toggleTimeline(a) {
 // ---- the shift: start, hand over, session end -----------------------------------------------------------
 
 function shiftState() {
-  const box = document.getElementById("shift-state");
+  const box = document.getElementById("shift-state"), button = document.getElementById("start-shift");
+  const hide = alarm.started && alarm.soundOk && alarm.notifyOk;
+  if (hide && document.activeElement === button) document.getElementById("test-sound").focus();
+  button.hidden = hide;
+  button.textContent = t(alarm.started ? "shift.retry" : "shift.start");
   if (!alarm.started) { box.textContent = t("shift.not_started"); return; }
   box.textContent = t("shift.started", { time: fmtTime(alarm.startedAt),
     sound: t(alarm.soundOk ? "shift.on" : "shift.off"), notify: t(alarm.notifyOk ? "shift.on" : "shift.off") });
@@ -271,12 +275,9 @@ async function main() {
   const me = await start();
   if (!me) return;
   desk.me = me.username;
-  alarm = new Alarm({ onClickNotification: (k) => desk.cards.get(k)?.li.querySelector("button")?.focus() });
-  document.getElementById("start-shift").addEventListener("click", async () => {
-    await alarm.startShift();
-    alarm.startedAt = alarm.startedAt || Date.now() / 1000;
-    shiftState();
-  });
+  alarm = new Alarm({ onClickNotification: (k) => desk.cards.get(k)?.li.querySelector("button")?.focus(),
+    onChange: () => shiftState() });
+  document.getElementById("start-shift").addEventListener("click", () => alarm.startShift());
   document.getElementById("test-sound").addEventListener("click", () => alarm.beep(1));
   document.getElementById("show-more").addEventListener("click", () => { desk.limit += PAGE; renderAlerts(); });
   document.getElementById("ack-dialog").addEventListener("close", onAckClosed);

@@ -1,4 +1,4 @@
-"""The one asyncio MQTT client (gateway/uplink/client.py) against a real mosquitto."""
+"""The one asyncio MQTT client (core/mqtt/client.py) against a real mosquitto."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import asyncio
 
 import pytest
 
-from gateway.uplink.broker_auth import BrokerEndpoint
-from gateway.uplink.client import MqttClient, MqttConnectError, MqttDisconnectedError, Will
+from core.mqtt import BrokerEndpoint, MqttClient, MqttConnectError, MqttDisconnectedError, Will
 from tests.support import Mosquitto, free_port, make_password_file
 
 
@@ -91,7 +90,7 @@ async def test_an_exception_in_a_paho_callback_reaches_the_awaiting_caller(broke
         def broken(*args, **kw):
             raise RuntimeError("message handling failed")
 
-        monkeypatch.setattr("gateway.uplink.client.Message", broken)  # fails inside paho's on_message
+        monkeypatch.setattr("core.mqtt.client.Message", broken)  # fails inside paho's on_message
         async with MqttClient(endpoint(broker.port)) as other:
             await other.publish("t/x", b"1")
         with pytest.raises(RuntimeError, match="message handling failed"):

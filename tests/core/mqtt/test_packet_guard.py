@@ -1,4 +1,4 @@
-"""The receive guard (gateway/uplink/packet_guard.py): an oversized packet is refused from its fixed header.
+"""The receive guard (core/mqtt/packet_guard.py): an oversized packet is refused from its fixed header.
 
 Pure tests of the header scanner, the socket wrapper on a socketpair, and the
 asyncio client against a scripted broker that ignores the announced Maximum
@@ -13,9 +13,8 @@ import struct
 
 import pytest
 
-from gateway.uplink.broker_auth import BrokerEndpoint
-from gateway.uplink.client import MqttClient, MqttConnectError
-from gateway.uplink.packet_guard import DISCONNECT_TOO_LARGE, FrameScanner, GuardedSocket
+from core.mqtt import BrokerEndpoint, MqttClient, MqttConnectError
+from core.mqtt.packet_guard import DISCONNECT_TOO_LARGE, FrameScanner, GuardedSocket
 
 
 def varint(n: int) -> bytes:
