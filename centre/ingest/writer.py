@@ -122,6 +122,8 @@ async def _events(conn, fresh: list[dict]) -> list[Change]:
         rec, t = r["body"], r["type"]
         if t in alerts.LIFECYCLE and isinstance(rec.get("alert"), str):
             key = {k: r[k] for k in ("site", "gateway", "epoch", "lane", "seq")}
+            if isinstance(orig := rec.get("copy_of"), dict):  # a raise copied to a group paged later: one event
+                key |= {k: orig.get(k) for k in ("epoch", "lane", "seq")}
             ev_rows.append(alerts.event_row(key, rec))
             touched.add((r["site"], r["gateway"], rec["alert"][:64]))
         if t in results.TYPES and (row := results.result_row(r["site"], r["gateway"], rec)) is not None:
