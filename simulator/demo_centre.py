@@ -66,12 +66,6 @@ def _http_port() -> int:
     raise RuntimeError("no free TCP port on 127.0.0.1")
 
 
-def _one_time_password() -> str:
-    from centre.people.passwords import one_time_password
-
-    return one_time_password()
-
-
 class DemoCentre:
     """One demo centre: ``start`` (schema, daemon, users, key), ``start_watching`` its metrics, ``finish``."""
 
@@ -117,20 +111,33 @@ class DemoCentre:
         with open(self.log, "wb") as log:
             self.proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "centre", "run", "-c", str(self.config),
                                                              cwd=ROOT, stdout=log, stderr=log)
-        self.passwords = {u.name: _one_time_password() for u in USERS}
-        added = await asyncio.gather(*(self._cli("users", "add", u.name, "--role", u.role, "--site", u.site,
-                                                 *(["--scope", u.scope] if u.scope else []), "--password-stdin",
-                                                 stdin=self.passwords[u.name] + "\n") for u in USERS))
-        for (rc, out), u in zip(added, USERS):
-            if rc != 0:
-                await keys
-                return self._failed(f"canopy-centre users add {u.name}", rc, out, stop)
+        await self._add_users()
         rc, out = await keys
         head = "# Canopy Centre issuer keys"  # what `keys gen` prints last: the snippet for the gateways
         issuers = ((yaml.safe_load(out[out.index(head):]) or {}).get("commands") or {}).get("issuers") if head in out else None
         if rc != 0 or not issuers:
             return self._failed("canopy-centre keys gen", rc, out, stop)
         return issuers if await self._connected(stop) else None
+
+    async def _add_users(self) -> None:
+        """The demo users with one-time passwords, through the centre's own API: what
+        ``canopy-centre users add NAME --role R --site S [--scope K:V] --password-stdin`` does, in this process
+        (three more interpreters would double the set-up time on a small machine)."""
+        from centre.people import audit, passwords, users
+        from centre.people.roles import Grant, parse_scope
+        from centre.store.engine import create_engine
+
+        engine = create_engine(f"sqlite:///{self.database}")
+        try:
+            for u in USERS:
+                pw = passwords.one_time_password()
+                grants = [Grant(u.role, u.site, *parse_scope(u.scope))] if u.scope else [Grant(u.role, u.site)]
+                await users.add_user(engine, u.name, await passwords.hash_password(pw), grants)  # must change at login
+                await audit.record(engine, actor="cli:demo", action="users.add", outcome="ok", target=u.name,
+                                   site=u.site, detail={"grants": [str(g) for g in grants]})
+                self.passwords[u.name] = pw
+        finally:
+            await engine.dispose()
 
     async def _keys_gen(self, site_id: str) -> tuple[int, str]:
         # --keys-dir: `keys … -c` reads only the base sections of centre.yaml and refuses acting:/routing:

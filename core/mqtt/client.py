@@ -69,7 +69,7 @@ class MqttClient:
     messages in flight at once (the uplink's pump), ``publish_nowait`` returns
     the mid and ``on_published(mid, reason_code)`` hears each acknowledgement.
     ``connect()`` again after the link dropped makes a fresh connection (a new
-    paho client) with the same settings; ``clean_start`` may change in between.
+    paho client) with the same settings; ``endpoint``, ``will`` and ``clean_start`` may change in between.
     ``session_expiry`` (seconds) and ``receive_maximum`` (QoS 1 messages in
     flight to us) need MQTT 5.  ``on_lost(why)`` hears an accepted connection
     end without us ending it.  ``receive_guard=False`` reads every packet whole

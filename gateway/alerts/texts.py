@@ -11,8 +11,7 @@ Times shown to people carry the date and the time zone (:func:`fmt_time`).
 
 from __future__ import annotations
 
-from datetime import datetime, tzinfo
-
+from core.timefmt import fmt_time  # re-exported: controls and tests import it from here
 from gateway.alerts.config import Messages
 from gateway.alerts.incidents import RANK
 from gateway.alerts.lifecycle import Alert, ChainStep
@@ -31,17 +30,6 @@ LINES = {
            "acknowledged": "{by} 已于 {time} 确认：{message}",
            "resolved": "{message}（{time}）"},
 }
-
-
-def fmt_time(ts: float, tz: tzinfo | None = None, lang: str = "en") -> str:
-    """``2026-12-06 15:42:07 UTC+08:00``: date, time and zone, never a bare ``15:42`` (``tz`` None: the board's)."""
-    local = datetime.fromtimestamp(ts, tz) if tz is not None else datetime.fromtimestamp(ts).astimezone()
-    off = local.strftime("%z") or "+0000"
-    zone = f"UTC{off[:3]}:{off[3:]}"
-    name = getattr(tz, "key", None)
-    if lang.startswith("zh"):
-        return f"{local:%Y-%m-%d %H:%M:%S}（{name}，{zone}）" if name else f"{local:%Y-%m-%d %H:%M:%S}（{zone}）"
-    return f"{local:%Y-%m-%d %H:%M:%S} {zone}" + (f" ({name})" if name else "")
 
 
 def _scalars(d: dict) -> dict:

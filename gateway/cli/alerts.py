@@ -9,7 +9,7 @@ or the broker (``--broker``, or when there is no local file): the retained
 the gateway acts on nothing else (docs/alerts.md#acknowledging-an-alert) --,
 publishes it on ``…/alert/ack`` through the broker named in the site config
 (same username, password and TLS as the gateway, through the one asyncio MQTT
-client of ``gateway.uplink.client``) and waits for the gateway's answer
+client of ``core.mqtt``) and waits for the gateway's answer
 (``alert.acknowledged``, ``alert.resolved`` or ``alert.ack_rejected``).  Exit codes: 0 done, 1 not confirmed or refused,
 2 bad config, 130 interrupted (Ctrl-C; ``--follow`` exits 0).
 """

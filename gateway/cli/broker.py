@@ -1,7 +1,7 @@
 """How the operator commands talk to the broker: the one asyncio client, and one way to say why not.
 
 ``canopy alerts``, ``canopy ack`` and ``canopy remote`` each run one coroutine
-with ``asyncio.run`` around ``gateway.uplink.client.MqttClient``; this module
+with ``asyncio.run`` around ``core.mqtt.MqttClient``; this module
 gives them the client for a site's broker (same login and TLS as the gateway's
 uplink), the sentence for a failed connect, and Ctrl-C as a quiet exit.
 """

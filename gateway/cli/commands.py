@@ -8,7 +8,7 @@ and waits for the gateway's results on ``…/cmd/result``: ``accepted``, then
 once ``rejected`` with a reason.  Exit codes: 0 executed, 1 rejected or
 failed, 2 usage or key problem, 3 no answer (timeout, broker unreachable),
 130 interrupted (Ctrl-C).  The broker is reached through the one asyncio MQTT
-client of ``gateway.uplink.client``, with the gateway's TLS policy.
+client of ``core.mqtt``, with the gateway's TLS policy.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
-"""Typed config for remote commands: issuers and what they may do, valves, programs, locks.
+"""Typed config for remote commands: issuers and what they may do, valves, manifolds, programs, locks.
 
 The site YAML's ``commands:`` section (docs/commands.md).  Durations are
 seconds or text such as ``90s``, ``15m``, ``2h``, ``1h30m``.  Everything is
-checked at load: pydantic for shapes, :func:`validate_commands` for what needs
-the whole site (devices, points, keys, time zones).
+checked at load: pydantic for shapes here, checks.py for what needs the whole
+site (devices, points, keys, time zones, control ids).
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ from core.model import Strict
 Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 PointName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
 
-ACTIONS = ("irrigate", "close", "close_all", "resume_programs", "unlock", "lock", "reset_lockout")
-Action = Literal["irrigate", "close", "close_all", "resume_programs", "unlock", "lock", "reset_lockout"]
+ACTIONS = ("irrigate", "close", "close_all", "resume_programs", "unlock", "lock", "reset_lockout", "override")
+Action = Literal["irrigate", "close", "close_all", "resume_programs", "unlock", "lock", "reset_lockout", "override"]
 VALVE_ACTIONS = frozenset({"irrigate", "close"})
 LOCK_ACTIONS = frozenset({"unlock", "lock", "reset_lockout"})
+CONTROL_ACTIONS = frozenset({"override"})  # target: a control id of the site's `controls:`
 SITE_ACTIONS = frozenset({"close_all", "resume_programs"})  # target "*"
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -143,12 +144,19 @@ class FlowInterlock(Strict):
     point: PointName = "flow_rate"
     min: float = Field(0.0, ge=0, description="less flow than this while open: blocked line, stop")
     max: float = Field(description="more flow than this while open: leak, stop")
-    settle: Duration = Field(60.0, ge=0, le=3600, description="seconds after opening before flow is judged")
+    settle: Duration = Field(60.0, ge=0, le=3600, description="seconds after opening (or closing) before flow is judged")
+    idle_max: float = Field(0.0, ge=0, description="at most this much counts as no flow: more with every valve on the meter "
+                                                   "closed is 'flow while closed', at most this with one open is 'no flow' "
+                                                   "(each an alarm)")
+    block_for: Duration = Field(1800.0, ge=0, le=7 * 86400, description="after this interlock stopped valves, openings on "
+                                                                        "the meter are refused this long (0: not at all)")
 
     @model_validator(mode="after")
     def _range(self) -> "FlowInterlock":
         if self.max <= self.min:
             raise ValueError("max must be above min")
+        if self.idle_max >= self.max:
+            raise ValueError("idle_max must be below max")
         return self
 
 
@@ -161,6 +169,15 @@ class Interlocks(Strict):
     if_unknown: Literal["block", "allow"] = Field("block", description="open or not when an interlock's reading is unknown")
 
 
+class ValveFeedback(Strict):
+    """A point that shows what the valve really does: a position switch, a current sense (never the coil itself)."""
+
+    device: Id
+    point: PointName
+    above: float | None = Field(None, description="a number point reads open while above this; default: non-zero")
+    inverted: bool = Field(False, description="true while the valve is closed (a closed-position switch)")
+
+
 class ValveConfig(Strict):
     id: Id
     zone: int | None = Field(None, ge=1, le=999, description="zone number (`canopy remote irrigate --zone N` targets zone-N)")
@@ -171,6 +188,21 @@ class ValveConfig(Strict):
     on_link_loss: Literal["keep", "close"] = Field("keep", description="keep the running timed cycle, or close after link_loss_after without the broker")
     link_loss_after: Duration = Field(300.0, ge=0, le=86400)
     interlocks: Interlocks | None = None
+    feedback: ValveFeedback | None = Field(None, description="where the valve's real position is read; without it results "
+                                                             "say confirmed: false")
+    confirm_within: Duration = Field(10.0, gt=0, le=600, description="feedback must agree this soon after a write, else "
+                                                                     "the command fails and an alarm is raised")
+
+
+class ManifoldConfig(Strict):
+    """A pump or manifold that can feed only so many zones at once."""
+
+    id: Id
+    valves: list[Id] = Field(min_length=1, description="the valves it feeds")
+    max_open: int = Field(ge=1, le=999, description="zones it can feed at once")
+    when_full: Literal["queue", "refuse"] = Field("queue", description="another opening waits for a free slot (queued), "
+                                                                       "or is refused")
+    max_wait: Duration = Field(1800.0, gt=0, le=86400, description="a queued opening fails if no slot frees this soon")
 
 
 class ProgramConfig(Strict):
@@ -224,6 +256,7 @@ class CommandsConfig(Strict):
     max_validity: Duration = Field(3600.0, gt=0, le=7 * 86400, description="longest allowed expires_at - issued_at")
     issuers: dict[Id, IssuerConfig] = Field(default_factory=dict)
     valves: list[ValveConfig] = Field(default_factory=list)
+    manifolds: list[ManifoldConfig] = Field(default_factory=list, description="pumps/manifolds with a limit of open zones")
     programs: list[ProgramConfig] = Field(default_factory=list)
     locks: list[LockConfig] = Field(default_factory=list)
     timezone: str | None = Field(None, description="IANA zone for program windows and days (default: the board's local time)")
@@ -231,7 +264,7 @@ class CommandsConfig(Strict):
     max_payload: int = Field(8192, ge=512, le=65536, description="largest accepted command message (bytes)")
     queue: int = Field(64, ge=1, le=10000, description="commands waiting to be handled; more are dropped and counted")
 
-    @field_validator("issuers", "valves", "programs", "locks", mode="before")
+    @field_validator("issuers", "valves", "manifolds", "programs", "locks", mode="before")
     @classmethod
     def _none(cls, v, info):  # "valves:" with nothing under it means none
         if v is None:
@@ -239,20 +272,7 @@ class CommandsConfig(Strict):
         return v
 
 
-# -- cross-checks -----------------------------------------------------------------------------
-def _device_points(site, profiles) -> dict[str, dict[str, object]]:
-    """device id -> {point name: Point or LinePoint} for every configured device."""
-    out: dict[str, dict[str, object]] = {}
-    for bus in site.buses:
-        for dev in bus.devices:
-            if getattr(dev, "profile", None) is not None:
-                prof = profiles.get(dev.profile)
-                out[dev.id] = {p.name: p for p in prof.points} if prof else {}
-            else:
-                out[dev.id] = {p.name: p for p in getattr(dev, "points", [])}
-    return out
-
-
+# -- helpers the runtime shares -----------------------------------------------------------------
 def device_locations(site) -> dict[str, dict]:
     out = {}
     for bus in site.buses:
@@ -277,153 +297,8 @@ def target_allowed(issuer: IssuerConfig, target_id: str, location: dict) -> bool
     return building is not None and str(building) in {str(b) for b in issuer.buildings}
 
 
-class _Checks:
-    """What the cross-checks share: the problems found, the site's points, the ids and outputs claimed so far."""
-
-    def __init__(self, site, profiles, src):
-        self.src = src
-        self.problems: list = []
-        self.points = _device_points(site, profiles)
-        self.targets: dict[str, tuple] = {}
-        self.zones: dict[int, tuple] = {}
-        self.outputs: dict[tuple[str, str], tuple] = {}
-
-    def problem(self, path, message: str) -> None:
-        self.problems.append(self.src.problem(path, message))
-
-    def point_of(self, path, device, point, *, writable=False, what="point"):
-        if device not in self.points:
-            self.problem(path + ("device",), f"unknown device '{device}' (not on any bus)")
-            return None
-        p = self.points[device].get(point)
-        if p is None:
-            have = ", ".join(sorted(self.points[device])) or "none"
-            self.problem(path + (what,), f"device '{device}' has no point '{point}' (it has: {have})")
-            return None
-        if writable and not getattr(p, "writable", False):
-            self.problem(path + (what,), f"point '{point}' of '{device}' is not writable (profile says writable: false)")
-            return None
-        return p
-
-    def claim(self, path, tid) -> None:
-        if tid == "*":
-            self.problem(path + ("id",), "'*' is reserved (close_all)")
-        elif tid in self.targets:
-            self.problem(path + ("id",), f"duplicate target id '{tid}' (first at line {self.src.line_of(self.targets[tid])})")
-        self.targets.setdefault(tid, path + ("id",))
-
-    def claim_output(self, path, device, point) -> None:
-        if (device, point) in self.outputs:
-            self.problem(path + ("point",), f"{device}.{point} is already driven by line {self.src.line_of(self.outputs[(device, point)])}")
-        self.outputs.setdefault((device, point), path + ("point",))
-
-
-_BASE = ("commands",)
-
-
 def validate_commands(site, profiles, src) -> list:
-    """Cross-checks needing the whole site (unknown devices/points, keys); returns Problems."""
-    cc: CommandsConfig = site.commands
-    ck = _Checks(site, profiles, src)
-    valves = _check_valves(ck, cc)
-    _check_locks(ck, cc)
-    _check_programs(ck, cc, valves)
-    if cc.timezone is not None:
-        try:
-            from zoneinfo import ZoneInfo
+    """Cross-checks needing the whole site (checks.py); here because the config loader imports it from here."""
+    from gateway.commands.checks import validate_commands as check
 
-            ZoneInfo(cc.timezone)
-        except Exception:
-            ck.problem(_BASE + ("timezone",), f"unknown time zone {cc.timezone!r} (use an IANA name such as Asia/Shanghai)")
-    _check_issuers(ck, cc, site, os.path.dirname(os.path.abspath(src.file)))
-    return ck.problems
-
-
-def _check_valves(ck: _Checks, cc: CommandsConfig) -> dict[str, ValveConfig]:
-    valves = {}
-    for i, v in enumerate(cc.valves):
-        path = _BASE + ("valves", i)
-        ck.claim(path, v.id)
-        valves[v.id] = v
-        if v.zone is not None:
-            if v.zone in ck.zones:
-                ck.problem(path + ("zone",), f"zone {v.zone} is already valve at line {ck.src.line_of(ck.zones[v.zone])}")
-            ck.zones.setdefault(v.zone, path + ("zone",))
-        p = ck.point_of(path, v.device, v.point, writable=True)
-        if p is not None:
-            ck.claim_output(path, v.device, v.point)
-            if getattr(p, "table", None) not in ("coil", "holding"):
-                ck.problem(path + ("point",), f"point '{v.point}' is not a coil or holding register")
-        if v.pulse_point is not None:
-            pp = ck.point_of(path, v.device, v.pulse_point, writable=True, what="pulse_point")
-            if pp is not None and getattr(pp, "table", None) != "holding":
-                ck.problem(path + ("pulse_point",), "a pulse register must be a holding register (seconds)")
-        if v.interlocks is not None:
-            for name in ("moisture", "rain", "tank", "flow"):
-                il = getattr(v.interlocks, name)
-                if il is not None:
-                    ck.point_of(path + ("interlocks", name), il.device, il.point)
-            if v.interlocks.flow is not None and v.interlocks.flow.max > 0 and v.interlocks.flow.settle > v.max_run:
-                ck.problem(path + ("interlocks", "flow", "settle"), "settle is longer than max_run: flow would never be judged")
-    return valves
-
-
-def _check_locks(ck: _Checks, cc: CommandsConfig) -> None:
-    for i, lk in enumerate(cc.locks):
-        path = _BASE + ("locks", i)
-        ck.claim(path, lk.id)
-        if ck.point_of(path, lk.device, lk.point, writable=True) is not None:
-            ck.claim_output(path, lk.device, lk.point)
-        ck.point_of(path, lk.device, lk.state_point, what="state_point")
-        for key in ("door_point", "tamper_point", "battery_point"):
-            name = getattr(lk, key)
-            if name is not None:
-                ck.point_of(path, lk.device, name, what=key)
-        if lk.relock_point is not None:
-            ck.point_of(path, lk.device, lk.relock_point, writable=True, what="relock_point")
-        elif lk.relock == "device":
-            rp = ck.points.get(lk.device, {}).get("relock_time")
-            if rp is None or not getattr(rp, "writable", False):
-                ck.problem(path + ("relock",), "relock: device needs relock_point (the device's auto-relock register); "
-                                               "this profile has no writable 'relock_time'")
-
-
-def _check_programs(ck: _Checks, cc: CommandsConfig, valves: dict[str, ValveConfig]) -> None:
-    for i, pr in enumerate(cc.programs):
-        path = _BASE + ("programs", i)
-        if pr.valve not in valves:
-            ck.problem(path + ("valve",), f"unknown valve '{pr.valve}' (commands.valves has: {', '.join(valves) or 'none'})")
-        elif pr.max_run > valves[pr.valve].max_run:
-            ck.problem(path + ("max_run",), f"longer than the valve's max_run ({valves[pr.valve].max_run:g} s)")
-        ck.point_of(path + ("sensor",), pr.sensor.device, pr.sensor.point)
-    prog_ids = [p.id for p in cc.programs]
-    for i, pid in enumerate(prog_ids):
-        if pid in prog_ids[:i]:
-            ck.problem(_BASE + ("programs", i, "id"), f"duplicate program id '{pid}'")
-
-
-def _check_issuers(ck: _Checks, cc: CommandsConfig, site, base_dir: str) -> None:
-    from core.protocol.envelope import KeyError_, load_public_key
-
-    locations = device_locations(site)
-    buildings = {str(locations.get(t.device, {}).get("building")) for t in list(cc.valves) + list(cc.locks)}
-    for name, issuer in cc.issuers.items():
-        path = _BASE + ("issuers", name)
-        key_path = path + ("public_key" if issuer.public_key is not None else "public_key_file",)
-        try:
-            load_public_key(resolve_key_text(issuer, base_dir))
-        except FileNotFoundError:
-            ck.problem(key_path, f"file not found: {issuer.public_key_file}")
-        except (OSError, UnicodeDecodeError) as exc:
-            ck.problem(key_path, f"cannot read: {getattr(exc, 'strerror', None) or exc}")
-        except KeyError_ as exc:
-            ck.problem(key_path, str(exc))
-        for j, pattern in enumerate(issuer.targets):
-            if pattern != "*" and not any(fnmatch.fnmatchcase(t, pattern) for t in ck.targets):
-                ck.problem(path + ("targets", j), f"'{pattern}' matches no valve or lock (have: {', '.join(ck.targets) or 'none'})")
-        for j, b in enumerate(issuer.buildings):
-            if str(b) not in buildings:
-                ck.problem(path + ("buildings", j), f"no valve or lock is in building {b!r} (set location.building on the device)")
-        wants_targets = set(issuer.actions) - SITE_ACTIONS
-        if wants_targets and not issuer.targets and not issuer.buildings:
-            ck.problem(path + ("actions",), f"{sorted(wants_targets)} need targets or buildings: on which valves/locks?")
+    return check(site, profiles, src)

@@ -1,9 +1,11 @@
 """The latest readings, and the interlocks judged on them (pure functions over what was seen).
 
 Soil already wet, rain, tank low refuse an opening and stop a running cycle;
-abnormal flow stops the valves running on that meter.  A reading older than
-``stale_after`` is unknown: an opening is refused (``if_unknown: block``) or
-allowed, a running cycle is left alone.
+the words say which interlock and give the reading with its unit ("blocked by
+interlock moisture: soil moisture 40.0 % is above 35.0 % (soil-2.moisture)").
+A reading older than ``stale_after`` is unknown: an opening is refused
+(``if_unknown: block``) or allowed, a running cycle is left alone.  The flow
+interlock is judged per meter (flow.py).
 """
 
 from __future__ import annotations
@@ -50,28 +52,40 @@ class Readings:
         return self.latest[key][0]
 
 
-def _checks(il) -> list:
+def with_unit(value, unit: str | None) -> str:
+    """``40.0 %``, ``0.3 m``; a value without a unit as it is."""
+    return f"{value} {unit}" if unit else f"{value}"
+
+
+def _checks(il, units: dict) -> list:
+    """(name, config, trips(value), words(value)) for each interlock configured; words name the unit."""
+    def u(c):
+        return units.get((c.device, c.point))
+
     checks = []
     if il.moisture is not None:
         checks.append(("moisture", il.moisture, lambda x, c=il.moisture: x > c.above,
-                       lambda x, c=il.moisture: f"soil moisture {x} is above {c.above} ({c.device}.{c.point})"))
+                       lambda x, c=il.moisture: f"soil moisture {with_unit(x, u(c))} is above {with_unit(c.above, u(c))} "
+                                                f"({c.device}.{c.point})"))
     if il.rain is not None:
-        checks.append(("rain", il.rain, lambda x: bool(x), lambda x, c=il.rain: f"rain detected ({c.device}.{c.point})"))
+        checks.append(("rain", il.rain, lambda x: bool(x), lambda x, c=il.rain: f"it is raining ({c.device}.{c.point})"))
     if il.tank is not None:
         checks.append(("tank", il.tank, lambda x, c=il.tank: x < c.below,
-                       lambda x, c=il.tank: f"tank level {x} is below {c.below} ({c.device}.{c.point})"))
+                       lambda x, c=il.tank: f"tank level {with_unit(x, u(c))} is below {with_unit(c.below, u(c))} "
+                                            f"({c.device}.{c.point})"))
     return checks
 
 
-def tripped(il, readings: Readings, opening: bool) -> tuple[str, str] | None:
-    """The first interlock of ``il`` (a valve's ``interlocks:``) that trips: (name, detail), or None."""
+def tripped(il, readings: Readings, opening: bool, units: dict | None = None) -> tuple[str, str] | None:
+    """The first interlock of ``il`` (a valve's ``interlocks:``) that trips: (name, words with units), or None."""
     if il is None:
         return None
-    for name, c, trips, say in _checks(il):
+    for name, c, trips, say in _checks(il, units or {}):
         value = readings.fresh(c.device, c.point, il.stale_after)
         if value is UNKNOWN:
             if opening and il.if_unknown == "block":
-                return name, f"no reading of {c.device}.{c.point} in the last {il.stale_after:g} s ({name} interlock cannot be checked)"
+                return name, (f"no reading of {c.device}.{c.point} in the last {il.stale_after:g} s, so it cannot be "
+                              f"checked (if_unknown: block)")
             continue
         try:
             if trips(value):
@@ -81,30 +95,6 @@ def tripped(il, readings: Readings, opening: bool) -> tuple[str, str] | None:
     return None
 
 
-def flow_trips(valves: Iterable, readings: Readings, keys: set, mono: float) -> list[tuple[object, str]]:
-    """Running valves whose shared flow meter reads outside the sum of their ranges: [(valve, detail)]."""
-    groups: dict[tuple[str, str], list] = {}
-    for v in valves:
-        fl = v.cfg.interlocks.flow if v.cfg.interlocks else None
-        if fl is not None:
-            groups.setdefault((fl.device, fl.point), []).append(v)
-    out = []
-    for key, group in groups.items():
-        if key not in keys:
-            continue
-        running = [v for v in group if v.cycle is not None and not v.closing]
-        if not running or any(mono - v.opened_mono < v.cfg.interlocks.flow.settle for v in running):
-            continue
-        value = readings.value(key)
-        if not is_number(value):
-            continue
-        lo = sum(v.cfg.interlocks.flow.min for v in running)
-        hi = sum(v.cfg.interlocks.flow.max for v in running)
-        if value < lo:
-            detail = f"flow {value} is below {lo:g} at {key[0]}.{key[1]} (blocked line?)"
-        elif value > hi:
-            detail = f"flow {value} is above {hi:g} at {key[0]}.{key[1]} (leak?)"
-        else:
-            continue
-        out.extend((v, detail) for v in running)
-    return out
+def blocked_words(name: str, words: str) -> str:
+    """A refused opening, for people: ``blocked by interlock rain: it is raining (weather.rain_detected)``."""
+    return f"blocked by interlock {name}: {words}"

@@ -31,7 +31,7 @@ def broker_reachable(cfg, timeout: float) -> list[Check]:
 
 async def _connect(cfg, timeout: float) -> str:
     from gateway.uplink.broker_auth import broker_endpoint
-    from gateway.uplink.client import MqttClient, MqttConnectError
+    from core.mqtt import MqttClient, MqttConnectError
 
     try:
         endpoint = broker_endpoint(cfg.site.broker, cfg.resolve)

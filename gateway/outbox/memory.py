@@ -69,7 +69,6 @@ class MemoryLog:
         self.max_records = max_records  # per lane
         self.max_bytes = max_bytes
         self.epoch: str | None = None
-        self.published_epochs = 0  # degraded episodes that published from memory, this run
         self._entries: list[Held] = []
         self._lanes: dict[str, list[HeldRecord]] = {"alarm": [], "event": []}
         self._next = {"alarm": 1, "event": 1}
@@ -104,7 +103,6 @@ class MemoryLog:
         """The memory epoch of the current episode (a fresh one when none is open)."""
         if self.epoch is None:
             self.epoch = secrets.token_hex(8)
-            self.published_epochs += 1
             self._next = {"alarm": 1, "event": 1}
             self._late.clear()
         return self.epoch
@@ -121,10 +119,6 @@ class MemoryLog:
                 if len(out) >= limit:
                     break
         return out
-
-    def last_seq(self, lane: str) -> int:
-        recs = self._lanes.get(lane)
-        return recs[-1].seq if recs else 0
 
     def ack(self, epoch: str, lane: str, first: int, last: int) -> list[int]:
         """The broker has these records; returns the disk seqs of those committed meanwhile (to acknowledge there)."""

@@ -34,7 +34,7 @@ from gateway.config.broker import BrokerConfig
 from gateway.outbox.store import Outbox, Row
 from gateway.uplink.batch import compose, cut_at_topic, fit, topics_for
 from gateway.uplink.broker_auth import broker_endpoint
-from gateway.uplink.client import MqttClient, MqttConnectError, MqttError, Will
+from core.mqtt import MqttClient, MqttConnectError, MqttError, Will
 from gateway.uplink.state import state_payload
 from gateway.uplink.subscriptions import Handler, Subscriptions, capability_of
 from gateway.uplink.window import RESERVED_SLOTS, Batch, InFlight, QueueDelayWindow, RateLimit

@@ -17,7 +17,6 @@ from gateway.cli.main import main
 from gateway.config import security
 from gateway.config.load import load_config
 from gateway.config.security import broker_findings, daemon_paths, exposed_files, is_loopback, review
-from gateway.config.site import SiteConfig
 from tests.support import PROFILES, site_config, wait_until
 
 SITE = """\

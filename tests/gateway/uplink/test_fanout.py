@@ -14,13 +14,12 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
+from core.mqtt import BrokerEndpoint, MqttClient
 from core.protocol.topics import Topics
 from core.records import event_body
 from gateway.config.broker import BrokerConfig
 from gateway.outbox.store import Outbox
 from gateway.uplink.batch import cut_at_topic, topics_for
-from gateway.uplink.broker_auth import BrokerEndpoint
-from gateway.uplink.client import MqttClient
 from gateway.uplink.uplink import Uplink
 from tests.support import until
 

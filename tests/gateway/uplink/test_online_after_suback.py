@@ -12,13 +12,12 @@ import socket
 import orjson
 import pytest
 
+from core.mqtt import BrokerEndpoint, MqttClient, MqttCodeError
 from core.protocol.schemas import validate
 from core.protocol.topics import Topics
 from core.records import event_body
 from gateway.config.broker import BrokerConfig
 from gateway.outbox.store import Outbox
-from gateway.uplink.broker_auth import BrokerEndpoint
-from gateway.uplink.client import MqttClient, MqttCodeError
 from gateway.uplink.uplink import Uplink
 from tests.support import until
 

@@ -104,6 +104,7 @@ async function loadGateways() {
   const gateways = await api("/api/gateways");
   desk.gateways = new Map(gateways.map((g) => [gwKey(g), g]));
   renderGateways();
+  renderAlerts();
   loadMetas();
 }
 
@@ -289,7 +290,7 @@ async function main() {
   live.start();
   setTimeout(() => { if (!desk.rendered) load(); }, 4000); // no hello yet: show what the API has anyway
   setInterval(tick, 1000);
-  setInterval(renderGateways, 10000);
+  setInterval(() => { renderGateways(); renderAlerts(); }, 10000);
 }
 
 main();

@@ -14,8 +14,8 @@ let ids = 0;
 
 // everything a card shows: when this string changes, the card is built again
 export function cardVersion(a, desk) {
-  const k = keyOf(a), i = desk.intents.get(k);
-  return [a.updated_at, a.status, a.severity, a.acked_by, a.next_escalation_at, a.step, i?.id, i?.status,
+  const k = keyOf(a), i = desk.intents.get(k), g = desk.gateways.get(gwKey(a));
+  return [g ? gatewayTrouble(g, now()) : "", a.updated_at, a.status, a.severity, a.acked_by, a.next_escalation_at, a.step, i?.id, i?.status,
     desk.open.has(k), desk.timelines.get(k)?.length, desk.metas.has(gwKey(a)), desk.lang].join("|");
 }
 
@@ -26,6 +26,7 @@ export function card(a, desk, handlers) {
   const step = nextStep(a, meta);
   const intent = desk.intents.get(k);
   const sev = a.severity || "none";
+  const gw = desk.gateways.get(gwKey(a)), trouble = gw ? gatewayTrouble(gw, now()) : null;
   return el("li", { class: `alert sev-${sev} st-${a.status}`, "data-key": k, "aria-labelledby": `${id}-what` },
     el("div", { class: "alert-head" },
       el("span", { class: `badge sev-${sev}` }, severityWord(a.severity)),
@@ -36,6 +37,7 @@ export function card(a, desk, handlers) {
     el("p", { class: "where" }, el("span", { class: "label" }, t("alert.where")), " ",
       where.length ? where.join(" · ") : t("where.unknown")),
     el("p", { class: "state" }, statusWords(a, meta)),
+    trouble ? el("p", { class: "gw-warning" }, t("alert.gateway_trouble", { state: t(`alert.gw_${trouble}`) })) : null,
     step ? el("p", { class: "countdown", "data-at": String(step.at), "data-group": step.group || "" },
       countdownText(step.at, step.group || "")) : null,
     intent ? intentLine(intent, desk) : null,
