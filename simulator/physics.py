@@ -289,23 +289,31 @@ class TankLevel(Model):
 
 
 class ValveRelay(Model):
-    """Zone coils; keeps when each changed so flow and soil can ask 'open at time t?'.
+    """Zone coils and the valves behind them; keeps when each changed so flow and soil can ask 'open at time t?'.
 
     Pulse (delay-off) mode, as many relay modules offer: holding register
     ``zone_N_pulse`` holds seconds; switching zone N on while it is non-zero
     switches it off again by itself that many seconds later (0: stay on).  A
     new write to the coil restarts or cancels the pulse.
+
+    Feedback: discrete input ``zone_N_open`` is the valve's open-limit switch.
+    The valve follows its coil ``travel`` seconds later (0: at once), unless it
+    is stuck (``set_stuck``): then it stays open or closed whatever the coil says,
+    and the flow and the soil follow the valve, not the coil.
     """
 
     PULSE_MAX = 65535
 
-    def __init__(self, clock: SimClock, seed: int, zones: int = 4) -> None:
+    def __init__(self, clock: SimClock, seed: int, zones: int = 4, travel: float = 0.0) -> None:
         super().__init__(clock, seed)
         self.changes: list[list[tuple[float, bool]]] = [[] for _ in range(zones)]
         self.pulse: list[int] = [0] * zones
         self.off_at: list[float | None] = [None] * zones  # pending device-side switch-off
+        self.travel = travel
+        self.stuck: list[list[tuple[float, bool | None]]] = [[] for _ in range(zones)]  # (since, stuck open/closed/free)
 
-    def is_open(self, zone: int, t: float) -> bool:
+    def coil_on(self, zone: int, t: float) -> bool:
+        """What the relay drives at ``t`` (the coil, with its pulse)."""
         changes = self.changes[zone - 1]
         i = bisect.bisect_right(changes, t, key=lambda c: c[0])
         if not i:
@@ -315,6 +323,19 @@ class ValveRelay(Model):
         if on and i == len(changes) and off_at is not None and t >= off_at:
             return False
         return on
+
+    def is_open(self, zone: int, t: float) -> bool:
+        """Whether the valve itself is open at ``t``: its coil ``travel`` earlier, unless it is stuck."""
+        stuck = self.stuck[zone - 1]
+        i = bisect.bisect_right(stuck, t, key=lambda c: c[0])
+        if i and stuck[i - 1][1] is not None:
+            return bool(stuck[i - 1][1])
+        return self.coil_on(zone, t - self.travel)
+
+    def set_stuck(self, zone: int, state: bool | None) -> None:
+        """From now on the valve stays open (True) or closed (False) whatever its coil says; None frees it."""
+        self.stuck[zone - 1].append((self.clock.now(), state))
+        del self.stuck[zone - 1][:-64]
 
     def open_count(self, t: float) -> int:
         return sum(self.is_open(z + 1, t) for z in range(len(self.changes)))
@@ -350,8 +371,10 @@ class ValveRelay(Model):
         del changes[:-256]
 
     def read(self, now: float) -> dict[str, int | float | bool | str]:
-        out: dict[str, int | float | bool | str] = {f"zone_{z + 1}": self.is_open(z + 1, now) for z in range(len(self.changes))}
-        out.update({f"zone_{z + 1}_pulse": self.pulse[z] for z in range(len(self.changes))})
+        zones = range(1, len(self.changes) + 1)
+        out: dict[str, int | float | bool | str] = {f"zone_{z}": self.coil_on(z, now) for z in zones}
+        out.update({f"zone_{z}_pulse": self.pulse[z - 1] for z in zones})
+        out.update({f"zone_{z}_open": self.is_open(z, now) for z in zones})
         return out
 
 

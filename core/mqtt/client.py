@@ -35,6 +35,7 @@ from core.mqtt.endpoint import PAHO_PROTOCOL, BrokerEndpoint, Protocol
 from core.mqtt.errors import (MqttCodeError, MqttConnectError, MqttDisconnectedError, MqttError,
                               describe_connect_failure, describe_refusal)
 from core.mqtt.inbox import Inbox
+from core.mqtt.lean_publish import raw_properties
 from core.mqtt.messages import Message, Will
 from core.mqtt.packet_guard import RECEIVER_MAX_PACKET_SIZE
 from core.mqtt.paho_factory import connect_blocking, new_paho
@@ -72,8 +73,8 @@ class MqttClient:
     paho client) with the same settings; ``endpoint``, ``will`` and ``clean_start`` may change in between.
     ``session_expiry`` (seconds) and ``receive_maximum`` (QoS 1 messages in
     flight to us) need MQTT 5.  ``on_lost(why)`` hears an accepted connection
-    end without us ending it.  ``receive_guard=False`` reads every packet whole
-    (paho's own way) for a receiver with a persistent session, to which a refused
+    end without us ending it.  ``receive_guard=False`` passes every packet on
+    whatever its size, for a receiver with a persistent session, to which a refused
     packet would come back on every reconnect.
     """
 
@@ -187,7 +188,7 @@ class MqttClient:
         client = new_paho(self.endpoint, client_id=self.client_id, protocol=self.protocol, clean_start=self.clean_start,
                           manual_ack=self.manual_ack, max_inflight=self.max_inflight,
                           connect_timeout=self.connect_timeout, will=self.will,
-                          guard=(self.max_packet_size, self._refused) if self.receive_guard else None)
+                          guard=(self.max_packet_size if self.receive_guard else None, self._refused))
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = client.on_unsubscribe = self._on_suback
@@ -408,8 +409,7 @@ class MqttClient:
                 log.warning("dropped a message whose topic is not UTF-8")
                 return
             topic = ""  # only the caller may acknowledge it: it gets it, as junk
-        props = msg.properties if self.protocol == "5" else None
-        message = Message(topic, msg.payload, msg.qos, bool(msg.retain), props, msg.mid, self.connection)
+        message = Message(topic, msg.payload, msg.qos, bool(msg.retain), raw_properties(msg), msg.mid, self.connection)
         if self.on_message is not None:
             self.on_message(message)
         else:

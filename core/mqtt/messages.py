@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 
@@ -20,7 +21,7 @@ class Will:
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """One message the broker delivered (``properties`` with MQTT 5 only).
+    """One message the broker delivered (``raw_properties`` and ``properties`` with MQTT 5 only).
 
     ``mid`` and ``connection`` (1 for the client's first connection, 2 after a
     reconnect, ...) are what ``MqttClient.ack`` needs: a mid means nothing to a
@@ -31,9 +32,18 @@ class Message:
     payload: bytes
     qos: int
     retain: bool
-    properties: Properties | None = None
+    raw_properties: bytes | None = None  # the encoded property block, its length first
     mid: int = 0
     connection: int = 0
+
+    @property
+    def properties(self) -> Properties | None:
+        """The MQTT 5 properties, decoded when asked: paho's decoder costs more than all the rest of a message."""
+        if self.raw_properties is None:
+            return None
+        props = Properties(PacketTypes.PUBLISH)
+        props.unpack(self.raw_properties)
+        return props
 
     def matches(self, pattern: str) -> bool:
         """Whether the topic matches a subscription pattern with ``+`` and ``#``."""

@@ -23,14 +23,14 @@ from core.mqtt.packet_guard import GuardedPaho
 
 def new_paho(endpoint: BrokerEndpoint, *, client_id: str, protocol: Protocol, clean_start: bool, manual_ack: bool,
              max_inflight: int, connect_timeout: float, will: Will | None,
-             guard: tuple[int, Callable[[int], None]] | None) -> mqtt.Client:
-    """A paho client ready to connect; ``guard`` (max packet size, on_refused) makes it read through the packet guard."""
-    options = dict(client_id=client_id, protocol=PAHO_PROTOCOL[protocol],
-                   clean_session=None if protocol == "5" else clean_start, manual_ack=manual_ack)
-    if guard is not None:
-        client = GuardedPaho(CallbackAPIVersion.VERSION2, **options, max_packet_size=guard[0], on_refused=guard[1])
-    else:
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, **options)
+             guard: tuple[int | None, Callable[[int], None]]) -> mqtt.Client:
+    """A paho client ready to connect, reading through the packet guard: ``guard`` is (max packet size, on_refused).
+
+    A max packet size of None passes every packet on (the guard then only reads in chunks).
+    """
+    client = GuardedPaho(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=PAHO_PROTOCOL[protocol],
+                         clean_session=None if protocol == "5" else clean_start, manual_ack=manual_ack,
+                         max_packet_size=guard[0], on_refused=guard[1])
     client.connect_timeout = connect_timeout  # bounds the worker thread, even after its caller gave up on it
     client.max_inflight_messages_set(max_inflight)
     if endpoint.username:

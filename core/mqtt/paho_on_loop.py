@@ -25,6 +25,7 @@ from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 
+MAX_READS_PER_TURN = 256  # paho reads (a packet each) per event-loop turn: a flood cannot hold the loop (~5 ms)
 
 class PahoOnLoop:
     """Attach one paho client to one asyncio loop."""
@@ -82,14 +83,19 @@ class PahoOnLoop:
         self._guarded(self._read)
 
     def _read(self) -> None:
-        if self._paused or self._sock is None:
+        """Hand paho what the socket has, and what a GuardedSocket or TLS holds that the selector cannot see.
+
+        At most MAX_READS_PER_TURN packets in one loop turn; the rest on the next turn, after other work.
+        """
+        sock = self._sock
+        if self._paused or sock is None:
             return
         client = self.client
-        client.loop_read()
-        # TLS may hold decrypted bytes the selector cannot see (a GuardedSocket says so through pending()).
-        sock = self._sock
-        while sock is self._sock and not self._paused and _pending(sock):
+        for _ in range(MAX_READS_PER_TURN):
             client.loop_read()
+            if sock is not self._sock or self._paused or not _pending(sock):
+                return
+        self.loop.call_soon(self._readable)
 
     def _on_close(self, client, userdata, sock) -> None:
         self._call(self._close, sock)

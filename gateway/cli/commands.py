@@ -1,4 +1,5 @@
-"""Issuer-side tools: ``canopy keys gen`` and ``canopy remote irrigate|close|close-all|unlock|lock|...``.
+"""Issuer-side tools: ``canopy keys gen`` and ``canopy remote irrigate|close|close-all|unlock|lock|...``
+(``canopy remote configure``, a whole site config: remote_config.py).
 
 ``canopy remote ...`` signs one command envelope (protocol v2, kind ``command``;
 ``--as PERSON`` names the person a service signs for) with the issuer's private
@@ -82,6 +83,10 @@ def add_parsers(subparsers) -> None:
         p = rsub.add_parser(name, parents=[common], help=text)
         p.add_argument("--lock", "--target", dest="target", required=True, help="lock id, e.g. door-101")
         p.set_defaults(func=cmd_remote, action=action)
+
+    from gateway.cli.remote_config import add_parser as add_configure_parser
+
+    add_configure_parser(rsub, common)
 
 
 def _valve_target(p) -> None:
@@ -209,9 +214,11 @@ def remote_endpoint(host: str, port: int, tls_ca: str | None = None, username: s
     return BrokerEndpoint(host, port, username if username else None, password, tls)
 
 
-async def send_async(env: dict, endpoint, *, timeout: float = 30.0, on_record=None) -> list[dict]:
-    """``send`` on a running loop: subscribe ``…/cmd/result``, publish on ``…/cmd`` (PUBACK awaited), collect."""
+async def send_async(env: dict, endpoint, *, timeout: float = 30.0, on_record=None, final=FINAL) -> list[dict]:
+    """``send`` on a running loop: subscribe ``…/cmd/result``, publish on the envelope kind's topic (``…/cmd``,
+    ``…/config``; PUBACK awaited), collect until a ``final`` status."""
     from core.mqtt import MqttClient, MqttConnectError, MqttDisconnectedError
+    from core.protocol.envelope import KINDS
     from core.protocol.topics import Topics
     from gateway.cli.broker import client_id
 
@@ -221,9 +228,9 @@ async def send_async(env: dict, endpoint, *, timeout: float = 30.0, on_record=No
     try:
         async with asyncio.timeout(timeout), client:
             await client.subscribe(topics.cmd_result)
-            await client.publish(topics.cmd, orjson.dumps(env), qos=1)
+            await client.publish(f"{topics.base}/{KINDS[env.get('kind', 'command')]}", orjson.dumps(env), qos=1)
             async for msg in client.messages():
-                if _collect(msg.payload, env["id"], records, on_record):
+                if _collect(msg.payload, env["id"], records, on_record, final):
                     break
     except TimeoutError:
         pass  # the records so far; the caller says what is missing
@@ -236,7 +243,7 @@ async def send_async(env: dict, endpoint, *, timeout: float = 30.0, on_record=No
     return records
 
 
-def _collect(payload: bytes, cmd_id: str, records: list[dict], on_record) -> bool:
+def _collect(payload: bytes, cmd_id: str, records: list[dict], on_record, final=FINAL) -> bool:
     """Add this command's new results from one message; True once a final one arrived."""
     from gateway.cli.broker import records_of
 
@@ -246,7 +253,7 @@ def _collect(payload: bytes, cmd_id: str, records: list[dict], on_record) -> boo
         records.append(rec)
         if on_record is not None:
             on_record(rec)
-        if rec.get("status") in FINAL:
+        if rec.get("status") in final:
             return True
     return False
 

@@ -32,7 +32,7 @@ def describe(exc: BaseException) -> str:
 
 
 def new_counters() -> dict:
-    return {"received": 0, "accepted": 0, "executed": 0, "failed": 0, "rejected": {}, "dropped": 0,
+    return {"received": 0, "accepted": 0, "queued": 0, "executed": 0, "failed": 0, "rejected": {}, "dropped": 0,
             "junk": {}, "junk_issuers": {}, "emit_errors": 0, "worker_errors": 0}
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import fnmatch
 import os
 
-from gateway.commands.config import SITE_ACTIONS, CommandsConfig, ValveConfig, device_locations, resolve_key_text
+from gateway.commands.targets import SITE_ACTIONS, device_locations, resolve_key_text
 
 def _device_points(site, profiles) -> dict[str, dict[str, object]]:
     """device id -> {point name: Point or LinePoint} for every configured device."""
@@ -71,7 +71,7 @@ _BASE = ("commands",)
 
 def validate_commands(site, profiles, src) -> list:
     """Cross-checks needing the whole site (unknown devices/points, keys); returns Problems."""
-    cc: CommandsConfig = site.commands
+    cc = site.commands
     ck = _Checks(site, profiles, src)
     valves = _check_valves(ck, cc)
     _check_manifolds(ck, cc, valves)
@@ -88,7 +88,7 @@ def validate_commands(site, profiles, src) -> list:
     return ck.problems
 
 
-def _check_valves(ck: _Checks, cc: CommandsConfig) -> dict[str, ValveConfig]:
+def _check_valves(ck: _Checks, cc) -> dict:
     valves = {}
     for i, v in enumerate(cc.valves):
         path = _BASE + ("valves", i)
@@ -119,7 +119,7 @@ def _check_valves(ck: _Checks, cc: CommandsConfig) -> dict[str, ValveConfig]:
     return valves
 
 
-def _check_feedback(ck: _Checks, path: tuple, v: ValveConfig) -> None:
+def _check_feedback(ck: _Checks, path: tuple, v) -> None:
     fb = v.feedback
     p = ck.point_of(path, fb.device, fb.point)
     if p is None:
@@ -131,7 +131,7 @@ def _check_feedback(ck: _Checks, path: tuple, v: ValveConfig) -> None:
         ck.problem(path + ("above",), f"'{fb.point}' is a bit (on/off): above applies to a number point (a current, a position)")
 
 
-def _check_manifolds(ck: _Checks, cc: CommandsConfig, valves: dict[str, ValveConfig]) -> None:
+def _check_manifolds(ck: _Checks, cc, valves: dict) -> None:
     owner: dict[str, tuple] = {}
     ids: dict[str, tuple] = {}
     for i, m in enumerate(cc.manifolds):
@@ -148,7 +148,7 @@ def _check_manifolds(ck: _Checks, cc: CommandsConfig, valves: dict[str, ValveCon
             owner.setdefault(vid, vpath)
 
 
-def _check_locks(ck: _Checks, cc: CommandsConfig) -> None:
+def _check_locks(ck: _Checks, cc) -> None:
     for i, lk in enumerate(cc.locks):
         path = _BASE + ("locks", i)
         ck.claim(path, lk.id)
@@ -168,7 +168,7 @@ def _check_locks(ck: _Checks, cc: CommandsConfig) -> None:
                                                "this profile has no writable 'relock_time'")
 
 
-def _check_programs(ck: _Checks, cc: CommandsConfig, valves: dict[str, ValveConfig]) -> None:
+def _check_programs(ck: _Checks, cc, valves: dict) -> None:
     for i, pr in enumerate(cc.programs):
         path = _BASE + ("programs", i)
         if pr.valve not in valves:
@@ -182,7 +182,7 @@ def _check_programs(ck: _Checks, cc: CommandsConfig, valves: dict[str, ValveConf
             ck.problem(_BASE + ("programs", i, "id"), f"duplicate program id '{pid}'")
 
 
-def _check_issuers(ck: _Checks, cc: CommandsConfig, site, base_dir: str) -> None:
+def _check_issuers(ck: _Checks, cc, site, base_dir: str) -> None:
     from core.protocol.envelope import KeyError_, load_public_key
 
     locations = device_locations(site)

@@ -8,24 +8,20 @@ site (devices, points, keys, time zones, control ids).
 
 from __future__ import annotations
 
-import fnmatch
-import os
 import re
 from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from core.model import Strict
+# re-exported: the config loader, the alert acks and the remote config import these from here
+from gateway.commands.checks import validate_commands as validate_commands
+from gateway.commands.targets import resolve_key_text as resolve_key_text
 
 Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 PointName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
 
-ACTIONS = ("irrigate", "close", "close_all", "resume_programs", "unlock", "lock", "reset_lockout", "override")
 Action = Literal["irrigate", "close", "close_all", "resume_programs", "unlock", "lock", "reset_lockout", "override"]
-VALVE_ACTIONS = frozenset({"irrigate", "close"})
-LOCK_ACTIONS = frozenset({"unlock", "lock", "reset_lockout"})
-CONTROL_ACTIONS = frozenset({"override"})  # target: a control id of the site's `controls:`
-SITE_ACTIONS = frozenset({"close_all", "resume_programs"})  # target "*"
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)\s*([smhd])\s*)+$")
@@ -270,35 +266,3 @@ class CommandsConfig(Strict):
         if v is None:
             return {} if info.field_name == "issuers" else []
         return v
-
-
-# -- helpers the runtime shares -----------------------------------------------------------------
-def device_locations(site) -> dict[str, dict]:
-    out = {}
-    for bus in site.buses:
-        for dev in bus.devices:
-            loc = getattr(dev, "location", None)
-            out[dev.id] = loc.model_dump(exclude_none=True) if loc is not None else {}
-    return out
-
-
-def resolve_key_text(issuer: IssuerConfig, base_dir: str) -> str:
-    if issuer.public_key is not None:
-        return issuer.public_key
-    path = issuer.public_key_file if os.path.isabs(issuer.public_key_file) else os.path.join(base_dir, issuer.public_key_file)
-    with open(path, encoding="utf-8") as f:
-        return f.read()
-
-
-def target_allowed(issuer: IssuerConfig, target_id: str, location: dict) -> bool:
-    if any(fnmatch.fnmatchcase(target_id, pattern) for pattern in issuer.targets):
-        return True
-    building = location.get("building")
-    return building is not None and str(building) in {str(b) for b in issuer.buildings}
-
-
-def validate_commands(site, profiles, src) -> list:
-    """Cross-checks needing the whole site (checks.py); here because the config loader imports it from here."""
-    from gateway.commands.checks import validate_commands as check
-
-    return check(site, profiles, src)

@@ -22,7 +22,9 @@ from collections.abc import Awaitable, Callable
 
 from core.protocol.envelope import Envelope, load_public_key
 from gateway.commands.audit import describe
-from gateway.commands.config import ACTIONS, LOCK_ACTIONS, SITE_ACTIONS, VALVE_ACTIONS, CommandsConfig, resolve_key_text, target_allowed
+from gateway.commands.config import CommandsConfig
+from gateway.commands.targets import (ACTIONS, CONTROL_ACTIONS, LOCK_ACTIONS, SITE_ACTIONS, VALVE_ACTIONS, resolve_key_text,
+                                      target_allowed)
 from gateway.commands.gate import Gate, Junk, TokenBucket
 from gateway.commands.junk import JunkLedger
 
@@ -66,7 +68,7 @@ def load_keys(cc: CommandsConfig, base_dir: str) -> dict:
 
 class Intake:
     def __init__(self, cc: CommandsConfig, site: str, gateway: str, keys: dict, *, clock, store, jobs, audit,
-                 resolve: Callable[[str], object], locations: dict, handlers: dict[str, Handler]):
+                 resolve: Callable[[str, str], object], locations: dict, handlers: dict[str, Handler]):
         self.cc = cc
         self.site = site
         self.gateway = gateway
@@ -206,10 +208,12 @@ class Intake:
             if env.target != "*":
                 raise Rejected("unknown_target", f"{action} takes target '*'")
         else:
-            target = self.resolve(env.target)
+            target = self.resolve(env.target, action)
             if target is None:
-                raise Rejected("unknown_target", f"no valve or lock {env.target!r} on this gateway")
-            if action not in (VALVE_ACTIONS if target.kind == "valve" else LOCK_ACTIONS):
+                what = "control" if action in CONTROL_ACTIONS else "valve or lock"
+                raise Rejected("unknown_target", f"no {what} {env.target!r} on this gateway")
+            fits = {"valve": VALVE_ACTIONS, "lock": LOCK_ACTIONS, "control": CONTROL_ACTIONS}[target.kind]
+            if action not in fits:
                 raise Rejected("unsupported_action", f"{action} does not apply to {target.kind} {target.id}")
             info["target"] = target.id
         issuer = self.cc.issuers[env.issuer]
@@ -220,7 +224,7 @@ class Intake:
         return target
 
     def _allowed(self, issuer, target) -> bool:
-        loc = self.locations.get(target.cfg.device, {})
+        loc = self.locations.get(target.device_id, {})
         if target_allowed(issuer, target.id, loc):
             return True
         return target.alias is not None and target_allowed(issuer, target.alias, {})

@@ -7,6 +7,10 @@ the gateway.  A door still open is looked at again every ``RELOCK_RECHECK``
 seconds; the bolt goes home when it shuts.  Locks are locked at start-up (an
 unlock a restart cut short is reported as relocked) and at shutdown.  Lock
 state, tamper and battery changes seen in the readings are events.
+
+A lock's ``state_point`` (the bolt sensor) is its feedback: an unlock counts as
+done only when it reads unlocked, and results say ``confirmed: true`` unless the
+state point is the coil itself (then it only says what was written).
 """
 
 from __future__ import annotations
@@ -46,6 +50,15 @@ class Lock:
         self.last: dict = {}
         self.battery_low_sent = False
         self.relock_pending_sent = False
+
+    @property
+    def device_id(self) -> str:
+        return self.cfg.device
+
+    @property
+    def confirmed(self) -> bool:
+        """Whether the read-back is a sensor (the bolt), not the coil the gateway wrote."""
+        return self.cfg.state_point != self.cfg.point
 
 
 class Locks:
@@ -126,7 +139,8 @@ class Locks:
             await self._persist_unlock(lk)
             await self.audit.emit("event", event_body(now, "lock.unlocked", lock=lk.id, issuer=env.issuer, command=env.id,
                                                       relock_after_s=lk.cfg.relock_after, relock_by=lk.relock_by, state=state))
-        await self.audit.finish(info, "executed", state=state, relock_at=lk.unlocked["relock_at"], relock_by=lk.relock_by)
+        await self.audit.finish(info, "executed", state=state, relock_at=lk.unlocked["relock_at"], relock_by=lk.relock_by,
+                                confirmed=lk.confirmed)
 
     async def _unlock(self, lk: Lock) -> dict:
         if lk.device is None:
@@ -164,7 +178,7 @@ class Locks:
                 self.jobs.schedule(("relock", lk.id), RELOCK_RECHECK, self.relock, lk, "command")
             await self.audit.emit("event", event_body(self.clock.time(), "lock.locked", lock=lk.id, issuer=env.issuer,
                                                       command=env.id, locked=locked, state=state))
-        await self.audit.finish(info, "executed", state=state)
+        await self.audit.finish(info, "executed", state=state, confirmed=lk.confirmed and locked)
 
     # ---------------------------------------------------------------- relock
     async def relock(self, lk: Lock, reason: str) -> None:

@@ -5,7 +5,10 @@ one of its windows (after ``rest`` since its last cycle, if no interlock
 trips, at most ``max_per_day`` times a local day -- counted before opening),
 and stops it at ``stop_at`` or ``max_run``.  It goes through the same valve
 arbiter as remote commands: it never touches a valve opened by a command, and
-a remote ``close_all`` pauses every program for ``close_all_hold``.
+a remote ``close_all`` pauses every program for ``close_all_hold``.  It does not
+start while an interlock blocks its valve (flow included) nor while its
+manifold is full: it waits for its next reading, and queued remote openings
+go first.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from datetime import datetime
 
 from core.records import event_body
 from gateway.commands.config import ProgramConfig, parse_window
-from gateway.commands.interlocks import UNKNOWN, is_number, tripped
+from gateway.commands.interlocks import UNKNOWN, is_number
 
 log = logging.getLogger("canopy.commands")
 
@@ -36,13 +39,15 @@ class Program:
 
 
 class Programs:
-    def __init__(self, configs: list[ProgramConfig], timezone: str | None, *, clock, store, jobs, audit, readings, valves):
+    def __init__(self, configs: list[ProgramConfig], timezone: str | None, *, clock, store, jobs, audit, readings, valves,
+                 capacity=None):
         self.clock = clock
         self.store = store
         self.jobs = jobs
         self.audit = audit
         self.readings = readings
         self.valves = valves
+        self.capacity = capacity
         self.by_id: dict[str, Program] = {c.id: Program(c) for c in configs}
         self.hold_until: float | None = None
         self._tz = None
@@ -114,9 +119,11 @@ class Programs:
         if self.store.runs(p.id, day) >= p.cfg.max_per_day:
             p.skipped = f"{p.cfg.max_per_day} cycles today already"
             return None
-        trip = tripped(v.cfg.interlocks, self.readings, opening=True)
-        if trip is not None:
-            p.skipped = f"interlock {trip[0]}: {trip[1]}"
+        if (block := self.valves.blocked(v)) is not None:
+            p.skipped = block[1]
+            return None
+        if self.capacity is not None and (m := self.capacity.full(v)) is not None:
+            p.skipped = f"waiting for a free slot: {m.words_full()}"
             return None
         return day
 

@@ -9,17 +9,21 @@ Seam used by the runtime (gateway/runtime.py):
 - ``observe(readings)`` with every poll's readings (interlocks, programs, lock events);
 - ``run()`` as a task (the command worker and housekeeping);
 - ``await stop()`` on clean shutdown: valves closed and locks locked (< 2 s);
-- ``snapshot()`` for ``…/state``.
+- ``snapshot()`` for ``…/state``;
+- ``controls``: the ControlService (or None), for the ``override`` action.
 
 This class only wires the parts together, one concept per module:
 gate.py (junk recognised before it costs a queue slot), junk.py (what junk
 costs: counters and a summary a minute), intake.py (the queue of verified
 commands, freshness, authorisation), valves.py (the valve arbiter),
 valve_commands.py (irrigate, close, close_all, resume_programs),
-interlocks.py, programs.py (the irrigation scheduler), locks.py (unlock,
-lock, relock), lockout.py, audit.py (results, audit records, counters),
-timers.py (timers and background jobs) and store.py (durable state, written
-off the event loop).  docs/commands.md has the whole contract.
+feedback.py (confirming a valve by its feedback), interlocks.py, flow.py (the
+flow interlock and the built-in flow alarms), capacity.py (pump/manifold
+limits and the queue), programs.py (the irrigation scheduler), overrides.py
+(``override`` of a local control), locks.py (unlock, lock, relock),
+lockout.py, audit.py (results, audit records, counters), timers.py (timers
+and background jobs) and store.py (durable state, written off the event
+loop).  docs/commands.md has the whole contract.
 """
 
 from __future__ import annotations
@@ -30,11 +34,16 @@ import os
 from collections.abc import Callable
 
 from gateway.commands.audit import Audit, describe, new_counters
-from gateway.commands.config import CommandsConfig, device_locations
+from gateway.commands.capacity import Capacity
+from gateway.commands.config import CommandsConfig
+from gateway.commands.failsafe import FailSafe
+from gateway.commands.targets import CONTROL_ACTIONS, device_locations
+from gateway.commands.flow import FlowWatch
 from gateway.commands.intake import Intake, load_keys
 from gateway.commands.interlocks import Readings
 from gateway.commands.locks import Locks
 from gateway.commands.lockout import Lockout
+from gateway.commands.overrides import Overrides, control_targets
 from gateway.commands.programs import Programs
 from gateway.commands.store import CommandStore
 from gateway.commands.timers import Jobs
@@ -48,7 +57,7 @@ SAFE_STOP_S = 1.2  # of the runtime's 2 s: valves closed and locks locked, confi
 
 class CommandService:
     def __init__(self, cfg, clock, emit, devices: dict, state_dir: str, alerts=None,
-                 on_commit: Callable[[], None] | None = None):
+                 on_commit: Callable[[], None] | None = None, controls=None):
         self.cfg = cfg
         self.cc: CommandsConfig = cfg.site.commands
         self.site = cfg.site.site
@@ -65,14 +74,23 @@ class CommandService:
         self.audit = Audit(clock, emit, self.counters)
         self.readings = Readings(clock)
         parts = {"clock": clock, "store": self.store, "jobs": self.jobs, "audit": self.audit}
-        self.valves = Valves(self.cc.valves, devices, readings=self.readings, **parts)
-        self.programs = Programs(self.cc.programs, self.cc.timezone, readings=self.readings, valves=self.valves, **parts)
+        self.tz = _zone(self.cc.timezone)
+        units = _units(cfg)
+        self.valves = Valves(self.cc.valves, devices, readings=self.readings, units=units, **parts)
+        self.failsafe = FailSafe(self.valves)
+        self.flow = FlowWatch(self.valves, self.readings, units, tz=self.tz, **parts)
+        self.capacity = Capacity(self.cc.manifolds, self.valves, clock=clock, jobs=self.jobs, tz=self.tz)
+        self.programs = Programs(self.cc.programs, self.cc.timezone, readings=self.readings, valves=self.valves,
+                                 capacity=self.capacity, **parts)
         self.locks = Locks(self.cc.locks, devices, _writable_points(cfg), **parts)
         self.lockout = Lockout(self.locks, resolve=self.resolve, locations=self.locations, **parts)
-        vc = ValveCommands(self.valves, self.programs, clock=clock, audit=self.audit, readings=self.readings,
-                           close_all_hold=self.cc.close_all_hold)
+        self.control_targets = control_targets(cfg.site)
+        self.overrides = Overrides(controls, clock=clock, audit=self.audit, tz=self.tz)
+        vc = ValveCommands(self.valves, self.programs, self.capacity, clock=clock, audit=self.audit, jobs=self.jobs,
+                           close_all_hold=self.cc.close_all_hold, tz=self.tz)
         handlers = {"irrigate": vc.irrigate, "close": vc.close, "close_all": vc.close_all, "resume_programs": vc.resume_programs,
-                    "unlock": self.locks.cmd_unlock, "lock": self.locks.cmd_lock, "reset_lockout": self.lockout.cmd_reset_lockout}
+                    "unlock": self.locks.cmd_unlock, "lock": self.locks.cmd_lock, "reset_lockout": self.lockout.cmd_reset_lockout,
+                    "override": self.overrides.cmd_override}
         self.intake = Intake(self.cc, self.site, self.gateway, load_keys(self.cc, cfg.base_dir), resolve=self.resolve,
                              locations=self.locations, handlers=handlers, **parts)
         self._started = False
@@ -102,8 +120,10 @@ class CommandService:
     def latest(self) -> dict:
         return self.readings.latest
 
-    def resolve(self, name: str):
-        """A command's target: a valve id, a lock id, or ``zone-N``."""
+    def resolve(self, name: str, action: str | None = None):
+        """A command's target: a control id (``override``), else a valve id, a lock id, or ``zone-N``."""
+        if action in CONTROL_ACTIONS:
+            return self.control_targets.get(name)
         if name in self.valves.by_id:
             return self.valves.by_id[name]
         if name in self.locks.by_id:
@@ -118,9 +138,10 @@ class CommandService:
         await self.store.purge(now)
         self.programs.restore(now)
         self.lockout.restore(now)
+        self.flow.restore(now)
         interrupted = self.store.cycles()
-        closed = await self.valves.close_all_at_start()
-        await self.valves.report_interrupted(interrupted, closed, now)
+        closed = await self.failsafe.close_all_at_start()
+        await self.failsafe.report_interrupted(interrupted, closed, now)
         await self.locks.lock_all_at_start(now)
         self._started = True
         log.info("commands: %d valve(s) closed, %d lock(s) locked, %d issuer(s), %d program(s)%s",
@@ -146,13 +167,15 @@ class CommandService:
 
         try:
             await asyncio.wait_for(asyncio.gather(
-                *(safe(f"valve {v.id}", self.valves.stop_valve(v)) for v in self.valves.by_id.values()),
+                *(safe(f"valve {v.id}", self.failsafe.stop_valve(v)) for v in self.valves.by_id.values()),
                 *(safe(f"lock {lk.id}", self.locks.stop_lock(lk)) for lk in self.locks.by_id.values())), SAFE_STOP_S)
         except asyncio.TimeoutError:
             log.error("commands: shutdown could not confirm every valve closed in time; "
                       "an open cycle is reported as interrupted at the next start")
         for body in bodies:
             await self.audit.emit("event", body)
+        for item in self.capacity.waiting():  # accepted, never opened: say so rather than leave them hanging
+            await self.audit.finish(item.info, "failed", reason="cancelled", detail="the gateway stopped before a slot freed")
         try:
             await self.store.close()
         except Exception as exc:
@@ -172,7 +195,8 @@ class CommandService:
         keys, by_device = self.readings.update(readings)
         if not self._started:
             return
-        self.valves.observe(keys, by_device)
+        self.valves.observe(by_device)
+        self.flow.observe(keys)
         for p in self.programs.by_id.values():
             self.programs.evaluate(p)
         self.locks.observe(by_device)
@@ -198,10 +222,32 @@ class CommandService:
         now = self.clock.time()
         return {"link": self.link_up, "valves": self.valves.snapshot(), "locks": self.locks.snapshot(),
                 "programs": self.programs.snapshot(),
+                **({"manifolds": self.capacity.snapshot()} if self.capacity.by_id else {}),
+                **({"flow": self.flow.snapshot()} if self.flow.meters else {}),
                 "programs_paused_until": round(self.hold_until, 3) if self.programs.held(now) else None,
                 "counters": {**self.counters, "rejected": dict(self.counters["rejected"]),
                              "junk": {kind: dict(reasons) for kind, reasons in self.counters["junk"].items()},
                              "junk_issuers": dict(self.counters["junk_issuers"]), "store_errors": self.store.write_errors}}
+
+
+def _zone(name: str | None):
+    """The site's time zone for people's words (None: the board's)."""
+    if not name:
+        return None
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo(name)
+
+
+def _units(cfg) -> dict[tuple[str, str], str]:
+    """(device, point) -> unit, from the profiles: interlock and flow words give readings with their unit."""
+    out = {}
+    for _bus, dev in cfg.devices():
+        prof = cfg.profiles.get(getattr(dev, "profile", None))
+        for p in (prof.points if prof else getattr(dev, "points", [])):
+            if getattr(p, "unit", None):
+                out[(dev.id, p.name)] = p.unit
+    return out
 
 
 def _writable_points(cfg) -> dict[str, set[str]]:

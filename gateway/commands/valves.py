@@ -7,6 +7,7 @@ a cycle is on disk before the valve is touched, so a crash is reported after
 the restart (``valve.interrupted``); a close that fails is retried until the
 device confirms it (``valve.close_failed`` once, ``valve.close_recovered``);
 a valve found open that nobody here opened still closes at ``max_run``.
+Start-up and shutdown are in failsafe.py.
 
 A valve with ``feedback:`` is opened or closed only when its feedback agrees
 within ``confirm_within`` (feedback.py): an opening that is not confirmed
@@ -34,7 +35,6 @@ log = logging.getLogger("canopy.commands")
 
 CLOSE_RETRY_MAX = 30.0
 FOREIGN_GUARD = 1.0  # a reading this soon after our own write may predate it
-INTERRUPTED_DETAIL = "the gateway stopped during this cycle (crash or power loss); the valve was driven closed at start-up"
 
 
 class Valve:
@@ -95,79 +95,6 @@ class Valves:
         if v.close_failing:
             return "close_failing", f"{v.id} is failing to close; it will not be opened"
         return self.flow_block(v)
-
-    # ---------------------------------------------------------------- start-up and shutdown
-    async def close_all_at_start(self) -> dict[str, dict | None]:
-        """Every valve driven closed, device by device in parallel: {valve id: state read back, or None}."""
-        closed: dict[str, dict | None] = {}
-        by_device: dict[str, list[Valve]] = {}
-        for v in self.by_id.values():
-            by_device.setdefault(v.cfg.device, []).append(v)
-        await asyncio.gather(*(self._close_device_at_start(valves, closed) for valves in by_device.values()))
-        return closed
-
-    async def _close_device_at_start(self, valves: list[Valve], closed: dict) -> None:
-        """One device's valves, one after the other; a dead device costs one timeout, not one per valve."""
-        error = None
-        for v in valves:
-            if v.device is None:
-                closed[v.id] = None
-                continue
-            if error is None:
-                try:
-                    state = await self.write_and_read(v, False)
-                    if state.get(v.cfg.point) is False:
-                        closed[v.id] = state
-                        if v.cfg.feedback is not None:  # start-up does not wait: the feedback is judged meanwhile
-                            self.jobs.spawn(self._verify_closed(v, "startup", state))
-                        continue
-                    error = f"{v.cfg.point} still reads open"
-                except Exception as exc:
-                    error = describe(exc)
-            log.error("valve %s: cannot close at start-up (%s); retrying in the background", v.id, error)
-            closed[v.id] = None
-            v.busy = True
-            v.close_failing = True
-            self.jobs.spawn(self._retry_close(v, "startup", error))
-
-    async def _verify_closed(self, v: Valve, reason: str, state: dict) -> None:
-        async with v.lock:
-            conf = await self.feedback.wait_for(v, False, state.get(feedback_key(v)))
-            if conf.confirmed or self.jobs.stopping:
-                return
-            v.busy = True
-            await self._drive_closed(v, reason, first_error=conf.words(v, False))
-            v.busy = False
-            self.on_slot_free()
-
-    async def report_interrupted(self, interrupted: dict[str, dict], closed: dict, now: float) -> None:
-        """A cycle the store still holds was cut short by a crash: say so, and forget it once the valve is closed."""
-        for valve_id, cycle in interrupted.items():
-            await self.audit.emit("event", event_body(
-                now, "valve.interrupted", valve=valve_id, source=cycle.get("source"), issuer=cycle.get("issuer"),
-                command=cycle.get("command"), program=cycle.get("program"), opened_at=cycle.get("opened_at"),
-                planned_close_at=cycle.get("ends_at"), duration_s=cycle.get("duration"),
-                device_timer=cycle.get("device_timer", False), closed=closed.get(valve_id) is not None,
-                state=closed.get(valve_id), detail=INTERRUPTED_DETAIL))
-            if closed.get(valve_id) is not None or valve_id not in self.by_id:
-                self.store.clear_cycle(valve_id)
-
-    async def stop_valve(self, v: Valve) -> bytes | None:
-        """Clean shutdown: closed, and the ``valve.closed`` record of a running cycle (emitted by the caller)."""
-        if v.device is None:
-            return None
-        cycle = v.cycle
-        state = await self.write_and_read(v, False)
-        if state.get(v.cfg.point) is not False:
-            log.error("valve %s: still reads open at shutdown; reported as interrupted at the next start", v.id)
-            return None
-        v.cycle = None
-        if cycle is None:  # an open cut short by the shutdown itself is on disk only
-            cycle = self.store.cycles().get(v.id)
-        if cycle is not None:
-            self.store.clear_cycle(v.id)
-            return self.closed_body(v, cycle, "shutdown", state)
-        return None
 
     # ---------------------------------------------------------------- open
     def _new_cycle(self, v: Valve, now: float, duration: float, source: str, issuer, command, program) -> dict:
@@ -261,7 +188,7 @@ class Valves:
                 await self.audit.emit("event", self.closed_body(v, previous, "open_failed", state))
             return True
         v.close_failing = True
-        self.jobs.spawn(self._retry_close(v, "open_failed", error))
+        self.jobs.spawn(self.retry_close(v, "open_failed", error))
         return False
 
     # ---------------------------------------------------------------- close
@@ -287,9 +214,9 @@ class Valves:
                 if not retry:
                     # a command's answer must not wait for ever; keep trying in the background
                     v.close_failing = True
-                    self.jobs.spawn(self._retry_close(v, reason, error))
+                    self.jobs.spawn(self.retry_close(v, reason, error))
                     return state, error
-                state = await self._drive_closed(v, reason, first_error=error)
+                state = await self.drive_closed(v, reason, first_error=error)
                 if state is None:
                     return None, "stopping"
             v.cycle = None
@@ -303,10 +230,10 @@ class Valves:
                                                                 interlock=interlock, detail=detail))
             return state, None
 
-    async def _retry_close(self, v: Valve, reason: str, first_error: str | None = None) -> None:
+    async def retry_close(self, v: Valve, reason: str, first_error: str | None = None) -> None:
         async with v.lock:
             cycle = v.cycle
-            state = await self._drive_closed(v, reason, first_error=first_error)
+            state = await self.drive_closed(v, reason, first_error=first_error)
             if state is None:
                 return
             v.cycle = None
@@ -317,7 +244,7 @@ class Valves:
             if cycle is not None:
                 await self.audit.emit("event", self.closed_body(v, cycle, reason, state))
 
-    async def _drive_closed(self, v: Valve, reason: str, first_error: str | None) -> dict | None:
+    async def drive_closed(self, v: Valve, reason: str, first_error: str | None) -> dict | None:
         """Keep writing 'closed' until the device confirms it (a valve must close). None if stopping."""
         attempt = 0
         error = first_error

@@ -1,4 +1,9 @@
-"""Helpers for command tests: a site with valves and a lock, fake devices, a service on a FakeClock."""
+"""Helpers for command tests: a site with valves and a lock, fake devices, a service on a FakeClock.
+
+The fake valve module has position inputs (``zone_N_open``) that follow the coil
+unless a test makes the valve stuck; valves use them only where the site's
+config names them as ``feedback:`` (:func:`with_feedback`).
+"""
 
 from __future__ import annotations
 
@@ -64,12 +69,22 @@ def commands(**over) -> dict:
     return data
 
 
-def write_site(tmp: Path, cmds: dict | None = None, name: str = "site.yaml", devs: list[dict] | None = None) -> Path:
+def with_feedback(cmds: dict, zones=(1, 2, 3), confirm_within: float = 5) -> dict:
+    """``cmds`` with the position input of each of ``zones`` as its valve's feedback."""
+    for v in cmds["valves"]:
+        if v.get("zone") in zones:
+            v.update(feedback={"device": "valves", "point": f"zone_{v['zone']}_open"}, confirm_within=confirm_within)
+    return cmds
+
+
+def write_site(tmp: Path, cmds: dict | None = None, name: str = "site.yaml", devs: list[dict] | None = None,
+               extra: dict | None = None) -> Path:
     data = {
         "site": SITE, "gateway": GATEWAY, "profiles_dir": str(PROFILES),
         "store": {"path": str(tmp / "outbox.sqlite")},
         "buses": [{"id": "field", "type": "modbus_tcp", "host": "127.0.0.1", "port": 5020, "devices": devs or devices()}],
         "commands": commands() if cmds is None else cmds,
+        **(extra or {}),
     }
     path = tmp / name
     path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
@@ -107,6 +122,29 @@ class FakeDevice:
         return [(p, self.values[p.name]) for p in self.profile.points]
 
 
+class FakeValves(FakeDevice):
+    """The valve module double: each ``zone_N_open`` input follows its coil, unless the valve is stuck."""
+
+    def __init__(self):
+        super().__init__("valves", "valve_relay")
+        self.stuck: dict[int, bool] = {}
+        self.on_write = self._follow
+
+    def _follow(self, point, value):
+        if point.startswith("zone_") and point[5:].isdigit():
+            n = int(point[5:])
+            self.values[f"zone_{n}_open"] = self.stuck.get(n, bool(value))
+
+    def stick(self, zone: int, state: bool | None) -> None:
+        """The valve stays open (True) or closed (False) whatever its coil says; None frees it."""
+        if state is None:
+            self.stuck.pop(zone, None)
+            self.values[f"zone_{zone}_open"] = bool(self.values[f"zone_{zone}"])
+        else:
+            self.stuck[zone] = state
+            self.values[f"zone_{zone}_open"] = state
+
+
 class FakeLock(FakeDevice):
     """Door lock double: unlock coil drives 'locked'; optional device-side relock is driven by the test."""
 
@@ -129,13 +167,13 @@ class FakeLock(FakeDevice):
 
 class Harness:
     def __init__(self, tmp: Path, cmds: dict | None = None, devs: list[dict] | None = None, start: float = T0,
-                 on_commit=None):
+                 on_commit=None, extra: dict | None = None):
         self.tmp = tmp
         self.on_commit = on_commit  # the command store's commit hook (a slow SD card)
-        self.cfg = load_config(write_site(tmp, cmds, devs=devs))
+        self.cfg = load_config(write_site(tmp, cmds, devs=devs, extra=extra))
         self.clock = FakeClock(start)
         self.records: list[tuple[str, dict]] = []
-        self.valves = FakeDevice("valves", "valve_relay")
+        self.valves = FakeValves()
         self.doors = {"door-101": FakeLock("door-101"), "door-201": FakeLock("door-201")}
         self.devices = {"valves": self.valves, **self.doors}
         self.state_dir = tmp / "state"
@@ -149,8 +187,9 @@ class Harness:
             record["topic"] = topic
         self.records.append((lane, record))
 
-    async def start(self, readings: bool = True) -> CommandService:
-        self.svc = CommandService(self.cfg, self.clock, self.emit, self.devices, str(self.state_dir), on_commit=self.on_commit)
+    async def start(self, readings: bool = True, controls=None) -> CommandService:
+        self.svc = CommandService(self.cfg, self.clock, self.emit, self.devices, str(self.state_dir), on_commit=self.on_commit,
+                                  controls=controls)
         await self.svc.start()
         self.task = asyncio.create_task(self.svc.run())
         self.svc.on_link(True)
@@ -191,6 +230,11 @@ class Harness:
                             on_behalf_of=on_behalf_of)
         env.update(over)
         return envelope.sign(env, key) if key is not None else env
+
+    async def submit(self, env: dict) -> None:
+        """Hand a command over and let the service take it as far as it goes without time passing."""
+        self.svc.on_command("canopy/v1/x/y/cmd", orjson.dumps(env))
+        await self.svc.drain()
 
     async def send(self, env: dict | bytes) -> dict | None:
         payload = env if isinstance(env, bytes) else orjson.dumps(env)

@@ -4,7 +4,7 @@
 import { fmtNumber, state } from "./core.js";
 
 const NS = "http://www.w3.org/2000/svg";
-const W = 640, H = 260, PAD = { left: 56, right: 16, top: 16, bottom: 36 };
+const PAD = { left: 52, right: 14, top: 22, bottom: 34 };
 
 function svg(tag, attrs = {}, text) {
   const node = document.createElementNS(NS, tag);
@@ -19,8 +19,10 @@ function ticks(lo, hi, n) {
   return Array.from({ length: n }, (_, i) => lo + i * step);
 }
 
-// points: [{ts, value, min?, max?}] in time order; span: seconds shown (ends now)
-export function lineChart(points, { unit = "", span, until, summary }) {
+// points: [{ts, value, min?, max?}] in time order; span: seconds shown (ends at until); width: the box's
+// CSS pixels, so the labels are drawn at their real size on a phone as on a desk
+export function lineChart(points, { unit = "", span, until, summary, width = 640 }) {
+  const W = Math.max(280, Math.round(width)), H = Math.round(Math.min(300, Math.max(200, W * 0.55)));
   const end = until, begin = until - span;
   const values = points.flatMap((p) => [p.value, p.min, p.max]).filter((x) => typeof x === "number");
   const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img", "aria-label": summary });
@@ -36,9 +38,11 @@ export function lineChart(points, { unit = "", span, until, summary }) {
     root.append(svg("line", { x1: PAD.left, x2: W - PAD.right, y1: y(v), y2: y(v), class: "grid" }),
       svg("text", { x: PAD.left - 6, y: y(v) + 5, "text-anchor": "end", class: "tick" }, fmtNumber(v)));
   }
-  for (const ts of ticks(begin, end, 5)) {
-    root.append(svg("text", { x: x(ts), y: H - 10, "text-anchor": "middle", class: "tick" }, fmt.format(new Date(ts * 1000))));
-  }
+  const times = ticks(begin, end, W < 500 ? 3 : 5);
+  times.forEach((ts, i) => {
+    const anchor = i === 0 ? "start" : i === times.length - 1 ? "end" : "middle";
+    root.append(svg("text", { x: x(ts), y: H - 10, "text-anchor": anchor, class: "tick" }, fmt.format(new Date(ts * 1000))));
+  });
   const band = points.filter((p) => typeof p.min === "number" && typeof p.max === "number");
   if (band.length > 1) {
     const top = band.map((p) => `${x(p.ts).toFixed(1)},${y(p.max).toFixed(1)}`);
@@ -50,6 +54,6 @@ export function lineChart(points, { unit = "", span, until, summary }) {
     class: "line" }));
   const last = line.at(-1);
   if (last) root.append(svg("circle", { cx: x(last.ts), cy: y(last.value), r: 6, class: "last" }));
-  root.append(svg("text", { x: PAD.left, y: PAD.top - 2, class: "unit" }, unit));
+  root.append(svg("text", { x: PAD.left - 6, y: PAD.top - 8, "text-anchor": "end", class: "unit" }, unit));
   return root;
 }

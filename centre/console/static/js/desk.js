@@ -15,6 +15,7 @@ import { Live } from "./live.js";
 import { gatewayTrouble, isOpen, needsAck, severityRank, severityWord, whatHappened, whereParts } from "./words.js";
 
 const PAGE = 200; // cards shown at first, and added by "show more"
+const MAX_OPEN = 10000; // the API's largest list: more open alerts than this are counted as "10000+"
 const DESK_ROLES = ["duty_desk", "admin"];
 const desk = {
   alerts: new Map(), gateways: new Map(), metas: new Map(), intents: new Map(), timelines: new Map(),
@@ -30,10 +31,12 @@ function later(name, fn, ms) { // coalesce bursts of changes into one update
 
 // ---- reading ---------------------------------------------------------------------------------------------
 
+// the most urgent screenful first (drawn at once), then every open alert (for the counts and "show more")
 async function load() {
-  const [alerts, gateways, intents] = await Promise.all([
-    api("/api/alerts?state=open&limit=10000"), api("/api/gateways"), api("/api/intents").catch(() => [])]);
-  desk.alerts = new Map(alerts.map((a) => [keyOf(a), a]));
+  const [first, gateways, intents] = await Promise.all([
+    api(`/api/alerts?state=open&limit=${PAGE}`), api("/api/gateways"), api("/api/intents").catch(() => [])]);
+  desk.alerts = new Map(first.map((a) => [keyOf(a), a]));
+  desk.partial = first.length >= PAGE;
   desk.gateways = new Map(gateways.map((g) => [gwKey(g), g]));
   for (const i of intents) if (i.kind === "ack") desk.intents.set(`${i.site}/${i.gateway}/${i.target}`, i);
   renderAlerts();
@@ -41,6 +44,12 @@ async function load() {
   if (!desk.rendered) {
     desk.rendered = true;
     mark("alerts-rendered");
+  }
+  if (desk.partial) {
+    const all = await api(`/api/alerts?state=open&limit=${MAX_OPEN}`);
+    desk.alerts = new Map(all.map((a) => [keyOf(a), a]));
+    desk.partial = all.length >= MAX_OPEN;
+    renderAlerts();
   }
   for (const k of desk.open) loadTimeline(k);
   loadMetas();
@@ -141,7 +150,8 @@ function renderAlerts() {
     desk.cards.get(focus.key)?.li.querySelector(`[data-action="${focus.action}"]`)?.focus();
   }
   const critical = all.filter((a) => a.severity === "critical").length;
-  document.getElementById("alert-count").textContent = t("desk.count", { n: all.length, critical });
+  document.getElementById("alert-count").textContent = t(desk.partial ? "desk.count_partial" : "desk.count",
+    { n: all.length, critical });
   document.getElementById("alerts-empty").hidden = all.length > 0;
   const more = document.getElementById("show-more");
   more.hidden = all.length <= shown.length;

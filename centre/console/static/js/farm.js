@@ -6,7 +6,7 @@
 import { lineChart } from "./chart.js";
 import { api, banners, el, events, fmtNumber, header, mark, now, start, t, toLogin } from "./core.js";
 import { Live } from "./live.js";
-import { gatewayLine, readingTile, resultLine, valveControls, valveState } from "./farm_view.js";
+import { gatewayLine, isOn, readingTile, resultLine, valveControls, valveState } from "./farm_view.js";
 import { label } from "./words.js";
 
 const FARM_ROLES = ["farmer", "admin"];
@@ -128,7 +128,7 @@ function zoneSection(g, detail, zoneId, zone) {
 function valveBox(g, detail, id, v, online) {
   const reading = f.readings.get(rkey(g.gateway, v.device, v.point));
   const snap = detail.state?.commands?.valves?.[id];
-  const open = !!snap?.open;
+  const open = !!snap?.open || isOn(reading) === true;
   const targets = [id, ...(v.zone !== null && v.zone !== undefined ? [`zone-${v.zone}`] : [])];
   const idBase = `valve-${g.gateway}-${id}`;
   const minutes = { value: f.minutes.get(idBase), set: (x) => f.minutes.set(idBase, x) };
@@ -162,12 +162,13 @@ async function openChart(r, info, range = "day") {
     min: fmtNumber(Math.min(...values)), max: fmtNumber(Math.max(...values)), last: fmtNumber(values.at(-1)) })
     : t("chart.empty", { point: info.label, range: t(`chart.${range}`) });
   box.hidden = false;
+  const meta = f.details.get(r.gateway)?.meta;
   box.replaceChildren(
-    el("h2", { id: "chart-title" }, `${info.label} · ${r.device}`),
+    el("h2", { id: "chart-title" }, `${info.label} · ${label(meta?.devices?.[r.device]?.labels, r.device)}`),
     el("div", { class: "range", role: "group", "aria-labelledby": "chart-title" },
       ...Object.keys(RANGES).map((k) => el("button", { type: "button", class: "secondary", "aria-pressed": String(k === range),
         onclick: () => openChart(r, info, k) }, t(`chart.${k}`)))),
-    lineChart(points, { unit, span, until, summary }),
+    lineChart(points, { unit, span, until, summary, width: box.clientWidth - 32 }),
     el("p", { class: "chart-summary" }, summary),
     el("button", { type: "button", class: "secondary", onclick: () => { box.hidden = true; f.chart = null; } }, t("action.close")));
   box.scrollIntoView({ block: "nearest" });

@@ -26,7 +26,8 @@ export function gatewayLine(g, nowS) {
 
 export function readingTile(r, meta, onChart) {
   const info = pointInfo(meta, r.device, r.point);
-  const value = typeof r.value === "number" ? fmtNumber(r.value) : String(r.text ?? r.value ?? "–");
+  const flag = r.text === "true" || r.text === "false" ? r.text : typeof r.value === "boolean" ? String(r.value) : null;
+  const value = flag ? t(`value.${flag}`) : typeof r.value === "number" ? fmtNumber(r.value) : String(r.text ?? r.value ?? "–");
   return el("li", { class: "tile" },
     el("button", { type: "button", class: "tile-button", onclick: () => onChart(r, info),
       "aria-label": t("farm.tile_label", { point: info.label, value, unit: r.unit || info.unit, device: label(meta?.devices?.[r.device]?.labels, r.device) }) },
