@@ -80,6 +80,7 @@ async def measure_render(tmp: Path, n_alerts: int, rounds: int) -> list[float]:
                 await page.goto("/desk")
                 out.append(await rendered(page, timeout=60))
                 shown = await page.locator(".alert").count()
+                await page.locator("#alert-count", has_text=f"{n_alerts} (").wait_for(timeout=60000)  # all read: quiet
                 log(f"render round {r + 1}: {out[-1]:.0f} ms ({shown} cards drawn of {n_alerts})")
                 await page.close()
             await ctx.close()

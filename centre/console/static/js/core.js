@@ -43,9 +43,14 @@ export async function api(path, { method = "GET", body } = {}) {
 
 // ---- words ---------------------------------------------------------------------------------------------
 
-async function catalogue(lang) {
-  const res = await fetch(`/console/i18n/${lang}.json`, { credentials: "same-origin" });
-  return res.ok ? res.json() : {};
+const catalogues = new Map(); // lang -> Promise of its words: each fetched once
+
+function catalogue(lang) {
+  if (!catalogues.has(lang)) {
+    catalogues.set(lang, fetch(`/console/i18n/${lang}.json`, { credentials: "same-origin" })
+      .then((res) => (res.ok ? res.json() : {})).catch(() => ({})));
+  }
+  return catalogues.get(lang);
 }
 
 export async function setLanguage(lang) {
@@ -193,8 +198,11 @@ export async function logout() {
   location.assign("/login");
 }
 
-// a page's start: who am I (else to the login page), then my words
+// a page's start: who am I (else to the login page) and my words -- fetched side by side (the page was
+// served in the account's language, which is usually the one wanted)
 export async function start() {
+  catalogue("en");
+  catalogue(LANGUAGES.includes(document.documentElement.lang) ? document.documentElement.lang : "en");
   try {
     await loadMe();
   } catch (e) {

@@ -283,7 +283,12 @@ function frame() {
 }
 
 async function main() {
-  const me = await start();
+  const ready = start(); // meanwhile the live stream connects: its hello (re)loads the alerts once we are ready
+  live = new Live(["alert", "gateway", "command"], {
+    onSync: () => ready.then((me) => me && load()), onEvent: (ch, d) => desk.rendered && onEvent(ch, d),
+    onSessionEnded: () => sessionEnded() });
+  live.start();
+  const me = await ready;
   if (!me) return;
   desk.me = me.username;
   alarm = new Alarm({ onClickNotification: (k) => desk.cards.get(k)?.li.querySelector("button")?.focus(),
@@ -296,8 +301,6 @@ async function main() {
   events.addEventListener("language", frame);
   events.addEventListener("session-ended", sessionEnded);
   frame();
-  live = new Live(["alert", "gateway", "command"], { onSync: () => load(), onEvent, onSessionEnded: sessionEnded });
-  live.start();
   setTimeout(() => { if (!desk.rendered) load(); }, 4000); // no hello yet: show what the API has anyway
   setInterval(tick, 1000);
   setInterval(() => { renderGateways(); renderAlerts(); }, 10000);
