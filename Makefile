@@ -21,16 +21,19 @@ setup: $(STAMP)
 models: setup
 	$(PY) scripts/fetch_models.py
 
-# mosquitto (real broker for tests), socat (pty pairs) and postgresql (the centre's second store,
-# started by its tests in a temp dir); installed when missing and we may.
+# mosquitto (real broker for tests), socat (pty pairs), postgresql (the centre's second store,
+# started by its tests in a temp dir), chromium and a CJK font (the console's browser tests);
+# installed when missing and we may.
+SYSTEM_PACKAGES := mosquitto socat postgresql chromium fonts-wqy-microhei
 system-deps:
 	@if ! command -v mosquitto >/dev/null 2>&1 || ! command -v socat >/dev/null 2>&1 \
-	    || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	    || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1 \
+	    || ! ls /usr/share/fonts/truetype/wqy/wqy-microhei.ttc >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing mosquitto, socat and postgresql"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto socat postgresql >/dev/null; \
+	    echo "installing $(SYSTEM_PACKAGES)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; \
 	  else \
-	    echo "note: mosquitto/socat/postgresql missing and not root: run 'sudo apt-get install -y mosquitto socat postgresql'"; \
+	    echo "note: some of $(SYSTEM_PACKAGES) are missing and we are not root: run 'sudo apt-get install -y $(SYSTEM_PACKAGES)'"; \
 	  fi; \
 	fi
 

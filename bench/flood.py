@@ -399,13 +399,20 @@ def run(args) -> dict:
             quiet = {"alarm_ms": ctx["alarms"].latencies_ms(q0, time.time()), "valid": ctx["valid"].latencies(q0, time.time()),
                      "rss_mb": ctx["rss"].at(time.time()), "cpu_pct": round(100 * ctx["quiet_cpu_per_s"], 1)}
             by_kind = {kind: flood_phase(kind, args, ctx) for kind in args.kinds}
+        except BaseException:
+            log(f"the gateway's log, last lines:\n{gw.output()[-3000:]}")
+            raise
         finally:
             for p in reversed(parts):
                 p.close()
             watcher.close()
             gw_alive = gw.alive()
             if gw_alive:
-                gw.terminate()
+                try:
+                    gw.terminate()
+                except subprocess.TimeoutExpired:
+                    log("the gateway did not stop within 10 s of SIGTERM: killed")
+                    gw.close()
             sim.stop()
     return summarise(args, quiet, by_kind, gw_alive)
 

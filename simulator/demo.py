@@ -7,11 +7,16 @@ made to fail for a few seconds half-way, to show errors and recovery.
 The demo starts the broker itself: mosquitto (MQTT 5) when it is installed,
 else amqtt, which speaks MQTT 3.1.1 only; the screen then says what that loses.
 
+The centre runs beside the gateway (simulator/demo_centre.py): SQLite in
+.demo/<site>/, demo users with one-time passwords, the site's issuer key
+trusted by the gateway, the console URL printed, its figures in the view.
+
 Ctrl-C or SIGTERM stops it the way it stops with ``--duration``: the gateway
 gets SIGTERM (if a terminal's Ctrl-C has not reached it already), the view
-reads what the broker still delivers, and the verdict is printed.  Exit codes:
-0 readings flowed end to end, 1 they did not, 130 stopped before the first
-readings arrived.
+reads what the broker still delivers, the centre takes the rest and stops,
+and the verdict is printed.  Exit codes: 0 readings flowed end to end (and,
+run to its end, the centre stored every one), 1 they did not, 130 stopped
+before the first readings arrived.
 """
 
 from __future__ import annotations
@@ -147,21 +152,13 @@ def describe(e: dict) -> str:
     return f"{kind}: " + ", ".join(f"{k}={v}" for k, v in e.items() if k not in ("seq", "ts", "type"))[:120]
 
 
-# What the centre may act on in the demo (docs/commands.md): the farm's valve zones, the community's door lock.
-ACTUATORS = {
-    "farm": {"valves": [{"id": f"zone-{n}", "zone": n, "device": "valves", "point": f"zone_{n}",
-                         "pulse_point": f"zone_{n}_pulse", "max_run": "30m"} for n in (1, 2, 3)]},
-    "community": {"locks": [{"id": "door-101", "device": "door-101", "relock_after": 30}]},
-}
-
-
 def _site_config(site: str) -> dict:
     # Canopy's own loader: PyYAML's safe_load would turn keys like `on:` into True
     return load_yaml(ROOT / "config" / f"{site}.yaml").data
 
 
-def _demo_config(site: str, workdir: Path, sim_port: int, broker: EmbeddedBroker, issuers: dict | None) -> Path:
-    """The site's config on the demo's simulator, broker and folder; trusting the centre's key when it has one."""
+def _demo_config(site: str, workdir: Path, sim_port: int, broker: EmbeddedBroker, commands: dict | None) -> Path:
+    """The site's config on the demo's simulator, broker and folder; ``commands:`` trusting the centre, if it runs."""
     data = _site_config(site)
     data["profiles_dir"] = str(ROOT / "config" / "profiles")
     data["broker"] = {**broker.broker_section(), "backoff_initial": 0.2, "backoff_max": 2.0}
@@ -169,8 +166,8 @@ def _demo_config(site: str, workdir: Path, sim_port: int, broker: EmbeddedBroker
     for bus in data["buses"]:
         bus["port"] = sim_port
     data["uplink"] = {"state_interval": 2}
-    if issuers:
-        data["commands"] = {"issuers": issuers, **ACTUATORS[site]}
+    if commands:
+        data["commands"] = commands
     out = workdir / f"{site}.yaml"
     out.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
     return out
@@ -327,19 +324,8 @@ def _verdict(watch: Watch, rc: int, interrupted: bool, log_path: str, centre: tu
     return 1
 
 
-async def _start_centre(console: Console, site: str, workdir: Path, broker: EmbeddedBroker, stop: asyncio.Event):
-    """The centre set up (schema, demo users, the site's issuer key) and running; and the issuers the gateway trusts."""
-    from simulator.demo_centre import DemoCentre
-
-    centre = DemoCentre(workdir, broker.host, broker.port, broker.protocol)
-    issuers = await centre.start(_site_config(site)["site"], stop)
-    if centre.problem:
-        console.print(f"centre: {centre.problem}", style="red", markup=False, soft_wrap=True)
-    centre.start_watching()
-    return centre, issuers
-
-
 async def run_demo(site: str = "farm", duration: float = 0) -> int:
+    from simulator.demo_centre import start_centre
     from simulator.sites import start_site
 
     stop = _stop_event()
@@ -347,7 +333,7 @@ async def run_demo(site: str = "farm", duration: float = 0) -> int:
     workdir = ROOT / ".demo" / site
     if workdir.exists():
         shutil.rmtree(workdir)  # a demo starts from nothing: outbox, alert and command state
-    workdir.mkdir(parents=True)
+    workdir.mkdir(parents=True, mode=0o700)  # the gateway and the centre keep keys and state in it
     log_path = os.path.relpath(workdir / "gateway.log")
     sim, _clock = await start_site(site, port=0, speed=60)
     watch, broker, client, reader, proc, rc = Watch(), None, None, None, None, -1
@@ -364,12 +350,12 @@ async def run_demo(site: str = "farm", duration: float = 0) -> int:
             console.print(f"[red]the broker on port {broker.port} did not answer; see {workdir / 'broker.log'}[/]")
             return 1
         if client is not None:
-            centre, issuers = await _start_centre(console, site, workdir, broker, stop)
+            centre, commands = await start_centre(console, site, _site_config(site)["site"], workdir, broker, stop)
             watch.centre = centre
         if client is not None and not stop.is_set():
             reader = asyncio.create_task(_read_into(client, watch), name="demo-view")
             watch.started = time.monotonic()
-            proc = await _start_gateway(_demo_config(site, workdir, sim.port, broker, issuers), log_file)
+            proc = await _start_gateway(_demo_config(site, workdir, sim.port, broker, commands), log_file)
             console.print(f"[bold]Canopy demo[/]: {site} simulator on 127.0.0.1:{sim.port} (60× time), broker on "
                           f"127.0.0.1:{broker.port}, gateway pid {proc.pid} (log: {log_path})")
             if centre.problem is None:

@@ -27,7 +27,14 @@ from core.yamlsrc import load_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "config" / "centre.demo.yaml"
-HTTP_PORT = 8080  # when free; else any free port (the URL is printed)
+
+
+# What the centre may act on in the demo (docs/commands.md): the farm's valve zones, the community's door lock.
+ACTUATORS = {
+    "farm": {"valves": [{"id": f"zone-{n}", "zone": n, "device": "valves", "point": f"zone_{n}",
+                         "pulse_point": f"zone_{n}_pulse", "max_run": "30m"} for n in (1, 2, 3)]},
+    "community": {"locks": [{"id": "door-101", "device": "door-101", "relock_after": 30}]},
+}
 
 
 @dataclass(frozen=True)
@@ -56,14 +63,11 @@ class Stored:
 
 
 def _http_port() -> int:
-    for port in (HTTP_PORT, 0):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return s.getsockname()[1]
-    raise RuntimeError("no free TCP port on 127.0.0.1")
+    """A free loopback port (printed): a fixed one could be taken by another demo between this check and the
+    centre's bind, and the demo would then read that other centre's figures."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 class DemoCentre:
@@ -274,3 +278,17 @@ class DemoCentre:
             return await asyncio.to_thread(count)
         except sqlite3.Error:
             return None
+
+
+async def start_centre(console, site: str, site_id: str, workdir: Path, broker, stop: asyncio.Event
+                       ) -> tuple[DemoCentre, dict | None]:
+    """The demo's centre set up and running on ``broker`` (an EmbeddedBroker); and the gateway's ``commands:``
+    (the centre's issuer for ``site_id`` and what it may act on), None when the centre is not there."""
+    console.print(f"centre: setting up in {workdir.relative_to(ROOT)} (canopy-centre db upgrade, keys gen, demo users) "
+                  "and starting it…", markup=False, soft_wrap=True)
+    centre = DemoCentre(workdir, broker.host, broker.port, broker.protocol)
+    issuers = await centre.start(site_id, stop)
+    if centre.problem:
+        console.print(f"centre: {centre.problem}", style="red", markup=False, soft_wrap=True)
+    centre.start_watching()
+    return centre, ({"issuers": issuers, **ACTUATORS[site]} if issuers else None)

@@ -23,7 +23,9 @@ MAX_BODY = 64 * 1024  # bytes: no request of this API is bigger; larger ones are
 # routers other modules add (``router`` attribute), mounted under /api when the module exists
 ROUTERS = ("centre.acting.api",)
 _SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
-                     (b"x-frame-options", b"DENY"), (b"cache-control", b"no-store")]
+                     (b"x-frame-options", b"DENY")]
+_NO_STORE = (b"cache-control", b"no-store")  # API answers; the console's static files revalidate instead
+_REVALIDATE = (b"cache-control", b"no-cache")
 
 
 def create_app(web: Web) -> FastAPI:
@@ -48,6 +50,8 @@ def create_app(web: Web) -> FastAPI:
 
     app.include_router(api)
     app.include_router(ops.router)
+    # the people's pages (duty desk, volunteer, farmer): imported by name, as console imports web
+    importlib.import_module("centre.console.routes").mount(app)
     return app
 
 
@@ -61,9 +65,11 @@ class SecurityHeaders:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
 
+        cache = _REVALIDATE if scope.get("path", "").startswith("/console/") else _NO_STORE
+
         async def _send(message):
             if message["type"] == "http.response.start":
-                message["headers"] = list(message.get("headers", [])) + _SECURITY_HEADERS
+                message["headers"] = list(message.get("headers", [])) + _SECURITY_HEADERS + [cache]
             await send(message)
 
         await self.app(scope, receive, _send)

@@ -34,6 +34,7 @@ import socket
 from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import MQTTErrorCode
 
 from core.mqtt.lean_publish import LeanPaho
 from core.protocol.limits import BATCH, KIB
@@ -139,6 +140,28 @@ class GuardedSocket:
                 return self._fill()
         return bool(data)
 
+    def take_packet(self) -> tuple[int, bytes] | None:
+        """The next packet, if it lies whole in the buffer: (its first byte, what follows the remaining length).
+
+        For a reader between two packets only; None when the packet is not all there (the reader then reads it
+        with ``recv``, as paho does).
+        """
+        buf, pos, end = self._buf, self._pos, self._end
+        length, shift, i = 0, 0, pos + 1
+        while True:
+            if i >= end or shift > 21:
+                return None
+            byte = buf[i]
+            i += 1
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+        if i + length > end:
+            return None
+        self._pos = i + length
+        return buf[pos], buf[i:self._pos]
+
     def send(self, data) -> int:
         sent = self._sock.send(data)
         self._outgoing.feed(memoryview(data)[:sent])
@@ -169,7 +192,11 @@ class GuardedSocket:
 
 
 class GuardedPaho(LeanPaho):
-    """paho's client reading through a :class:`GuardedSocket` (``max_packet_size`` None: chunked reads only)."""
+    """paho's client reading through a :class:`GuardedSocket` (``max_packet_size`` None: chunked reads only).
+
+    A packet that lies whole in the socket's buffer skips paho's byte-wise read: ``_packet_read`` puts it in
+    paho's ``_in_packet`` as read, and paho handles it from there, as any packet it has read itself.
+    """
 
     def __init__(self, *args, max_packet_size: int | None, on_refused: Callable[[int], None], **kwargs):
         super().__init__(*args, **kwargs)
@@ -180,3 +207,12 @@ class GuardedPaho(LeanPaho):
         sock = super()._create_socket()
         return GuardedSocket(sock, self._canopy_max_packet, mqtt5=self.protocol == mqtt.MQTTv5,
                              on_refused=self._canopy_on_refused)
+
+    def _packet_read(self) -> MQTTErrorCode:
+        sock, state = self._sock, self._in_packet
+        if isinstance(sock, GuardedSocket) and state["command"] == 0:
+            whole = sock.take_packet()
+            if whole is not None:
+                state["command"], state["packet"] = whole
+                state["remaining_length"], state["have_remaining"], state["to_process"] = len(whole[1]), 1, 0
+        return super()._packet_read()

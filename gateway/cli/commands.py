@@ -8,25 +8,23 @@ and waits for the gateway's results on ``…/cmd/result``: ``accepted``, then
 ``executed`` (with the state read back from the device) or ``failed``; or at
 once ``rejected`` with a reason.  Exit codes: 0 executed, 1 rejected or
 failed, 2 usage or key problem, 3 no answer (timeout, broker unreachable),
-130 interrupted (Ctrl-C).  The broker is reached through the one asyncio MQTT
-client of ``core.mqtt``, with the gateway's TLS policy.
+130 interrupted (Ctrl-C).  Key, broker and sending: issuing.py.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import ssl
-import stat
 import sys
 from datetime import datetime
 from pathlib import Path
 
 import orjson
 
+from gateway.cli.issuing import FINAL, broker_address, issuer_options, load_issuer_key, remote_endpoint, send, send_async  # noqa: F401 - send: callers import it from here
+
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_NO_ANSWER, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-FINAL = ("executed", "rejected", "failed")
 
 
 # ---------------------------------------------------------------------------------- parsers
@@ -39,21 +37,7 @@ def add_parsers(subparsers) -> None:
     g.add_argument("--force", action="store_true", help="overwrite existing files")
     g.set_defaults(func=cmd_keys_gen)
 
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--site", required=True, help="the gateway's site id")
-    common.add_argument("--gateway", required=True, help="the gateway id")
-    common.add_argument("--key", required=True, help="issuer private key (from `canopy keys gen`), mode 0600")
-    common.add_argument("--issuer", help="issuer name as in the gateway's config (default: the key file name without .key)")
-    common.add_argument("--as", dest="on_behalf_of", metavar="PERSON",
-                        help="the person this issuer signs for (a service acting for people); results and audit name them")
-    common.add_argument("--broker", default=None, help="broker host:port (default 127.0.0.1:1883, or :8883 with --tls-ca)")
-    common.add_argument("--tls-ca", help="CA bundle (PEM) that signed the broker's certificate; enables TLS")
-    common.add_argument("--username", help="broker user name")
-    common.add_argument("--password-file", help="file holding the broker password (mode 0600)")
-    common.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the result (default 30)")
-    common.add_argument("--valid-for", type=float, default=120.0,
-                        help="seconds the command stays valid; the gateway refuses it after that (default 120)")
-    common.add_argument("--json", action="store_true", help="print the result records as JSON lines")
+    common = issuer_options(timeout=30.0, valid_for=120.0, what="command")
 
     remote = subparsers.add_parser("remote", help="send a signed command to a gateway through the broker and show the result")
     rsub = remote.add_subparsers(dest="remote_command", required=True)
@@ -86,7 +70,7 @@ def add_parsers(subparsers) -> None:
 
     from gateway.cli.remote_config import add_parser as add_configure_parser
 
-    add_configure_parser(rsub, common)
+    add_configure_parser(rsub)
 
 
 def _valve_target(p) -> None:
@@ -129,16 +113,6 @@ def cmd_keys_gen(args) -> int:
     return EXIT_OK
 
 
-def load_issuer_key(path: str):
-    """The issuer's private key; refuses a file others can read."""
-    from core.protocol import envelope
-
-    st = os.stat(path)
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise PermissionError(f"key file {path} is readable by others (mode {stat.S_IMODE(st.st_mode):04o}); chmod 600 it")
-    return envelope.load_private_key(Path(path).read_bytes())
-
-
 # ---------------------------------------------------------------------------------- remote
 def build_envelope(args, now: float | None = None) -> tuple[dict, object]:
     """(signed envelope, private key) from the parsed arguments; raises ValueError on bad usage."""
@@ -172,90 +146,6 @@ def build_envelope(args, now: float | None = None) -> tuple[dict, object]:
     env = envelope.make(issuer=issuer, site=args.site, gateway=args.gateway, target=target, action=action,
                         params=params, valid_for=args.valid_for, now=now, v=2, kind="command", on_behalf_of=person)
     return envelope.sign(env, key), key
-
-
-def _broker(args) -> tuple[str, int]:
-    text = args.broker or ("127.0.0.1:8883" if args.tls_ca else "127.0.0.1:1883")
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        host, port = text, "8883" if args.tls_ca else "1883"
-    host = host.strip("[]")
-    try:
-        p = int(port)
-        if not 1 <= p <= 65535:
-            raise ValueError
-    except ValueError:
-        raise ValueError(f"--broker {text!r}: expected host:port") from None
-    return host or "127.0.0.1", p
-
-
-def send(env: dict, *, host: str, port: int, tls_ca: str | None = None, username: str | None = None,
-         password: str | None = None, timeout: float = 30.0, on_record=None) -> list[dict]:
-    """Publish a signed envelope and collect its results until a final one (or the timeout).
-
-    Returns the result records in arrival order (deduplicated by status);
-    raises ConnectionError if the broker cannot be reached or refuses us.
-    """
-    return asyncio.run(send_async(env, remote_endpoint(host, port, tls_ca, username, password),
-                                  timeout=timeout, on_record=on_record))
-
-
-def remote_endpoint(host: str, port: int, tls_ca: str | None = None, username: str | None = None,
-                    password: str | None = None):
-    """The broker as the command line names it, with the gateway's TLS policy when --tls-ca is given.
-
-    Raises OSError (CA file) or ssl.SSLError (not a CA bundle).
-    """
-    from core.mqtt import BrokerEndpoint
-    from gateway.config.broker import TlsConfig
-    from gateway.uplink.broker_auth import tls_context
-
-    tls = tls_context(TlsConfig(ca=tls_ca), str) if tls_ca else None
-    return BrokerEndpoint(host, port, username if username else None, password, tls)
-
-
-async def send_async(env: dict, endpoint, *, timeout: float = 30.0, on_record=None, final=FINAL) -> list[dict]:
-    """``send`` on a running loop: subscribe ``…/cmd/result``, publish on the envelope kind's topic (``…/cmd``,
-    ``…/config``; PUBACK awaited), collect until a ``final`` status."""
-    from core.mqtt import MqttClient, MqttConnectError, MqttDisconnectedError
-    from core.protocol.envelope import KINDS
-    from core.protocol.topics import Topics
-    from gateway.cli.broker import client_id
-
-    topics = Topics(env["site"], env["gateway"])
-    records: list[dict] = []
-    client = MqttClient(endpoint, client_id=client_id("remote"), connect_timeout=min(timeout, 10.0))
-    try:
-        async with asyncio.timeout(timeout), client:
-            await client.subscribe(topics.cmd_result)
-            await client.publish(f"{topics.base}/{KINDS[env.get('kind', 'command')]}", orjson.dumps(env), qos=1)
-            async for msg in client.messages():
-                if _collect(msg.payload, env["id"], records, on_record, final):
-                    break
-    except TimeoutError:
-        pass  # the records so far; the caller says what is missing
-    except MqttConnectError as exc:
-        if exc.refused:
-            raise ConnectionError(f"the broker refused the connection: {exc.reason}") from None
-        raise ConnectionError(f"cannot reach the broker at {endpoint}: {exc.reason}") from None
-    except MqttDisconnectedError as exc:
-        raise ConnectionError(f"lost the broker at {endpoint}: {exc}") from None
-    return records
-
-
-def _collect(payload: bytes, cmd_id: str, records: list[dict], on_record, final=FINAL) -> bool:
-    """Add this command's new results from one message; True once a final one arrived."""
-    from gateway.cli.broker import records_of
-
-    for rec in records_of(payload):
-        if rec.get("id") != cmd_id or rec.get("status") in {r.get("status") for r in records}:
-            continue
-        records.append(rec)
-        if on_record is not None:
-            on_record(rec)
-        if rec.get("status") in final:
-            return True
-    return False
 
 
 def _fmt_time(ts) -> str:
@@ -301,7 +191,7 @@ def cmd_remote(args) -> int:
     console = Console(stderr=args.json, soft_wrap=True)
     try:
         env, _key = build_envelope(args)
-        host, port = _broker(args)
+        host, port = broker_address(args)
         password = None
         if args.password_file:
             from gateway.config.checks import read_secret

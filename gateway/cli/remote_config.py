@@ -39,14 +39,17 @@ class PushError(Exception):
         self.lines = lines
 
 
-def add_parser(rsub, common) -> None:
-    """``configure`` in the ``canopy remote`` group (``common``: site, gateway, key, broker, timeout options)."""
+def add_parser(rsub) -> None:
+    """``configure`` in the ``canopy remote`` group."""
+    from gateway.cli.issuing import issuer_options
+
+    common = issuer_options(timeout=DEFAULT_TIMEOUT, valid_for=DEFAULT_VALID_FOR, what="config envelope")
     p = rsub.add_parser("configure", parents=[common],
                         help="push a site config: validated on the board, applied, health-gated, rolled back if unhealthy")
     p.add_argument("file", help="the site config YAML to run on the gateway")
     p.add_argument("--profile", action="append", default=[], metavar="PROFILE.yaml",
                    help="also push this device profile (named by its file name); repeatable")
-    p.set_defaults(func=cmd_configure, timeout=DEFAULT_TIMEOUT, valid_for=DEFAULT_VALID_FOR)
+    p.set_defaults(func=cmd_configure)
 
 
 def read_sources(file: str, profile_files: list[str]) -> tuple[object, dict[str, object]]:
@@ -86,7 +89,7 @@ def _env_uses(path: str) -> list[str]:
 def build_envelope(args, site_src, profiles: dict, now: float | None = None) -> dict:
     """The signed config envelope; raises PushError when it is beyond the protocol's limits, ValueError on bad usage."""
     from core.protocol import envelope, limits
-    from gateway.cli.commands import load_issuer_key
+    from gateway.cli.issuing import load_issuer_key
     from gateway.remote_config.bundle import digest
 
     params = {"config": site_src.data, "sha256": digest(site_src.data)}
@@ -154,13 +157,13 @@ def cmd_configure(args) -> int:
     from rich.markup import escape
 
     from core.protocol.envelope import KeyError_
-    from gateway.cli.commands import _broker, remote_endpoint, send_async
+    from gateway.cli.issuing import broker_address, remote_endpoint, send_async
 
     console = Console(stderr=args.json, soft_wrap=True, highlight=False)
     try:
         site_src, profiles = read_sources(args.file, args.profile)
         env = build_envelope(args, site_src, profiles)
-        host, port = _broker(args)
+        host, port = broker_address(args)
         password = None
         if args.password_file:
             from gateway.config.checks import read_secret

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.protocol import limits
+from core.protocol.envelope import peek
 from core.yamlsrc import ConfigError
 from gateway.config.load import load_config
 from gateway.config.meta import config_version
@@ -169,6 +170,29 @@ def apply_pending_configs(layout: Layout, service: Service, status_path: Path, *
         if not pending:
             break
         if resumed is None or pending[0].name != f"{resumed.name}{SUFFIX}":  # the resumed one is judged already
-            out.append(apply_config(pending[0], layout, service, status_path, policy=policy))
+            try:
+                out.append(apply_config(pending[0], layout, service, status_path, policy=policy))
+            except Exception as exc:  # never leave the file for the path unit to start us on again, and again
+                log.exception("applying %s failed", pending[0].name)
+                out.append(_failed(store, pending[0], service, exc))
         pending[0].unlink(missing_ok=True)
     return out
+
+
+def _failed(store: ConfigStore, path: Path, service: Service, exc: Exception) -> ConfigApplyResult:
+    """An unexpected error (a full disk, systemctl failing): a trial it left goes back; the issuer is told either way."""
+    name = path.name.removesuffix(SUFFIX)
+    why = f"the applier failed: {type(exc).__name__}: {exc}"
+    trial = store.load().trial
+    if trial is not None and trial.get("name") == name:
+        store.rollback(why)
+        try:
+            service.restart()
+        except Exception as again:
+            log.error("cannot restart the gateway after rolling back: %s", again)
+        return ConfigApplyResult(name, "rolled_back", trial["version"], trial["previous"], why)
+    try:
+        info = peek(path.read_bytes())
+    except OSError:
+        info = {}
+    return _refuse(store, name, info, None, "apply_error", why)

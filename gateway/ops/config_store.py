@@ -22,7 +22,6 @@ import contextlib
 import fcntl
 import json
 import logging
-import os
 import shutil
 import time
 from collections.abc import Iterator

@@ -4,7 +4,10 @@ Every record that was ever accepted is, at every moment and across crashes,
 in exactly one place: acknowledged, pending, expired or dropped (by reason).
 The counters live in the ``counters`` table and change in the same
 transaction as the rows, so ``produced == acknowledged + pending + expired +
-sum(dropped)`` holds on disk, not only in memory.
+sum(dropped)`` holds on disk, not only in memory.  Acknowledged records kept for
+replay (``retention.py``) stay ``acknowledged``: ``retained`` and
+``retained_bytes`` say how many of them are still on disk, and how many body
+bytes they take, persisted the same way.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import aiosqlite
 log = logging.getLogger("canopy.store")
 
 # names in the counters table (``dropped:<reason>`` besides these)
-PERSISTED = ("produced", "acknowledged", "expired")
+PERSISTED = ("produced", "acknowledged", "expired", "retained", "retained_bytes")
 
 
 @dataclass
@@ -32,6 +35,8 @@ class LaneCounters:
     last_seq: int = 0  # highest sequence number ever given in this lane
     shed: dict[str, int] = field(default_factory=dict)  # never accepted (this run), by reason
     in_memory: int = 0  # held in memory while the store cannot commit (published from there; not accepted yet)
+    retained: int = 0  # of the acknowledged, still kept on disk for replay
+    retained_bytes: int = 0  # their bodies' bytes: what the retention budget counts
 
     def reconciles(self) -> bool:
         return self.produced == self.acknowledged + self.pending + self.expired + sum(self.dropped.values())
@@ -49,7 +54,8 @@ class LaneCounters:
 
     def as_dict(self) -> dict:
         d = {"produced": self.produced, "acknowledged": self.acknowledged, "pending": self.pending,
-             "expired": self.expired, "dropped": dict(self.dropped), "last_seq": self.last_seq}
+             "expired": self.expired, "dropped": dict(self.dropped), "last_seq": self.last_seq,
+             "retained": self.retained, "retained_bytes": self.retained_bytes}
         if self.shed:
             d["shed"] = dict(self.shed)
         if self.in_memory:

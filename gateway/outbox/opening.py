@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import aiosqlite
 
 from gateway.outbox.degraded import is_space_or_io
-from gateway.outbox.schema import SCHEMA, VERSION, migrate
+from gateway.outbox.schema import SCHEMA, TABLES, VERSION, migrate
 
 log = logging.getLogger("canopy.store")
 
@@ -97,10 +97,10 @@ async def _is_current(db: aiosqlite.Connection) -> bool:
     """The file already has every table at the current version (nothing needs writing before records can go in)."""
     async with db.execute("PRAGMA user_version") as cur:
         version = (await cur.fetchone())[0]
-    async with db.execute("SELECT count(*) FROM sqlite_master WHERE type='table' AND name IN "
-                          "('meta', 'counters', 'alarm', 'event', 'telemetry')") as cur:
+    async with db.execute(f"SELECT count(*) FROM sqlite_master WHERE type='table' AND name IN "
+                          f"({', '.join('?' * len(TABLES))})", TABLES) as cur:
         tables = (await cur.fetchone())[0]
-    return version >= VERSION and tables == 5
+    return version >= VERSION and tables == len(TABLES)
 
 
 def move_aside(path: str, stamp: int) -> str:

@@ -5,7 +5,9 @@ Nth of the oldest half), then dropped oldest first.  Events expire after
 their TTL and are dropped oldest first only when no telemetry is left to
 give.  Alarms never expire and are never dropped: a share of the cap is
 reserved for them.  Every row removed here is counted (``expired`` or
-``dropped:<reason>``) in the transaction that removes it.
+``dropped:<reason>``) in the transaction that removes it.  Acknowledged
+records kept for replay have a window and a budget of their own
+(``retention.py``), and over the soft cap they go before anything undelivered.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import aiosqlite
 
 from core.clock import Clock
 from gateway.outbox.counters import LaneCounters, add_counts
+from gateway.outbox.retention import Retention
 
 log = logging.getLogger("canopy.store")
 
@@ -29,6 +32,17 @@ class StorePolicy:
     event_ttl: float | None = 30 * 86400
     thin_keep_every: int = 2
     prune_interval: float = 5.0
+    retain_for: float = 6 * 3600  # seconds an acknowledged record is kept for replay after its PUBACK (0: not kept)
+    retain_bytes: int | None = None  # the retained records' budget; None: a quarter of max_bytes
+
+    @property
+    def retain_budget(self) -> int:
+        return self.max_bytes // 4 if self.retain_bytes is None else self.retain_bytes
+
+    @property
+    def retains(self) -> bool:
+        """Acknowledged records are kept (moved to ``retained_{lane}``) rather than deleted."""
+        return self.retain_for > 0 and self.retain_budget > 0
 
     def ttl(self, lane: str) -> float | None:
         return {"telemetry": self.telemetry_ttl, "event": self.event_ttl}.get(lane)
@@ -49,6 +63,16 @@ class Pruner:
         self.counters = counters
         self.clock = clock
         self.page_size = page_size
+        self.retention = Retention(db, policy, counters, clock)
+        self._next = 0.0  # monotonic time of the next prune
+
+    async def maybe_prune(self, force: bool = False) -> None:
+        """``prune`` at most every ``prune_interval`` (each deletion is a commit), or now when forced."""
+        now = self.clock.monotonic()
+        if not force and now < self._next:
+            return
+        self._next = now + self.policy.prune_interval
+        await self.prune(force)
 
     async def used_bytes(self) -> int:
         async with self.db.execute("PRAGMA page_count") as cur:
@@ -58,17 +82,20 @@ class Pruner:
         return (pages - free) * self.page_size
 
     async def prune(self, force: bool) -> None:
-        """Expire by TTL; over the soft cap (or forced: the disk is full), thin then drop to 90 % of it."""
+        """Expire by TTL, retention; over the soft cap (or forced: the disk is full), retained copies go,
+        then telemetry is thinned, then records are dropped, to 90 % of it."""
         now = self.clock.time()
         for lane in ("telemetry", "event"):
             ttl = self.policy.ttl(lane)
             if ttl:
                 await self._delete_oldest(lane, "expired", limit=None, older_than=now - ttl)
+        await self.retention.prune()
         soft = self.policy.soft_cap
         used = await self.used_bytes()
         if used <= soft and not force:
             return
         target = int(soft * 0.9)
+        used = await self.retention.give_way(target, self.used_bytes)
         if used > target and self.counters["telemetry"].pending > 1 and self.policy.thin_keep_every > 1:
             await self._thin_telemetry()
             used = await self.used_bytes()

@@ -7,12 +7,19 @@ separated by one space (``event alert/property-office``: the record is
 published on each, docs/protocol.md *Topic routing*); NULL sends the record on
 its lane's own topic.
 
+``retained_{lane}`` holds the records the broker acknowledged, moved there
+(same seq, ts, body and topic, plus ``acked_at``) by the commit that used to
+delete them, and kept for a while so a centre can ask for them again
+(``retention.py``, docs/protocol.md#replay).  "Retained" as in retention: it
+has nothing to do with MQTT's retained messages.
+
 Version 1 files (before the column) kept the suffix inside the JSON body
 (``"topic":"cmd/result"``) and the uplink parsed every body at send time to
 find it.  ``migrate`` upgrades such a file once, in the transaction that
 opens it: it adds the column and moves the suffix out of every pending
 body, so the send path never parses JSON and a crash half-way leaves the
-version 1 file as it was, to be upgraded at the next start.
+version 1 file as it was, to be upgraded at the next start.  Version 3 only
+adds the ``retained_{lane}`` tables (``SCHEMA`` creates them on every open).
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from core.records import LANES, compact_json
 
 log = logging.getLogger("canopy.store")
 
-VERSION = 2  # PRAGMA user_version once migrated; 0 for files of version 1 (and before the first open)
+VERSION = 3  # PRAGMA user_version once migrated; 0 for files of version 1 (and before the first open)
 
 SCHEMA = [
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -36,7 +43,13 @@ SCHEMA = [
         f"CREATE TABLE IF NOT EXISTS {lane} (seq INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, body BLOB NOT NULL, topic TEXT)"
         for lane in LANES
     ),
+    *(
+        f"CREATE TABLE IF NOT EXISTS retained_{lane} (seq INTEGER PRIMARY KEY, ts REAL NOT NULL, body BLOB NOT NULL, "
+        "topic TEXT, acked_at REAL NOT NULL)"
+        for lane in LANES
+    ),
 ]
+TABLES = ("meta", "counters", *LANES, *(f"retained_{lane}" for lane in LANES))
 
 _SUFFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)*")  # no wildcard, space or empty level
 _CHUNK = 1000  # version 1 rows rewritten per statement: bounded memory however large the backlog
@@ -48,6 +61,13 @@ async def migrate(db: aiosqlite.Connection) -> int:
         version = (await cur.fetchone())[0]
     if version >= VERSION:
         return 0
+    moved = await _add_topic_column(db) if version < 2 else 0  # 2 -> 3: SCHEMA made the retained tables
+    await db.execute(f"PRAGMA user_version={VERSION}")
+    return moved
+
+
+async def _add_topic_column(db: aiosqlite.Connection) -> int:
+    """Version 1 -> 2: the topic column, and the topic moved out of every pending alarm and event body."""
     moved = 0
     for lane in LANES:
         async with db.execute(f"PRAGMA table_info({lane})") as cur:
@@ -56,7 +76,6 @@ async def migrate(db: aiosqlite.Connection) -> int:
             await db.execute(f"ALTER TABLE {lane} ADD COLUMN topic TEXT")  # O(1): no row is rewritten
         if lane != "telemetry":  # telemetry never had a topic of its own
             moved += await _move_topics_out(db, lane)
-    await db.execute(f"PRAGMA user_version={VERSION}")
     return moved
 
 

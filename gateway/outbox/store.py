@@ -7,7 +7,8 @@ roll back rows already acknowledged, and AUTOINCREMENT would then hand their
 sequence numbers out again.  Batching keeps that to a few fsyncs per second.
 Each lane has its own table (``schema.py``) whose AUTOINCREMENT key is the
 lane's sequence number: it never goes back, even after every row was deleted
-or the process was killed.  Bounds are ``policy.py``, bookkeeping ``counters.py``.
+or the process was killed.  Bounds are ``policy.py``, bookkeeping ``counters.py``;
+acknowledged records are kept a while for replay (``retention.py``).
 
 Alarms never wait on the disk: while commits fail, alarm and event records
 are held in memory and published from there (``memory.py``), a
@@ -28,20 +29,18 @@ import aiosqlite
 
 from core.clock import Clock
 from core.records import LANES, Lane, event_body
-from gateway.outbox import fileguard, opening, transaction
+from gateway.outbox import fileguard, opening, retention, transaction
 from gateway.outbox.counters import LaneCounters, load_counters
 from gateway.outbox.degraded import CONFIRM_AFTER, DegradedMode, Episode, reason_of
 from gateway.outbox.memory import Held, Item, MemoryLog, StoreFull
 from gateway.outbox.policy import Pruner, StorePolicy
 from gateway.outbox.ranges import AckedRanges
+from gateway.outbox.retention import Row  # (seq, body, topic suffix or None: the lane's own topic)
 from gateway.outbox.schema import check_topic
 
 __all__ = ["Outbox", "Row", "StoreFull", "StorePolicy"]
 
 log = logging.getLogger("canopy.store")
-
-# A pending record as ``fetch`` returns it: (seq, body, topic suffix or None for the lane's own topic).
-Row = tuple[int, bytes, str | None]
 
 
 class Outbox(DegradedMode):
@@ -79,7 +78,6 @@ class Outbox(DegradedMode):
         self._pruner: Pruner | None = None
         self._writer_task: asyncio.Task | None = None
         self._closing = False
-        self._next_prune = 0.0
         self._next_check = 0.0
         self._page_size = 4096
         self._failures = 0  # consecutive failed commit attempts
@@ -281,6 +279,15 @@ class Outbox(DegradedMode):
     def pending(self, lane: Lane) -> int:
         return self.counters[lane].pending
 
+    async def holding(self, lane: Lane, lo: int, hi: int) -> retention.Holding:
+        """For a replay: what the outbox holds of seqs lo..hi, pending seqs and retained rows (retention.py)."""
+        async with self._reader_lock:
+            return await retention.read_holding(self._reader, lane, lo, hi)
+
+    async def oldest_held(self, lane: Lane) -> int | None:
+        async with self._reader_lock:
+            return await retention.oldest_held(self._reader, lane)
+
     # -- the writer ----------------------------------------------------------
     @property
     def writer_running(self) -> bool:
@@ -375,11 +382,13 @@ class Outbox(DegradedMode):
         """One transaction (transaction.py): held records first, then queued items, deletions, counters."""
         assert self._db is not None
         p = transaction.plan(items, held)
-        deleted, seqs = await transaction.write_commit(self._db, p, acks, self._unsaved_meta)
+        retain_at = self.clock.time() if self.policy.retains else None
+        w = await transaction.write_commit(self._db, p, acks, self._unsaved_meta, retain_at)
         self.commits += 1
         self._unsaved_meta = []
         for lane in LANES:
-            transaction.hand_out(self.counters[lane], p.owners[lane], deleted.get(lane, 0), p.counted[lane], seqs.get(lane))
+            transaction.hand_out(self.counters[lane], p.owners[lane], w.deleted.get(lane, 0), p.counted[lane],
+                                 w.seqs.get(lane), w.retained.get(lane))
         if self.episode is not None and held:
             self.episode.held += sum(len(e.records) for e in held)
             self.episode.delivered += sum(p.counted.values())
@@ -389,12 +398,8 @@ class Outbox(DegradedMode):
         return await self._pruner.used_bytes()
 
     async def _maybe_prune(self, force: bool = False) -> None:
-        now = self.clock.monotonic()
-        if not force and now < self._next_prune:
-            return
-        self._next_prune = now + self.policy.prune_interval
         try:
-            await self._pruner.prune(force)
+            await self._pruner.maybe_prune(force)
         except sqlite3.Error as exc:
             await self._rollback()
             log.warning("outbox prune failed: %s", exc)

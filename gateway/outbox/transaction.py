@@ -2,8 +2,11 @@
 
 Records held in memory while the store could not commit go in first (they are
 older); those the broker already acknowledged (published from memory) are
-only counted, produced and acknowledged, never stored.  ``write_commit`` is
-the SQL, mirrored statement for statement by tests/gateway/outbox/test_power_loss.py;
+only counted, produced and acknowledged, never stored.  Acknowledged rows
+leave their lane's table; while retention is on they are moved, in this same
+transaction, to ``retained_{lane}`` for replay (``retention.py``): no commit
+of their own, however many PUBACKs.  ``write_commit`` is the SQL, mirrored
+statement for statement by tests/gateway/outbox/test_power_loss.py;
 ``hand_out`` gives each new row its sequence number once COMMIT returned.
 """
 
@@ -43,9 +46,19 @@ def plan(items: list, held: list[Held]) -> Plan:
     return p
 
 
+@dataclass
+class Written:
+    """What one commit did, per lane: rows deleted from the lane's table, its last seq, retained totals now."""
+
+    deleted: dict[str, int]
+    seqs: dict[str, int]
+    retained: dict[str, dict[str, int]]  # lane -> {"retained": rows, "retained_bytes": bytes}, read back when they moved
+
+
 async def write_commit(db: aiosqlite.Connection, p: Plan, acks: dict[str, list[tuple[int, int]]],
-                       meta: list[tuple[str, str]]) -> tuple[dict[str, int], dict[str, int]]:
-    """The transaction; returns (rows deleted, last seq) per lane.  ``meta``: rows not yet durable (boot)."""
+                       meta: list[tuple[str, str]], retain_at: float | None = None) -> Written:
+    """The transaction.  ``meta``: rows not yet durable (boot).  ``retain_at``: acknowledged rows are
+    kept (``retained_{lane}``, acknowledged at that time) instead of deleted; None: deleted."""
     rows, counted = p.rows, p.counted
     await db.execute("BEGIN IMMEDIATE")
     if meta:
@@ -55,12 +68,22 @@ async def write_commit(db: aiosqlite.Connection, p: Plan, acks: dict[str, list[t
         if rows[lane]:
             await db.executemany(f"INSERT INTO {lane} (ts, body, topic) VALUES (?, ?, ?)", rows[lane])
         if acks[lane]:
+            if retain_at is not None:
+                await db.executemany(f"INSERT INTO counters (lane, name, value) SELECT ?, 'retained_bytes', "
+                                     f"coalesce(sum(length(body)), 0) FROM {lane} WHERE seq BETWEEN ? AND ? "
+                                     "ON CONFLICT (lane, name) DO UPDATE SET value = value + excluded.value",
+                                     [(lane, a, b) for a, b in acks[lane]])
+                await db.executemany(f"INSERT OR IGNORE INTO retained_{lane} (seq, ts, body, topic, acked_at) "
+                                     f"SELECT seq, ts, body, topic, ? FROM {lane} WHERE seq BETWEEN ? AND ?",
+                                     [(retain_at, a, b) for a, b in acks[lane]])
             before = db.total_changes
             await db.executemany(f"DELETE FROM {lane} WHERE seq BETWEEN ? AND ?", acks[lane])
             deleted[lane] = db.total_changes - before
     delta = [(len(rows[lane]) + counted[lane], lane, "produced") for lane in LANES if rows[lane] or counted[lane]]
     delta += [(deleted.get(lane, 0) + counted[lane], lane, "acknowledged") for lane in LANES
               if deleted.get(lane) or counted[lane]]
+    if retain_at is not None:
+        delta += [(n, lane, "retained") for lane, n in deleted.items() if n]
     if delta:
         await add_counts(db, delta)
     seqs = {}
@@ -68,16 +91,25 @@ async def write_commit(db: aiosqlite.Connection, p: Plan, acks: dict[str, list[t
         if rows[lane]:
             async with db.execute("SELECT seq FROM sqlite_sequence WHERE name=?", (lane,)) as cur:
                 seqs[lane] = (await cur.fetchone())[0]
+    retained: dict[str, dict[str, int]] = {}
+    if retain_at is not None and any(deleted.values()):
+        async with db.execute("SELECT lane, name, value FROM counters WHERE name IN ('retained', 'retained_bytes')") as cur:
+            for lane, name, value in await cur.fetchall():
+                retained.setdefault(lane, {})[name] = value
     await db.execute("COMMIT")
-    return deleted, seqs
+    return Written(deleted, seqs, retained)
 
 
-def hand_out(c: LaneCounters, owners: list, deleted: int, counted: int, last: int | None) -> None:
+def hand_out(c: LaneCounters, owners: list, deleted: int, counted: int, last: int | None,
+             retained: dict[str, int] | None = None) -> None:
     """After COMMIT: the lane's counters in memory, and each new row's seq to its item or held record."""
     added = len(owners)
     c.produced += added + counted
     c.pending += added - deleted
     c.acknowledged += deleted + counted
+    if retained:
+        c.retained = retained.get("retained", c.retained)
+        c.retained_bytes = retained.get("retained_bytes", c.retained_bytes)
     if last is None:
         return
     c.last_seq = last

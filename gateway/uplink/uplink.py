@@ -1,28 +1,26 @@
 """The uplink: outbox -> MQTT broker, QoS 1, a record leaves only after PUBACK (docs/protocol.md).
 
-It talks through the one asyncio client every CLI uses (``MqttClient``), with
-a fresh paho connection each time, so nothing queued for a dead connection is
-replayed behind our back: after a reconnect the outbox itself is read again
-from its oldest unacknowledged record.  MQTT 5 with a session the broker keeps
-for an hour (what is sent to the gateway while it is away waits for it), or
-3.1.1 with a clean session; either way a Maximum Packet Size is announced and
-enforced on receive.  On each connection: the retained documents (``…/meta``),
-every subscription, and "online" only after every SUBACK.  Alarms go first,
-then events, then telemetry; some of the in-flight window is kept free for
-alarms.  A message whose rows name several topics is published on each, and
-its rows leave the outbox once every copy is acknowledged.  While the outbox
-cannot commit, the alarms and events it holds in memory go first in their
-lane, under the memory epoch (docs/protocol.md#records-published-from-memory).
+One ``MqttClient`` (the client every CLI uses), a fresh paho connection each time, so nothing
+queued for a dead connection is replayed behind our back: after a reconnect the outbox is read
+again from its oldest unacknowledged record; reconnects come at a steady pace (``resume.py``).
+MQTT 5 with a session the broker keeps for an hour (what is sent to the gateway while it is away
+waits for it), or 3.1.1 with a clean session; a Maximum Packet Size is announced and enforced.
+On each connection: the retained documents (``…/meta``), every subscription, and "online" only
+after every SUBACK.  Alarms go first, then events, then telemetry; some of the in-flight window
+is kept free for alarms.  A message whose rows name several topics is published on each, and its
+rows leave the outbox once every copy is acknowledged.  While the outbox cannot commit, the alarms
+and events it holds in memory go first in their lane, under the memory epoch
+(docs/protocol.md#records-published-from-memory).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -36,17 +34,20 @@ from gateway.uplink.batch import compose, cut_at_topic, fit, topics_for
 from gateway.uplink.broker_auth import broker_endpoint
 from core.mqtt import MqttClient, MqttConnectError, MqttError, Will
 from gateway.uplink.state import state_payload
+from gateway.uplink.resume import RetryPace, retry_interval
 from gateway.uplink.subscriptions import Handler, Subscriptions, capability_of
-from gateway.uplink.window import RESERVED_SLOTS, Batch, InFlight, QueueDelayWindow, RateLimit
+from gateway.uplink.window import RESERVED_SLOTS, Batch, InFlight, MemoryBatch, QueueDelayWindow, RateLimit
 
 log = logging.getLogger("canopy.uplink")
 
 
-@dataclass(slots=True)
-class MemoryBatch(Batch):
-    """Records the outbox holds in memory (it cannot commit): acknowledged to it under their memory epoch."""
-
-    epoch: str = ""
+def _notify(callbacks: list[Callable[..., None]], what: str, *args) -> None:
+    """Tell every callback; one that raises is logged and never stops the uplink."""
+    for cb in callbacks:
+        try:
+            cb(*args)
+        except Exception:
+            log.exception("%s callback failed", what)
 
 
 # MQTT 5 session expiry: the longest validity a command may have (commands.max_validity), so what is
@@ -57,21 +58,10 @@ SESSION_EXPIRY = 3600
 class Uplink:
     """One broker connection at a time; publishes the outbox's lanes and routes inbound messages to handlers."""
 
-    def __init__(
-        self,
-        broker: BrokerConfig,
-        topics: Topics,
-        outbox: Outbox,
-        *,
-        base_dir: str = ".",
-        batch_max_records: int = 500,
-        batch_max_bytes: int = 128 * 1024,
-        state: Callable[[], dict] | None = None,
-        max_messages_per_s: float | None = None,
-        max_bytes_per_s: float | None = None,
-        max_inflight_bytes: int = 1024 * 1024,
-        queue_delay_target: float | None = 0.03,
-    ):
+    def __init__(self, broker: BrokerConfig, topics: Topics, outbox: Outbox, *, base_dir: str = ".",
+                 batch_max_records: int = 500, batch_max_bytes: int = 128 * 1024, state: Callable[[], dict] | None = None,
+                 max_messages_per_s: float | None = None, max_bytes_per_s: float | None = None,
+                 max_inflight_bytes: int = 1024 * 1024, queue_delay_target: float | None = 0.03):
         self.broker = broker
         self.topics = topics
         self.outbox = outbox
@@ -85,6 +75,7 @@ class Uplink:
         self.acked_records = {lane: 0 for lane in LANES}
         self.puback_refused = 0  # copies the broker refused in their PUBACK (MQTT 5): their records stay
         self.connects = 0
+        self.attempts = 0  # connection attempts since start (each a TCP connection to the broker)
         self.last_error: str | None = None
         self._inflight: dict[int, InFlight] = {}
         self._inflight_bytes = 0  # of events and telemetry: what an alarm may queue behind
@@ -138,26 +129,35 @@ class Uplink:
 
     # -- connection loop ------------------------------------------------------
     async def run(self) -> None:
-        backoff = Backoff(self.broker.backoff_initial, self.broker.backoff_max)
+        """Connect, serve, and after a loss try again at a steady pace (gateway/uplink/resume.py)."""
+        loop = asyncio.get_running_loop()
+        pace = RetryPace(retry_interval(self.broker.backoff_max),
+                         refusals=Backoff(self.broker.backoff_initial, self.broker.backoff_max))
         fail = FailureLog(log, f"broker {self.broker.host}:{self.broker.port}")
         client = self.client
         while not self._stopping:
+            await self._pause(pace.wait(loop.time()))
+            if self._stopping:
+                break
             client.will = Will(self.topics.state, self._state_payload("offline", reason="connection lost"))
             client.clean_start = client.protocol != "5" or self._drop_session
+            pace.started(loop.time())
+            self.attempts += 1
             try:
-                await client.connect()
+                await client.connect()  # left pending until the broker answers or connect_timeout
             except MqttConnectError as exc:
                 if self._stopping:
                     break  # stop() let the attempt go
                 self.last_error = exc.reason
                 fail.failed(f"{'broker refused the connection' if exc.refused else 'cannot connect'}: {exc.reason}")
-                await self._pause(backoff.next())
+                if exc.refused:
+                    pace.refused(loop.time())
                 continue
             if self._stopping:  # stop() came while connecting
                 await client.disconnect()
                 break
             fail.recovered()
-            backoff.reset()
+            pace.connected()
             self.connects += 1
             self.last_error = None
             self._drop_session = False
@@ -167,13 +167,12 @@ class Uplink:
             why = await self._serve(client)
             if why is not None and not self._stopping:
                 fail.failed(f"connection lost: {getattr(why, 'reason', why)}")
-                await self._pause(backoff.next())
 
     async def _serve(self, client: MqttClient) -> MqttError | None:
         """One connection: publish, subscribe, go online; returns why it ended (None: we ended it)."""
         refused = client.refused_too_large
         self.connected.set()
-        self._tell_link(True)
+        _notify(self.on_link, "link", True)
         pump = asyncio.create_task(self._pump(client), name="uplink-pump")
         online = asyncio.create_task(self._go_online(client), name="uplink-online")
         closed = asyncio.ensure_future(client.wait_closed())
@@ -199,7 +198,7 @@ class Uplink:
                     task.exception()  # retrieved: a failure that came with the connection's end says nothing new
             self.connected.clear()
             self.online.clear()
-            self._tell_link(False)
+            _notify(self.on_link, "link", False)
             self.subscriptions.reset()
             self._inflight.clear()
             self._inflight_bytes = 0
@@ -219,24 +218,14 @@ class Uplink:
         self.publish_state()
 
     def _publish_retained(self, topic: str, payload: bytes) -> None:
-        try:
+        with contextlib.suppress(MqttError):  # the link went away: it is published again on the next connect
             self.client.publish_nowait(topic, payload, qos=1, retain=True)
-        except MqttError:
-            pass  # the link went away: it is published again on the next connect
-
-    def _tell_link(self, up: bool) -> None:
-        for cb in self.on_link:
-            try:
-                cb(up)
-            except Exception:
-                log.exception("link callback failed")
 
     async def _pause(self, seconds: float) -> None:
-        if not self._stopping:
-            try:
+        """Until the next attempt's slot, or until stop()."""
+        if seconds > 0 and not self._stopping:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop_requested.wait(), timeout=seconds)
-            except TimeoutError:
-                pass
 
     async def drain(self, timeout: float) -> None:
         """Give pending records a last chance to reach the broker (clean shutdown)."""
@@ -284,21 +273,15 @@ class Uplink:
         elif batch.copies == 0 and not batch.refused:
             self.outbox.ack(batch.lane, batch.first, batch.last)
             self.acked_records[batch.lane] += batch.count
-            for cb in self.on_acked:
-                try:
-                    cb(batch.lane, batch.first, batch.last)
-                except Exception:
-                    log.exception("PUBACK callback failed")
+            _notify(self.on_acked, "PUBACK", batch.lane, batch.first, batch.last)
         self._wake.set()
 
     # -- sending ----------------------------------------------------------------
     def publish_state(self, status: str = "online") -> None:
         """The retained state, once this connection is online (every SUBACK in)."""
         if self.online.is_set():
-            try:
+            with contextlib.suppress(MqttError):  # the link went away: "online" goes again on the next connect
                 self.client.publish_nowait(self.topics.state, self._state_payload(status), qos=1, retain=True)
-            except MqttError:
-                pass
 
     def _state_payload(self, status: str, **extra) -> bytes:
         return state_payload(self.topics, status, boot=self.outbox.boot, health=self.state,
@@ -394,12 +377,10 @@ class Uplink:
         rows = fit(rows, self.batch_max_bytes if lane == "alarm" else self.window.message_bytes(self.batch_max_bytes))
         if lane != "telemetry":
             rows = cut_at_topic(rows)
-        payload = self._compose(lane, rows) if memory_epoch is None else compose(self.topics, memory_epoch, lane, rows)
+        payload = compose(self.topics, self.outbox.epoch if memory_epoch is None else memory_epoch, lane, rows)
         targets = topics_for(self.topics, lane, rows[0][2])
-        if memory_epoch is None:
-            batch = Batch(lane, rows[0][0], rows[-1][0], len(rows), copies=len(targets))
-        else:
-            batch = MemoryBatch(lane, rows[0][0], rows[-1][0], len(rows), copies=len(targets), epoch=memory_epoch)
+        span = (lane, rows[0][0], rows[-1][0], len(rows))
+        batch = Batch(*span, copies=len(targets)) if memory_epoch is None else MemoryBatch(*span, copies=len(targets), epoch=memory_epoch)
         now = asyncio.get_running_loop().time()
         for topic in targets:
             try:
@@ -414,6 +395,3 @@ class Uplink:
                 self._byte_rate.charge(len(payload))
             self.published[lane] += 1
         return rows[-1][0]
-
-    def _compose(self, lane: str, rows: list[Row]) -> bytes:
-        return compose(self.topics, self.outbox.epoch, lane, rows)

@@ -28,6 +28,13 @@ class Batch:
 
 
 @dataclass(slots=True)
+class MemoryBatch(Batch):
+    """Records the outbox holds in memory (it cannot commit): acknowledged to it under their memory epoch."""
+
+    epoch: str = ""
+
+
+@dataclass(slots=True)
 class InFlight:
     """One published copy awaiting its PUBACK."""
 

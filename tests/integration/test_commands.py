@@ -280,3 +280,104 @@ def test_junk_never_locks_a_door_out_and_a_lockout_is_per_person(tmp_path, broke
         pub.loop_stop()
         pub.disconnect()
         sim.stop()
+
+
+# -- issue 16: confirmed valves, flow rules, capacity, interlock words -------------------------------------------
+def with_feedback(confirm_within: float = 2, **more) -> dict:
+    """Every zone's position input as its valve's feedback (the simulated module has one per zone)."""
+    return {f"zone-{n}": {"feedback": {"device": "valves", "point": f"zone_{n}_open"}, "confirm_within": confirm_within,
+                          **more} for n in (1, 2, 3, 4)}
+
+
+def test_a_valve_whose_feedback_never_confirms_fails_with_an_alarm_and_is_closed_again(
+        tmp_path, farm_sim, broker, subscriber_factory, gateway_factory, farmer_key, capsys):
+    sub = subscriber_factory(broker.port)
+    cfg = site_config(tmp_path, sim_port=farm_sim.port, broker={"host": "127.0.0.1", "port": broker.port},
+                      commands=farm_commands(tmp_path / "farmer.pub", **with_feedback()))
+    gateway_factory(cfg)
+    wait_online(sub)
+    relay = farm_sim.device("valves").model
+    relay.set_stuck(2, False)  # the coil switches, the valve does not move
+
+    t0 = time.monotonic()
+    assert remote("irrigate", broker.port, farmer_key, "--zone", "2", "--seconds", "60") == 1
+    took = time.monotonic() - t0
+    out = capsys.readouterr().out
+    assert "failed irrigate zone-2: not_confirmed" in out and "zone_2_open reads False 2 s after opening" in out, out
+    assert 2.0 <= took < 6, took
+    (alarm,) = wait_until(lambda: events(sub, "valve.not_confirmed"), 5, what="valve.not_confirmed alarm")
+    assert alarm["valve"] == "zone-2" and alarm["feedback"] == {"zone_2_open": False}
+    assert not relay.coil_on(2, farm_sim.clock.now()), "an opening nobody can confirm is commanded closed again"
+    assert not zone_open(farm_sim, 2)
+
+    assert remote("irrigate", broker.port, farmer_key, "--zone", "3", "--seconds", "60", "--json") == 0
+    final = [orjson.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")][-1]
+    assert final["status"] == "executed" and final["confirmed"] is True and final["state"]["zone_3_open"] is True
+
+
+def test_flow_while_every_valve_is_closed_raises_an_alarm(tmp_path, farm_sim, broker, subscriber_factory, gateway_factory,
+                                                          farmer_key):
+    sub = subscriber_factory(broker.port)
+    interlocks = {"rain": {"device": "weather"}, "tank": {"device": "tank", "below": 0.2},
+                  "flow": {"device": "meter-farm", "min": 1.0, "max": 2.0, "settle": 1, "idle_max": 0.05}}
+    cmds = farm_commands(tmp_path / "farmer.pub", **{f"zone-{n}": {"interlocks": interlocks} for n in (1, 2, 3, 4)})
+    cfg = site_config(tmp_path, sim_port=farm_sim.port, broker={"host": "127.0.0.1", "port": broker.port}, commands=cmds)
+    gateway_factory(cfg)
+    wait_online(sub)
+    relay = farm_sim.device("valves").model
+    relay.set_stuck(1, True)  # zone 1 stays open with its coil off: water runs
+    farm_sim.clock.advance(20)  # the meter sees it (the simulation's time is frozen otherwise)
+    (alarm,) = wait_until(lambda: events(sub, "valve.flow_alarm"), 10, what="flow-while-closed alarm")
+    assert alarm["rule"] == "flow_while_closed" and alarm["meter"] == "meter-farm.flow_rate" and alarm["unit"] == "m3/h"
+    assert alarm["flow"] > 1 and "with every valve on it closed" in alarm["detail"]
+    assert not any(relay.coil_on(n, farm_sim.clock.now()) for n in (1, 2, 3, 4))
+    relay.set_stuck(1, None)
+    farm_sim.clock.advance(20)
+    (cleared,) = wait_until(lambda: events(sub, "valve.flow_alarm_cleared"), 10, what="flow alarm cleared")
+    assert cleared["rule"] == "flow_while_closed"
+    assert len(events(sub, "valve.flow_alarm")) == 1
+
+
+def test_three_zones_with_a_capacity_of_two_the_third_waits(tmp_path, farm_sim, broker, subscriber_factory, gateway_factory,
+                                                            farmer_key):
+    sub = subscriber_factory(broker.port)
+    cmds = farm_commands(tmp_path / "farmer.pub")
+    cmds["manifolds"] = [{"id": "pump-1", "valves": ["zone-1", "zone-2", "zone-3"], "max_open": 2, "max_wait": "5m"}]
+    cfg = site_config(tmp_path, sim_port=farm_sim.port, broker={"host": "127.0.0.1", "port": broker.port}, commands=cmds)
+    gateway_factory(cfg)
+    wait_online(sub)
+    for n in (1, 2):
+        assert remote("irrigate", broker.port, farmer_key, "--zone", str(n), "--seconds", "120") == 0
+    key = envelope.load_private_key(farmer_key.read_bytes())
+
+    def command(action: str, target: str, params: dict | None = None) -> dict:
+        return envelope.sign(envelope.make(issuer="farmer", site=SITE, gateway=GW, target=target, action=action,
+                                           params=params, v=2), key)
+
+    third = command("irrigate", "zone-3", {"duration_s": 60})
+    recs = send(third, host="127.0.0.1", port=broker.port, timeout=2)
+    assert [r["status"] for r in recs] == ["accepted", "queued"], recs
+    assert recs[-1]["manifold"] == "pump-1" and "pump-1 already feeds 2 of 2 zones (zone-1, zone-2)" in recs[-1]["detail"]
+    assert not zone_open(farm_sim, 3) and zone_open(farm_sim, 1) and zone_open(farm_sim, 2)
+
+    assert send(command("close", "zone-1"), host="127.0.0.1", port=broker.port, timeout=10)[-1]["status"] == "executed"
+    done = wait_until(lambda: [r for r in results(sub, third["id"]) if r["status"] == "executed"], 10,
+                      what="the queued opening executed")
+    assert done[0]["state"]["zone_3"] is True
+    assert zone_open(farm_sim, 3) and not zone_open(farm_sim, 1)
+
+
+def test_an_interlocked_opening_is_refused_naming_the_interlock_and_the_unit(tmp_path, farm_sim, broker, subscriber_factory,
+                                                                           gateway_factory, farmer_key, capsys):
+    sub = subscriber_factory(broker.port)
+    cfg = site_config(tmp_path, sim_port=farm_sim.port, broker={"host": "127.0.0.1", "port": broker.port},
+                      commands=farm_commands(tmp_path / "farmer.pub"))
+    gateway_factory(cfg)
+    wait_online(sub)
+    farm_sim.device("tank").model.set_level(0.1)
+    wait_until(lambda: any(r["value"] <= 0.1 for r in sub.by_point()[("tank", "level")]), 10, what="the low tank polled")
+    capsys.readouterr()
+    assert remote("irrigate", broker.port, farmer_key, "--zone", "1", "--seconds", "60") == 1
+    out = capsys.readouterr().out
+    assert "blocked by interlock tank: tank level 0.1 m is below 0.2 m (tank.level)" in out, out
+    assert not zone_open(farm_sim, 1)

@@ -305,9 +305,14 @@ async def person(browser: Browser, base: str, name: str, *, phone: bool = False,
 
 
 async def shot(page: Page, name: str) -> Path:
+    """A full-page PNG under screenshots/; the sticky banners are laid out in place for it (a full-page
+    capture would otherwise draw them where the last scroll left them)."""
     SHOTS.mkdir(exist_ok=True)
     path = SHOTS / f"{name}.png"
+    unstick = "(on) => { const b = document.getElementById('banners'); if (b) b.style.position = on ? 'static' : ''; }"
+    await page.evaluate(unstick, True)
     await page.screenshot(path=str(path), full_page=True)
+    await page.evaluate(unstick, False)
     return path
 
 

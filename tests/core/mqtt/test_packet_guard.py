@@ -213,3 +213,84 @@ async def test_a_connect_that_stop_abandons_returns_at_once():
                 await connecting
     finally:
         silent.close()
+
+
+# --------------------------------------------------------------------------- chunked reads
+
+
+class CountingSocket:
+    """A socket that counts its recv calls."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.recvs = 0
+
+    def recv(self, n: int) -> bytes:
+        self.recvs += 1
+        return self.sock.recv(n)
+
+    def __getattr__(self, name):
+        return getattr(self.sock, name)
+
+
+def test_one_recv_serves_many_packets_to_paho_like_reads(pair):
+    mine, broker = pair
+    counting = CountingSocket(mine)
+    guarded = GuardedSocket(counting, 1000, mqtt5=True, on_refused=lambda size: None)
+    stream = b"".join(packet(n) for n in (0, 5, 127, 300))
+    broker.sendall(stream)
+    seen = b""
+    while len(seen) < len(stream):  # as paho reads: the type byte, the length byte, then the body
+        seen += guarded.recv(1) + guarded.recv(1)
+        seen += guarded.recv(seen[-1] & 0x7F | (guarded.recv(1)[0] << 7 if seen[-1] & 0x80 else 0)) if seen[-1] else b""
+    assert seen == stream and counting.recvs == 1
+    assert guarded.pending() == 0
+
+
+def test_take_packet_returns_whole_packets_only(pair):
+    mine, broker = pair
+    guarded = GuardedSocket(mine, 1000, mqtt5=True, on_refused=lambda size: None)
+    broker.sendall(packet(3) + packet(200)[:50])
+    assert guarded.recv(1) == b"\x30"  # a reader inside a packet reads on with recv
+    assert guarded.recv(4) == b"\x03xxx"
+    assert guarded.pending() == 50
+    assert guarded.take_packet() is None, "the second packet is not all there"
+    assert guarded.recv(3) == packet(200)[:3]
+    broker.sendall(packet(200)[50:] + packet(4))
+    assert guarded.recv(200) == packet(200)[3:50]  # what the buffer still had
+    assert guarded.recv(200) == packet(200)[50:]
+    assert guarded.take_packet() == (0x30, b"xxxx")
+    assert guarded.pending() == 0
+
+
+def test_packets_before_an_oversized_one_in_the_same_chunk_are_delivered_first(pair):
+    mine, broker = pair
+    refused: list[int] = []
+    guarded = GuardedSocket(mine, 1000, mqtt5=True, on_refused=refused.append)
+    broker.sendall(packet(10) + packet(20) + publish_header(50_000) + b"y" * 3000)
+    assert guarded.take_packet() == (0x30, b"x" * 10)
+    assert guarded.take_packet() == (0x30, b"x" * 20)
+    assert refused == [] and guarded.pending() > 0, "the refusal is due: the reader must come back for it"
+    assert guarded.take_packet() is None
+    assert read_like_paho(guarded) == publish_header(50_000)[:-1]
+    assert refused == [50_004] and guarded.pending() == 0
+
+
+async def test_a_burst_larger_than_one_loop_turn_is_delivered_whole_and_in_order():
+    broker = ScriptedBroker(mqtt5=True)
+    port = await broker.start()
+    got = []
+    try:
+        client = MqttClient(BrokerEndpoint("127.0.0.1", port), on_message=got.append)
+        await client.connect()
+        await broker.connected.wait()
+        n = 3000  # more than MAX_READS_PER_TURN, in a few 64 KiB chunks
+        await broker.send(b"".join(b"\x30" + varint(len(body)) + body
+                                   for body in (b"\x00\x01t\x00" + b"%d" % i for i in range(n))))
+        async with asyncio.timeout(10):
+            while len(got) < n:
+                await asyncio.sleep(0.01)
+        assert [m.payload for m in got] == [b"%d" % i for i in range(n)]
+        await client.disconnect()
+    finally:
+        broker.close()

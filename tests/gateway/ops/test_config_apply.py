@@ -20,7 +20,7 @@ from gateway.ops.config_store import KEEP, ConfigStore
 from gateway.ops.update import GatePolicy, apply_pending
 from gateway.remote_config.handover import Handover, entry_name
 from tests.gateway.ops.fakes import NotifyListener, write_status
-from tests.gateway.remote_config.board import board, configure_permission  # noqa: F401 - fixtures
+from tests.gateway.remote_config.board import Board, grant_configure
 
 FAST = GatePolicy(timeout=2.0, settle=0.2)
 GOOD_PORT = 1883
@@ -32,13 +32,16 @@ class ConfigService:
     def __init__(self, board, listener: NotifyListener, on_restart=None):
         self.board, self.listener, self.on_restart = board, listener, on_restart
         self.restarts: list[int] = []
+        self._writing = threading.Lock()  # two fake daemons may overlap for a moment
+        self.threads: list[threading.Thread] = []
 
     def restart(self) -> None:
         port = yaml.safe_load(self.board.site_file.read_text())["broker"]["port"]
         self.restarts.append(port)
         with self.listener._lock:
             self.listener.messages.clear()
-        threading.Thread(target=self.come_up, args=(port == GOOD_PORT,), daemon=True).start()
+        self.threads.append(threading.Thread(target=self.come_up, args=(port == GOOD_PORT,), daemon=True))
+        self.threads[-1].start()
         if self.on_restart is not None:
             self.on_restart(len(self.restarts))
 
@@ -49,17 +52,27 @@ class ConfigService:
         n = Notifier(self.listener.name)
         n.notify("READY=1")
         n.close()
-        write_status(self.board.status_path, connected=connected, devices={"soil-1": "ok"})
+        with self._writing:
+            write_status(self.board.status_path, connected=connected, devices={"soil-1": "ok"})
 
     def ready(self) -> bool:
         return self.listener.ready()
 
 
 @pytest.fixture
+def board(tmp_path, monkeypatch) -> Board:
+    grant_configure(monkeypatch)
+    return Board(tmp_path)
+
+
+@pytest.fixture
 def gateway(board):
     listener = NotifyListener()
     write_status(board.status_path, connected=True, devices={"soil-1": "ok"})
-    yield ConfigService(board, listener)
+    service = ConfigService(board, listener)
+    yield service
+    for thread in service.threads:
+        thread.join(2)
     listener.close()
 
 
@@ -209,3 +222,28 @@ def test_the_applier_run_takes_bundles_then_configs(board, gateway):
     assert res.outcome == "committed" and res.line().startswith("config ")
     assert not Handover(board.layout.updates).pending()
     assert json.loads(ConfigStore(board.layout).state_file.read_text())["history"][-1]["event"] == "commit"
+
+
+def test_an_unexpected_failure_takes_the_trial_back_and_is_reported(board, gateway):
+    def broken_restart(n):
+        if n == 1:
+            raise RuntimeError("systemctl restart canopy.service: Access denied")
+
+    gateway.on_restart = broken_restart
+    before = board.site_file.read_bytes()
+    hand_over(board, board.payload(board.variant(uplink={"state_interval": 5})))
+    (res,) = apply_pending_configs(board.layout, gateway, board.status_path, policy=FAST)
+    assert res.outcome == "rolled_back" and "Access denied" in res.reason
+    assert board.site_file.read_bytes() == before and not Handover(board.layout.updates).pending()
+    (result,) = results(board)
+    assert (result["status"], result["reason"]) == ("failed", "rolled_back") and "Access denied" in result["detail"]
+
+
+def test_the_units_hand_configs_to_the_applier_and_let_it_write_the_config():
+    from pathlib import Path
+
+    units = Path(__file__).resolve().parents[3] / "systemd"
+    assert "PathExistsGlob=/var/lib/canopy/updates/*.config" in (units / "canopy-applier.path").read_text()
+    for unit in ("canopy-applier.service", "canopy-rollback.service"):
+        paths = next(line for line in (units / unit).read_text().splitlines() if line.startswith("ReadWritePaths="))
+        assert {"/etc/canopy", "/var/lib/canopy"} <= set(paths.split("=", 1)[1].split()), unit

@@ -88,17 +88,22 @@ def replica_open_db(db: apsw.Connection, max_bytes: int = StorePolicy().max_byte
 
 
 def replica_migrate(db: apsw.Connection) -> None:
-    """schema.migrate (with its _move_topics_out), through apsw."""
+    """schema.migrate (with its _add_topic_column and _move_topics_out), through apsw."""
     version = db.execute("PRAGMA user_version").fetchall()[0][0]
     if version >= schema.VERSION:
         return
+    if version < 2:
+        replica_add_topic_column(db)
+    db.execute(f"PRAGMA user_version={schema.VERSION}")
+
+
+def replica_add_topic_column(db: apsw.Connection) -> None:
     for lane in LANES:
         columns = {row[1] for row in db.execute(f"PRAGMA table_info({lane})").fetchall()}
         if "topic" not in columns:
             db.execute(f"ALTER TABLE {lane} ADD COLUMN topic TEXT")
         if lane != "telemetry":
             replica_move_topics_out(db, lane)
-    db.execute(f"PRAGMA user_version={schema.VERSION}")
 
 
 def replica_move_topics_out(db: apsw.Connection, lane: str) -> None:
@@ -116,10 +121,11 @@ def replica_move_topics_out(db: apsw.Connection, lane: str) -> None:
 
 def replica_commit(db: apsw.Connection, rows: dict[str, list[tuple[float, bytes, str | None]]],
                    acks: dict[str, list[tuple[int, int]]], meta: list[tuple[str, str]] | None = None,
-                   ) -> tuple[dict[str, int], dict[str, int]]:
+                   retain_at: float | None = None) -> tuple[dict[str, int], dict[str, int]]:
     """Outbox._commit (transaction.write_commit, counters.add_counts inlined), through apsw.
 
     Returns (last seq, rows deleted) per lane.  ``meta``: the boot rows a start on a full disk could not write.
+    ``retain_at``: acknowledged rows move to ``retained_{lane}`` (retention on).
     (Records published from memory and acknowledged before the commit only add to the counters: the
     same statements.)"""
     db.execute("BEGIN IMMEDIATE")
@@ -130,11 +136,21 @@ def replica_commit(db: apsw.Connection, rows: dict[str, list[tuple[float, bytes,
         if rows[lane]:
             db.executemany(f"INSERT INTO {lane} (ts, body, topic) VALUES (?, ?, ?)", rows[lane])
         if acks[lane]:
+            if retain_at is not None:
+                db.executemany(f"INSERT INTO counters (lane, name, value) SELECT ?, 'retained_bytes', "
+                               f"coalesce(sum(length(body)), 0) FROM {lane} WHERE seq BETWEEN ? AND ? "
+                               "ON CONFLICT (lane, name) DO UPDATE SET value = value + excluded.value",
+                               [(lane, a, b) for a, b in acks[lane]])
+                db.executemany(f"INSERT OR IGNORE INTO retained_{lane} (seq, ts, body, topic, acked_at) "
+                               f"SELECT seq, ts, body, topic, ? FROM {lane} WHERE seq BETWEEN ? AND ?",
+                               [(retain_at, a, b) for a, b in acks[lane]])
             before = db.total_changes()
             db.executemany(f"DELETE FROM {lane} WHERE seq BETWEEN ? AND ?", acks[lane])
             deleted[lane] = db.total_changes() - before
     delta = [(len(rows[lane]), lane, "produced") for lane in LANES if rows[lane]]
     delta += [(n, lane, "acknowledged") for lane, n in deleted.items() if n]
+    if retain_at is not None:
+        delta += [(n, lane, "retained") for lane, n in deleted.items() if n]
     if delta:  # counters.add_counts
         db.executemany("INSERT OR IGNORE INTO counters (lane, name, value) VALUES (?, ?, 0)", [(l, n) for _, l, n in delta])
         db.executemany("UPDATE counters SET value = value + ? WHERE lane = ? AND name = ?", delta)
@@ -142,6 +158,8 @@ def replica_commit(db: apsw.Connection, rows: dict[str, list[tuple[float, bytes,
     for lane in LANES:
         if rows[lane]:
             seqs[lane] = db.execute("SELECT seq FROM sqlite_sequence WHERE name=?", (lane,)).fetchall()[0][0]
+    if retain_at is not None and any(deleted.values()):
+        db.execute("SELECT lane, name, value FROM counters WHERE name IN ('retained', 'retained_bytes')").fetchall()
     db.execute("COMMIT")
     return seqs, deleted
 
@@ -186,6 +204,7 @@ def sql_calls(func, inline: dict | None = None) -> list[tuple[str, str]]:
 def test_replica_mirrors_store_sql():
     store_open = sql_calls(Outbox._open_db, inline={"connect_checked": opening.connect_checked,
                                                     "start_boot": opening.start_boot, "migrate": schema.migrate,
+                                                    "_add_topic_column": schema._add_topic_column,
                                                     "_move_topics_out": schema._move_topics_out,
                                                     "load_counters": counters.load_counters})
     store_commit = sql_calls(Outbox._commit, inline={"write_commit": transaction.write_commit,
@@ -197,6 +216,7 @@ def test_replica_mirrors_store_sql():
     assert all(s.startswith(_SQL_WORDS) or s.startswith("<") for _, s in store_open + store_commit)
     # and the replica says exactly the same, in the same order
     replica_open = sql_calls(replica_open_db, inline={"replica_migrate": replica_migrate,
+                                                      "replica_add_topic_column": replica_add_topic_column,
                                                       "replica_move_topics_out": replica_move_topics_out})
     assert replica_open == store_open, "gateway/outbox Outbox._open_db/migrate changed: update replica_open_db"
     assert sql_calls(replica_commit) == store_commit, "gateway/outbox Outbox._commit/add_counts changed: update replica_commit"
@@ -213,6 +233,7 @@ class DbState:
     counters: dict[tuple[str, str], int]
     seq: dict[str, int]
     boot: int
+    kept: dict[str, dict[int, tuple[bytes, str | None]]] = field(default_factory=lambda: {l: {} for l in LANES})  # retained_{lane}
 
     def reconciles(self) -> list[str]:
         bad = []
@@ -231,7 +252,9 @@ def read_state(db: apsw.Connection) -> DbState:
     counters = {(l, n): v for l, n, v in db.execute("SELECT lane, name, value FROM counters").fetchall()} if "counters" in tables else {}
     seq = dict(db.execute("SELECT name, seq FROM sqlite_sequence").fetchall()) if "sqlite_sequence" in tables else {}
     meta = dict(db.execute("SELECT key, value FROM meta").fetchall()) if "meta" in tables else {}
-    return DbState(rows, counters, {lane: seq.get(lane, 0) for lane in LANES}, int(meta.get("boot", 0)))
+    kept = {lane: {q: (b, t) for q, b, t in db.execute(f"SELECT seq, body, topic FROM retained_{lane}").fetchall()}
+            if f"retained_{lane}" in tables else {} for lane in LANES}
+    return DbState(rows, counters, {lane: seq.get(lane, 0) for lane in LANES}, int(meta.get("boot", 0)), kept)
 
 
 @dataclass
@@ -241,7 +264,7 @@ class Model:
     state: DbState = field(default_factory=lambda: DbState({l: {} for l in LANES}, {}, {l: 0 for l in LANES}, 0))
     hwm: dict[str, int] = field(default_factory=lambda: {l: 0 for l in LANES})  # highest seq a returned commit handed out
     acked: dict[str, set[tuple[bytes, str | None]]] = field(default_factory=lambda: {l: set() for l in LANES})  # deleted by returned commits
-    inflight: tuple | None = None  # ("open",) or ("commit", rows, acks), between its BEGIN and its return
+    inflight: tuple | None = None  # ("open",) or ("commit", rows, acks, retain), between its BEGIN and its return
     commit_issued: bool = False
     returned_commits: int = 0
 
@@ -249,29 +272,37 @@ class Model:
         """The state if the transaction in flight committed."""
         s = self.state
         rows = {l: dict(r) for l, r in s.rows.items()}
+        kept = {l: dict(r) for l, r in s.kept.items()}
         counters, seq = dict(s.counters), dict(s.seq)
         if self.inflight[0] == "open":
-            return DbState(rows, counters, seq, s.boot + 1)
-        _, new, acks = self.inflight
-        for lane in LANES:  # in replica_commit's order: a lane's inserts, then its deletes
+            return DbState(rows, counters, seq, s.boot + 1, kept)
+        _, new, acks, retain = self.inflight
+        for lane in LANES:  # in replica_commit's order: a lane's inserts, then its deletes (moves, retaining)
             if new[lane]:
                 for _, body, topic in new[lane]:
                     seq[lane] += 1  # AUTOINCREMENT: one writer, so the batch gets consecutive seqs
                     rows[lane][seq[lane]] = (body, topic)  # a record: body and topic column
                 counters[(lane, "produced")] = counters.get((lane, "produced"), 0) + len(new[lane])
-            n = 0
+            n = size = 0
             for a, b in acks[lane]:
                 for q in [q for q in rows[lane] if a <= q <= b]:
+                    if retain:
+                        kept[lane][q] = rows[lane][q]
+                        size += len(rows[lane][q][0])
                     del rows[lane][q]
                     n += 1
+            if acks[lane] and retain:  # the bytes' upsert makes its row even for nothing moved
+                counters[(lane, "retained_bytes")] = counters.get((lane, "retained_bytes"), 0) + size
             if n:
                 counters[(lane, "acknowledged")] = counters.get((lane, "acknowledged"), 0) + n
-        return DbState(rows, counters, seq, s.boot)
+                if retain:
+                    counters[(lane, "retained")] = counters.get((lane, "retained"), 0) + n
+        return DbState(rows, counters, seq, s.boot, kept)
 
     def returned(self, seqs: dict[str, int] | None = None, deleted: dict[str, int] | None = None) -> None:
         new = self.applied()
         if self.inflight[0] == "commit":
-            _, _, acks = self.inflight
+            _, _, acks, _ = self.inflight
             assert new.seq == {l: seqs.get(l, self.state.seq[l]) for l in LANES}, "commit returned unexpected seqs"
             for lane in LANES:
                 gone = self.state.rows[lane].keys() - new.rows[lane].keys()
@@ -304,6 +335,8 @@ class Model:
                     bad.append(f"resurrected: {lane} seq {q} was deleted by a returned commit")
                 elif q not in self.state.rows[lane]:
                     bad.append(f"uncommitted: {lane} seq {q} is from a transaction that did not commit")
+            for q in c.kept[lane].keys() ^ db.kept[lane].keys():
+                bad.append(f"retained: {lane} seq {q} {'missing from' if q in c.kept[lane] else 'unexpected in'} retained_{lane}")
             if db.seq[lane] < self.hwm[lane]:
                 bad.append(f"seq_reuse: {lane} sqlite_sequence {db.seq[lane]} < {self.hwm[lane]} already handed out")
             elif db.seq[lane] != c.seq[lane]:
@@ -316,7 +349,8 @@ class Model:
 
 
 def _distance(db: DbState, c: DbState) -> int:
-    return sum(len(set(db.rows[l].items()) ^ set(c.rows[l].items())) for l in LANES) + (db.counters != c.counters) + (db.seq != c.seq)
+    return (sum(len(set(db.rows[l].items()) ^ set(c.rows[l].items())) + len(set(db.kept[l].items()) ^ set(c.kept[l].items()))
+                for l in LANES) + (db.counters != c.counters) + (db.seq != c.seq))
 
 
 # =========================================================================== the workload
@@ -439,8 +473,9 @@ def run_chain(tmp_path, *, seed: int, crashes: int, synchronous: str = "FULL", t
                 del conns[:-2]
                 while True:
                     rows, acks = work.step(model, reader)
-                    model.inflight = ("commit", rows, acks)
-                    seqs, deleted = replica_commit(writer, rows, acks)
+                    retain = model.returned_commits % 7 != 6  # retention on, as by default; now and then off
+                    model.inflight = ("commit", rows, acks, retain)
+                    seqs, deleted = replica_commit(writer, rows, acks, retain_at=1.7e9 + model.returned_commits if retain else None)
                     model.returned(seqs, deleted)
             except apsw.Error:
                 if not vfs.crashed:

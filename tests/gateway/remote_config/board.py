@@ -1,8 +1,9 @@
 """A board for the remote-config tests: a temporary install root with a site, its profiles, two issuers and the
 applier's folder; envelopes signed the way ``canopy remote configure`` signs them.
 
-``configure_permission`` gives the ``admin`` issuer the ``configure`` permission: with the YAML key once
+``grant_configure`` gives the ``admin`` issuer the ``configure`` permission: with the YAML key once
 ``IssuerConfig`` has it, until then by standing in for the field (the code reads it with getattr).
+The fixtures are in conftest.py.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import shutil
 from pathlib import Path
 
 import orjson
-import pytest
 import yaml
 
 from core.protocol import envelope
@@ -28,8 +28,7 @@ CONFIGURE_MARK = "may configure this gateway"
 SITE, GATEWAY = "farm-a", "gw-1"
 
 
-@pytest.fixture
-def configure_permission(monkeypatch):
+def grant_configure(monkeypatch) -> None:
     if not HAS_CONFIGURE:
         monkeypatch.setattr(IssuerConfig, "configure", property(lambda self: self.description == CONFIGURE_MARK), raising=False)
 
@@ -99,8 +98,3 @@ class Board:
 
     def payload(self, *args, **kw) -> bytes:
         return orjson.dumps(self.envelope(*args, **kw))
-
-
-@pytest.fixture
-def board(tmp_path, configure_permission) -> Board:
-    return Board(tmp_path)

@@ -51,6 +51,7 @@ async function load() {
     desk.partial = all.length >= MAX_OPEN;
     renderAlerts();
   }
+  mark("alerts-complete");
   for (const k of desk.open) loadTimeline(k);
   loadMetas();
 }
@@ -285,7 +286,9 @@ function frame() {
 async function main() {
   const ready = start(); // meanwhile the live stream connects: its hello (re)loads the alerts once we are ready
   live = new Live(["alert", "gateway", "command"], {
-    onSync: () => ready.then((me) => me && load()), onEvent: (ch, d) => desk.rendered && onEvent(ch, d),
+    onSync: () => ready.then((me) => me && load()).then(() => banners.hide("load"), (e) => e.status !== 401
+      && banners.show("load", () => t("banner.load_failed", { detail: e.message }))),
+    onEvent: (ch, d) => desk.rendered && onEvent(ch, d),
     onSessionEnded: () => sessionEnded() });
   live.start();
   const me = await ready;

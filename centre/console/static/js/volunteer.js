@@ -129,16 +129,23 @@ async function onMyWay(a) {
   render();
 }
 
+function refreshIntent(id) {
+  api(`/api/intents/${encodeURIComponent(id)}`).then((i) => { addIntent(i); render(); }).catch(() => {});
+}
+
 function onEvent(channel, d) {
   if (channel === "alert") {
+    const k = keyOf(d);
     if ("updated_at" in d && "raised_at" in d) {
-      v.alerts.set(keyOf(d), { ...v.alerts.get(keyOf(d)), ...d });
-      if (v.open.has(keyOf(d))) loadTimeline(keyOf(d));
+      v.alerts.set(k, { ...v.alerts.get(k), ...d });
+      if (v.open.has(k)) loadTimeline(k);
       render();
       loadMetas();
     } else load();
+    // a volunteer may not follow commands live: the alert's change is the moment their ack's state moved
+    for (const i of v.intents.get(k) || []) if (i.id !== "local") refreshIntent(i.id);
   } else if (channel === "command" && d.kind === "ack") {
-    api(`/api/intents/${encodeURIComponent(d.id)}`).then((i) => { addIntent(i); render(); }).catch(() => {});
+    refreshIntent(d.id);
   }
 }
 
