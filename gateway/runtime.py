@@ -40,6 +40,7 @@ from gateway.uplink.uplink import Uplink
 if TYPE_CHECKING:  # imported where they start: OpenCV/LiteRT, the command store and metrics only where configured
     from gateway.commands.service import CommandService
     from gateway.controls.service import ControlService
+    from gateway.remote_config.service import RemoteConfig
     from gateway.status.metrics import MetricsExport
     from inference.service import CameraService
 
@@ -85,6 +86,7 @@ class Gateway:
         self.commands: CommandService | None = None  # when the site has `commands:`
         self.cameras: CameraService | None = None  # when the site has cameras
         self.controls: ControlService | None = None  # when the site has `controls:`
+        self.remote_config: RemoteConfig | None = None  # …/config, and the applier's results
         self._devices: dict[str, Pollable] = {}  # by device id; Modbus devices also `write` (commands, alert outputs)
         self.embedded: EmbeddedBroker | None = None
         self.buses: list[BuiltBus] = []
@@ -206,6 +208,7 @@ class Gateway:
             **({"commands": self.commands.snapshot()} if self.commands is not None else {}),
             **({"cameras": self.cameras.snapshot()} if self.cameras is not None else {}),
             **({"controls": self.controls.snapshot()} if self.controls is not None else {}),
+            **({"remote_config": self.remote_config.snapshot()} if self.remote_config is not None else {}),
         }
 
     def state(self) -> dict:
@@ -246,6 +249,7 @@ class Gateway:
             await self._start_commands(self.uplink, state_dir)
         if self.site.cameras:
             self._start_cameras(state_dir)
+        self._start_remote_config(self.uplink, state_dir)
         self._tasks.append(asyncio.create_task(self.uplink.run(), name="uplink"))
         for p in self.pollers:
             self._tasks.append(asyncio.create_task(p.run(), name=f"poll-{p.device.id}"))
@@ -314,6 +318,15 @@ class Gateway:
         self.controls = ControlService(self.cfg, self.clock, self._emit, self.write_point, alerts=self.alerts, state_dir=state_dir)
         self.controls.on_change = self.reporter.changed
         self._tasks.append(asyncio.create_task(self.controls.run(), name="controls"))
+
+    def _start_remote_config(self, uplink: Uplink, state_dir: str) -> None:
+        """…/config when an issuer may configure (capability `config`); the applier's results are relayed either way."""
+        from gateway.remote_config.service import RemoteConfig
+
+        self.remote_config = RemoteConfig(self.cfg, self.clock, self._emit, state_dir=state_dir)
+        if self.remote_config.takes_configs:
+            uplink.subscribe(self.topics.config, self.remote_config.on_config)
+        self._tasks.append(asyncio.create_task(self.remote_config.run(), name="remote-config"))
 
     def _start_cameras(self, state_dir: str) -> None:
         from inference.service import CameraService  # OpenCV/LiteRT only where cameras exist

@@ -97,6 +97,8 @@ class IssuerConfig(Strict):
     ack: Annotated[list[AckScope], BeforeValidator(_ack_scopes)] = Field(
         default_factory=list, description="alerts this issuer may acknowledge and resolve: `all`, or alert classes and "
                                           "`group:<name>` (alerts that have reached that recipient group); docs/alerts.md")
+    configure: bool = Field(False, description="may push a whole site config on …/config (`canopy remote configure`); "
+                                               "docs/operations.md#remote-configuration")
     description: str = ""
     enabled: bool = True
 
@@ -104,8 +106,9 @@ class IssuerConfig(Strict):
     def _one_key(self) -> "IssuerConfig":
         if (self.public_key is None) == (self.public_key_file is None):
             raise ValueError("give public_key or public_key_file (exactly one)")
-        if not self.actions and not self.ack:
-            raise ValueError("give actions (commands this issuer may send) or ack (alerts it may acknowledge), or both")
+        if not self.actions and not self.ack and not self.configure:
+            raise ValueError("give actions (commands this issuer may send), ack (alerts it may acknowledge) or "
+                             "configure: true (site configs it may push), or several")
         return self
 
     def may_ack(self, cls: str | None, groups) -> bool:
