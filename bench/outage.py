@@ -263,7 +263,7 @@ async def run_mode(mode: str, args, workdir: Path, say) -> dict:
             resumes.append(float("inf") if acked is None else acked - back)
             outage_s += back - down
             attempt_times.append(counter.attempts(down, back) if counter else [down] * (gw.uplink.attempts - base))
-            say(f"{mode} outage {i + 1}/{args.outages}: {back - down:.1f} s down, {len(attempt_times[-1])} attempt(s), "
+            say(f"{mode} outage {i + 1}/{args.outages}: {back - down:.1f} s down, attempts at {[round(t - down, 2) for t in attempt_times[-1]]}, "
                 f"first PUBACK {resumes[-1]:.3f} s after the broker was back")
         await gw.stop_producing()
         lost = await settle(gw, checker)

@@ -305,7 +305,8 @@ class Gateway:
     async def _start_commands(self, uplink: Uplink, state_dir: str) -> None:
         from gateway.commands.service import CommandService
 
-        self.commands = CommandService(self.cfg, self.clock, self._emit, self._devices, state_dir, alerts=self.alerts)
+        self.commands = CommandService(self.cfg, self.clock, self._emit, self._devices, state_dir, alerts=self.alerts,
+                                       controls=self.controls)
         self.commands.on_change = self.reporter.changed
         await self.commands.start()  # fail-safe first: valves closed before anything else
         uplink.subscribe(self.topics.cmd, self.commands.on_command)

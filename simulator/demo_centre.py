@@ -115,7 +115,12 @@ class DemoCentre:
         with open(self.log, "wb") as log:
             self.proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "centre", "run", "-c", str(self.config),
                                                              cwd=ROOT, stdout=log, stderr=log)
-        await self._add_users()
+        try:
+            await self._add_users()
+        except Exception as exc:  # a clear line on screen, never a traceback in the middle of the view
+            await keys
+            self.problem = f"adding the demo users failed: {type(exc).__name__}: {exc}"
+            return None
         rc, out = await keys
         head = "# Canopy Centre issuer keys"  # what `keys gen` prints last: the snippet for the gateways
         issuers = ((yaml.safe_load(out[out.index(head):]) or {}).get("commands") or {}).get("issuers") if head in out else None

@@ -20,7 +20,7 @@ REJECT_REASONS: dict[str, str] = {
     "future_dated": "issued_at is ahead of the gateway's clock by more than clock_skew",
     "validity_too_long": "expires_at - issued_at is longer than max_validity",
     "replayed": "this id was already received from this issuer",
-    "unknown_target": "no valve or lock with that id (or zone)",
+    "unknown_target": "no valve or lock with that id (or zone); for override, no control with that id",
     "unknown_action": "not an action the gateway knows",
     "unsupported_action": "the action does not apply to that kind of target",
     "unauthorised_action": "the issuer may not ask for this action",
@@ -30,6 +30,7 @@ REJECT_REASONS: dict[str, str] = {
     "duration_exceeds_max": "duration_s is longer than the valve's max_run",
     "invalid_params": "unknown or wrongly typed parameters",
     "interlock": "an interlock forbids opening (see the interlock field)",
+    "capacity": "the valve's pump/manifold already feeds max_open zones (when_full: refuse; see the manifold field)",
     "lockout": "too many rejected unlock attempts; unlocks refused for a while",
     "shutting_down": "the gateway is stopping",
 }
@@ -37,6 +38,10 @@ FAIL_REASONS: dict[str, str] = {
     "device_error": "the device did not answer or refused the write",
     "readback_mismatch": "the state read back after the write is not what was written",
     "store_error": "the command id could not be recorded (replay protection), so nothing was done",
+    "not_confirmed": "the valve's feedback did not agree within confirm_within (an opening is then commanded closed again)",
+    "queue_expired": "a queued opening found no free slot on its manifold within max_wait",
+    "cancelled": "a queued opening was cancelled (close, close_all, a newer irrigate, shutdown) before it started",
+    "interlock": "a queued opening was blocked by an interlock when its slot freed",
 }
 
 # What made an envelope ``malformed``: the size/shape limits, then the envelope's own checks.

@@ -17,11 +17,11 @@ import asyncio
 import os
 import ssl
 import sys
-from datetime import datetime
 from pathlib import Path
 
 import orjson
 
+from core.timefmt import fmt_time
 from gateway.cli.issuing import FINAL, broker_address, issuer_options, load_issuer_key, remote_endpoint, send, send_async  # noqa: F401 - send: callers import it from here
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_NO_ANSWER, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -149,7 +149,8 @@ def build_envelope(args, now: float | None = None) -> tuple[dict, object]:
 
 
 def _fmt_time(ts) -> str:
-    return datetime.fromtimestamp(ts).strftime("%H:%M:%S") if isinstance(ts, (int, float)) else "?"
+    """Date, time and zone: a person reading "12:07" cannot tell which day or which clock."""
+    return fmt_time(ts) if isinstance(ts, (int, float)) else "?"
 
 
 def _describe_record(rec: dict) -> str:
@@ -162,7 +163,12 @@ def _describe_record(rec: dict) -> str:
         return f"[red]rejected[/] {what}: [bold]{rec.get('reason')}[/]{extra} — {rec.get('detail', '')}"
     if status == "failed":
         return f"[red]failed[/] {what}: [bold]{rec.get('reason')}[/] — {rec.get('detail', '')}"
+    if status == "queued":
+        until = f" until {_fmt_time(rec['queued_until'])}" if rec.get("queued_until") else ""
+        return f"[yellow]queued[/] {what}: waiting for room on {rec.get('manifold', 'the manifold')}{until} — {rec.get('detail', '')}"
     parts = [f"[green]executed[/] {what}"]
+    if rec.get("detail"):
+        parts.append(str(rec["detail"]))
     if rec.get("duration_s") is not None:
         parts.append(f"for {rec['duration_s']:g} s, closes by itself at {_fmt_time(rec.get('closes_at'))}"
                      + (" (device timer armed too)" if rec.get("device_timer") else ""))

@@ -94,7 +94,8 @@ class Retention:
             cutoff = self.clock.time() - self.policy.retain_for
             gone = 0
             for lane in ORDER:
-                gone += await drop_retained(self.db, self.counters[lane], lane, limit=None, acked_before=cutoff)
+                if self.counters[lane].retained and await self._oldest_acked(lane) < cutoff:
+                    gone += await drop_retained(self.db, self.counters[lane], lane, limit=None, acked_before=cutoff)
             if gone:
                 log.info("outbox: %d acknowledged records left the retention window (%g s)", gone, self.policy.retain_for)
         budget = self.policy.retain_budget
@@ -104,6 +105,12 @@ class Retention:
 
             gone = await self._shrink(over)
             log.info("outbox: retention over its budget (%d bytes): the %d oldest retained records dropped", budget, gone)
+
+    async def _oldest_acked(self, lane: str) -> float:
+        """When the lane's oldest retained row was acknowledged: a look at one row, no transaction when none is due."""
+        async with self.db.execute(f"SELECT acked_at FROM retained_{lane} ORDER BY seq LIMIT 1") as cur:
+            row = await cur.fetchone()
+        return row[0] if row else float("inf")
 
     async def give_way(self, target: int, used_bytes: Callable[[], Awaitable[int]]) -> int:
         """The outbox is over its soft cap: drop retained rows until the file uses at most ``target`` bytes.

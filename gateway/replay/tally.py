@@ -23,6 +23,7 @@ MAX_RUNS = 32
 class Tally:
     first: int  # the range asked for
     last: int
+    top: int | None = None  # the lane's last seq ever given: nothing above it exists (None: unknown epoch)
     sent: int = 0
     first_sent: int | None = None
     last_sent: int | None = None
@@ -31,6 +32,11 @@ class Tally:
     runs: list[list[int]] = field(default_factory=list)  # [[a, b], ...]: the lowest runs of gone seqs
     oldest_held: int | None = None  # the lane's lowest seq still on disk when the replay started
     interrupted: str | None = None  # why the replay stopped before the end of the range
+
+    @property
+    def end(self) -> int:
+        """The last seq worth looking for: the range's end, or the lane's last seq if that is lower."""
+        return self.last if self.top is None else min(self.last, self.top)
 
     def gone(self, a: int, b: int) -> None:
         """Seqs a..b are not held."""
@@ -75,6 +81,8 @@ class Tally:
             runs = ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in self.runs)
             more = ", …" if sum(b - a + 1 for a, b in self.runs) < self.missing else ""
             parts.append(f"{self.missing} no longer held: {runs}{more}")
+        if self.top is not None and self.last > self.top:
+            parts.append(f"none above {self.top} was ever given")
         if self.interrupted:
             parts.append(f"stopped early: {self.interrupted}")
         return "; ".join(parts)

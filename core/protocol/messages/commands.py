@@ -39,12 +39,16 @@ class _Outcome(Record):
 
 class CmdResult(_Outcome):
     type: Literal["cmd.result"]
-    status: Literal["rejected", "accepted", "executed", "failed"]
+    status: Literal["rejected", "accepted", "queued", "executed", "failed"]
     closes_at: float | None = None
     device_timer: bool | None = None
     relock_at: float | None = None
     relock_by: str | None = None
     programs_paused_until: float | None = None
+    confirmed: bool | None = Field(None, description="feedback (a position switch, a lock's bolt sensor) agreed; false: "
+                                                     "only the coil was read back, or no feedback is configured")
+    manifold: str | None = Field(None, description="queued, or rejected for capacity: the pump/manifold that is full")
+    queued_until: float | None = Field(None, description="queued: the opening fails (queue_expired) if no slot frees by then")
 
 
 class CmdAudit(_Outcome):
@@ -112,6 +116,7 @@ class ValveOpened(_Cycle):
     device_timer: bool
     state: PointState | None
     replaced: dict[str, Any] | None = Field(None, description="the cycle this one replaced: source, issuer, program")
+    confirmed: bool | None = Field(None, description="the valve's feedback agreed (false: no feedback configured)")
 
 
 class ValveClosed(_Cycle):
@@ -154,6 +159,37 @@ class ValveCloseFailed(Record):
     reason: str
     detail: str | None
     open: bool
+
+
+class ValveNotConfirmed(_Cycle):
+    """Alarm lane: a valve's feedback did not show it open within confirm_within; it is commanded closed again."""
+
+    type: Literal["valve.not_confirmed"]
+    expected: Literal["open", "closed"]
+    feedback: dict[str, Any] = Field(description="the feedback point (``point`` or ``device.point``) -> the value last read")
+    within_s: float
+    detail: str
+
+
+class ValveFlowAlarm(Record):
+    """Alarm lane: a rule built in where a flow meter is configured."""
+
+    type: Literal["valve.flow_alarm"]
+    meter: str = Field(description="device.point of the flow meter")
+    rule: Literal["flow_while_closed", "no_flow"]
+    flow: float
+    limit: float = Field(description="idle_max: at most this much counts as no flow")
+    unit: str | None
+    valves: list[Id]
+    detail: str
+
+
+class ValveFlowAlarmCleared(Record):
+    type: Literal["valve.flow_alarm_cleared"]
+    meter: str
+    rule: Literal["flow_while_closed"]
+    flow: float
+    unit: str | None
 
 
 class ValveCloseRecovered(Record):
@@ -249,5 +285,5 @@ class LockLockout(_Lock):
 
 
 ACTUATOR_EVENTS = (ValveOpened, ValveClosed, ValveInterrupted, ValveUnexpectedOpen, ValveCloseFailed, ValveCloseRecovered,
-                   ProgramFailed, LockUnlocked, LockLocked, LockRelocked, LockRelockPending, LockLockoutEnded, LockState,
+                   ValveNotConfirmed, ValveFlowAlarm, ValveFlowAlarmCleared, ProgramFailed, LockUnlocked, LockLocked, LockRelocked, LockRelockPending, LockLockoutEnded, LockState,
                    LockTamper, LockBatteryLow, LockLockout)
