@@ -22,8 +22,12 @@ again (its port seen in LISTEN in /proc/net/tcp, no connection made to check) or
 proxy passes bytes again, to the uplink's first PUBACK after it.  Attempts are counted on
 the broker's side: every TCP SYN to the gateway's port, from a packet socket on ``lo``
 with a kernel filter (a retransmitted SYN is the same attempt: counted once); without
-root, the proxy's accepted connections or the uplink's own count.  ``lost``: records put
-that the subscriber never received, once everything drained.  One JSON line out.
+root, the uplink's own count.  ``lost``: records put that the subscriber never received,
+once everything drained.
+
+Baseline, in the same run through its own listener (or proxy) and counter: the published
+peer, paho-mqtt's own reconnect loop (``loop_start``; waits 1 s, doubling to 120 s, its
+defaults) publishing QoS 1 every 100 ms.  One JSON line out.
 """
 
 from __future__ import annotations
@@ -74,30 +78,33 @@ def listening(port: int) -> bool:
 
 
 class Mosquitto:
-    """mosquitto with the gateway's listener and the checker's; stopped and started again on the same ports."""
+    """mosquitto with three listeners (gateway, baseline peer, checker); stopped and started again on the same ports."""
 
     def __init__(self, workdir: Path):
         self.exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        self.port, self.check_port = free_port(), free_port()
+        self.port, self.peer_port, self.check_port = free_port(), free_port(), free_port()
         self.conf = workdir / "mosquitto.conf"
-        lines = [f"listener {self.port} 127.0.0.1", f"listener {self.check_port} 127.0.0.1", "allow_anonymous true",
-                 "persistence true", f"persistence_location {workdir}/", "autosave_interval 0",
-                 "max_queued_messages 1000000", "max_queued_bytes 0", "max_inflight_messages 0"]
+        lines = [f"listener {p} 127.0.0.1" for p in (self.port, self.peer_port, self.check_port)]
+        lines += ["allow_anonymous true", "persistence true", f"persistence_location {workdir}/", "autosave_interval 0",
+                  "max_queued_messages 1000000", "max_queued_bytes 0", "max_inflight_messages 0"]
         lines += ["user root"] if os.geteuid() == 0 else []
         self.conf.write_text("\n".join(lines) + "\n")
         self.log_path = workdir / "mosquitto.log"
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 10.0) -> float:
-        """Start it; returns the monotonic time its gateway port was first seen listening."""
+    def start(self, timeout: float = 10.0) -> dict[int, float]:
+        """Start it; returns {port: monotonic time first seen listening} for the gateway's and the peer's port."""
         self.proc = subprocess.Popen([self.exe, "-c", str(self.conf)], stdout=open(self.log_path, "ab"),
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        while not listening(self.port):
+        deadline, seen = time.monotonic() + timeout, {}
+        while len(seen) < 2:
+            for port in {self.port, self.peer_port} - set(seen):
+                if listening(port):
+                    seen[port] = time.monotonic()
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"mosquitto did not start: {self.log_path.read_text()[-1000:]}")
             time.sleep(0.001)
-        return time.monotonic()
+        return seen
 
     def stop(self) -> None:
         stop_process(self.proc)
@@ -177,14 +184,18 @@ class Checker:
         self.client.loop_stop()
 
 
-# -- the gateway -------------------------------------------------------------------------
+# -- the two clients ----------------------------------------------------------------------
+def first_at_or_after(times: list[float], t: float) -> float | None:
+    i = bisect.bisect_left(times, t)
+    return times[i] if i < len(times) else None
+
+
 class Gateway:
     """Outbox + Uplink with production broker settings; records put at RATE/s; PUBACK times kept."""
 
     def __init__(self, workdir: Path, port: int, backoff_max: float):
         self.outbox = Outbox(str(workdir / "outbox.sqlite"))
-        self.broker = BrokerConfig(host="127.0.0.1", port=port, backoff_max=backoff_max,
-                                   client_id="canopy-bench-outage")
+        self.broker = BrokerConfig(host="127.0.0.1", port=port, backoff_max=backoff_max, client_id="canopy-bench-outage")
         self.acked_at: list[float] = []
         self.put = 0
         self.tasks: list[asyncio.Task] = []
@@ -202,16 +213,6 @@ class Gateway:
             await self.outbox.put("telemetry", [reading_body(Reading(time.time(), "soil-1", "moisture", self.put, "%"))])
             await asyncio.sleep(1 / RATE)
 
-    async def wait_ack_after(self, t: float, timeout: float) -> float | None:
-        """The first PUBACK at or after ``t`` (monotonic), waiting up to ``timeout``; None if none came."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            i = bisect.bisect_left(self.acked_at, t)
-            if i < len(self.acked_at):
-                return self.acked_at[i]
-            await asyncio.sleep(0.001)
-        return None
-
     async def stop_producing(self) -> None:
         self.tasks[1].cancel()
         await asyncio.gather(self.tasks[1], return_exceptions=True)
@@ -222,66 +223,133 @@ class Gateway:
         await self.outbox.close()
 
 
+class Peer:
+    """The baseline: paho-mqtt's own reconnect loop with its defaults, QoS 1 every 100 ms; PUBACK times kept."""
+
+    def __init__(self, port: int):
+        self.acked_at: list[float] = []
+        self.attempts = 0
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="outage-peer", protocol=mqtt.MQTTv5)
+        self.client.on_publish = lambda *_: self.acked_at.append(time.monotonic())
+        self.client.on_pre_connect = lambda *_: setattr(self, "attempts", self.attempts + 1)
+        self.client.connect_async("127.0.0.1", port, keepalive=30)
+        self.client.loop_start()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._produce, name="outage-peer", daemon=True)
+        self._thread.start()
+
+    def _produce(self) -> None:
+        while not self._stop.wait(1 / RATE):
+            self.client.publish(f"{TOPICS.telemetry}/peer", b"x", qos=1)  # queued by paho while disconnected
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(1)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
 # -- one mode -----------------------------------------------------------------------------
-async def outage(mode: str, broker: Mosquitto, proxy: FaultProxy | None, seconds: float) -> tuple[float, float]:
-    """One outage of about ``seconds``; returns (down, back) monotonic times."""
+async def outage(broker: Mosquitto, proxies: dict[str, FaultProxy], seconds: float) -> tuple[float, dict[str, float]]:
+    """One outage of about ``seconds``; returns (down, {side: back}) in monotonic time."""
     down = time.monotonic()
-    if mode == "refused":
+    if not proxies:  # refused: the broker process is stopped
         await asyncio.to_thread(broker.stop)
         await asyncio.sleep(max(0.0, down + seconds - time.monotonic()))
-        back = await asyncio.to_thread(broker.start)
-    else:
+        seen = await asyncio.to_thread(broker.start)
+        return down, {"canopy": seen[broker.port], "peer": seen[broker.peer_port]}
+    for proxy in proxies.values():
         proxy.reset()
         proxy.blackhole()
-        await asyncio.sleep(seconds)
-        back = time.monotonic()
+    await asyncio.sleep(seconds)
+    back = {}
+    for side, proxy in proxies.items():
+        back[side] = time.monotonic()
         proxy.passthrough()
     return down, back
+
+
+class Tally:
+    """One side's resume times and connection attempts over the outages."""
+
+    def __init__(self, counter: SynCounter | None, own_count):
+        self.counter, self.own_count = counter, own_count
+        self.resumes: list[float] = []
+        self.attempt_times: list[list[float]] = []
+        self.outage_s = 0.0
+        self._base = 0
+
+    def down(self) -> None:
+        self._base = self.own_count()
+
+    def back(self, down: float, back: float, acked: float | None) -> None:
+        self.resumes.append(float("inf") if acked is None else acked - back)
+        self.outage_s += back - down
+        self.attempt_times.append(self.counter.attempts(down, back) if self.counter else
+                                  [down] * (self.own_count() - self._base))
+
+    def result(self) -> dict:
+        gaps = [b - a for times in self.attempt_times for a, b in zip(times, times[1:])]
+        attempts = sum(len(t) for t in self.attempt_times)
+        return {"resume_p50_s": _r(percentile(self.resumes, 50)), "resume_p99_s": _r(percentile(self.resumes, 99)),
+                "resume_max_s": _r(max(self.resumes)), "attempts_per_s_during_outage": _r(attempts / self.outage_s),
+                "attempts": attempts, "outage_s": round(self.outage_s, 1),
+                "min_attempt_gap_s": _r(min(gaps)) if gaps else None,
+                "attempts_counted_by": "syn" if self.counter else "client"}
 
 
 async def run_mode(mode: str, args, workdir: Path, say) -> dict:
     broker = Mosquitto(workdir)
     broker.start()
-    proxy = FaultProxy("127.0.0.1", broker.port) if mode == "blackhole" else None
-    if proxy is not None:
+    proxies = {side: FaultProxy("127.0.0.1", port) for side, port in (("canopy", broker.port), ("peer", broker.peer_port))} \
+        if mode == "blackhole" else {}
+    for proxy in proxies.values():
         await proxy.start()
-    port = proxy.port if proxy is not None else broker.port
+    ports = {side: proxy.port for side, proxy in proxies.items()} or {"canopy": broker.port, "peer": broker.peer_port}
     checker = Checker(broker.check_port)
-    counter = SynCounter(port) if os.geteuid() == 0 else None
-    gw = Gateway(workdir, port, args.backoff_max)
+    gw, peer = Gateway(workdir, ports["canopy"], args.backoff_max), Peer(ports["peer"])
+    counters = {side: SynCounter(port) if os.geteuid() == 0 else None for side, port in ports.items()}
+    tallies = {"canopy": Tally(counters["canopy"], lambda: gw.uplink.attempts),
+               "peer": Tally(counters["peer"], lambda: peer.attempts)}
+    acked = {"canopy": gw.acked_at, "peer": peer.acked_at}
     rng = random.Random(args.seed)
-    resumes: list[float] = []
-    attempt_times: list[list[float]] = []
-    outage_s = 0.0
     try:
         await gw.start()
         for i in range(args.outages):
             await asyncio.sleep(rng.uniform(1.0, 3.0))  # connected and publishing before the next outage
-            base = gw.uplink.attempts
-            down, back = await outage(mode, broker, proxy, rng.uniform(*args.down))
-            acked = await gw.wait_ack_after(back, 60.0)
-            resumes.append(float("inf") if acked is None else acked - back)
-            outage_s += back - down
-            attempt_times.append(counter.attempts(down, back) if counter else [down] * (gw.uplink.attempts - base))
-            say(f"{mode} outage {i + 1}/{args.outages}: {back - down:.1f} s down, attempts at {[round(t - down, 2) for t in attempt_times[-1]]}, "
-                f"first PUBACK {resumes[-1]:.3f} s after the broker was back")
+            for tally in tallies.values():
+                tally.down()
+            down, back = await outage(broker, proxies, rng.uniform(*args.down))
+            for side, tally in tallies.items():
+                tally.back(down, back[side], await wait_for_ack(acked[side], back[side], args.resume_timeout))
+            ours = tallies["canopy"]
+            say(f"{mode} outage {i + 1}/{args.outages}: {back['canopy'] - down:.1f} s down, attempts at "
+                f"{[round(t - down, 2) for t in ours.attempt_times[-1]]}, first PUBACK {ours.resumes[-1]:.3f} s after "
+                f"the broker was back (peer: {tallies['peer'].resumes[-1]:.3f} s)")
         await gw.stop_producing()
         lost = await settle(gw, checker)
     finally:
         if gw.tasks:
             await gw.stop()
+        peer.close()
         checker.close()
-        if counter:
-            counter.close()
-        if proxy is not None:
+        for counter in counters.values():
+            if counter:
+                counter.close()
+        for proxy in proxies.values():
             await proxy.stop()
         broker.stop()
-    gaps = [b - a for times in attempt_times for a, b in zip(times, times[1:])]
-    attempts = sum(len(t) for t in attempt_times)
-    return {"mode": mode, "resume_p50_s": _r(percentile(resumes, 50)), "resume_p99_s": _r(percentile(resumes, 99)),
-            "resume_max_s": _r(max(resumes)), "attempts_per_s_during_outage": _r(attempts / outage_s),
-            "attempts": attempts, "outage_s": round(outage_s, 1), "min_attempt_gap_s": _r(min(gaps)) if gaps else None,
-            "attempts_counted_by": "syn" if counter else "uplink", "lost": lost, "records": gw.put}
+    ours, baseline = tallies["canopy"].result(), tallies["peer"].result()
+    return {"mode": mode, **ours, "lost": lost, "records": gw.put, "baseline": baseline,
+            "ratio_resume_p99": _r(baseline["resume_p99_s"] / max(ours["resume_p99_s"], 1e-3))}
+
+
+async def wait_for_ack(times: list[float], t: float, timeout: float) -> float | None:
+    """The first PUBACK at or after ``t``, waiting up to ``timeout``; None if none came."""
+    deadline = time.monotonic() + timeout
+    while (acked := first_at_or_after(times, t)) is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.001)
+    return acked
 
 
 async def settle(gw: Gateway, checker: Checker, timeout: float = 60.0) -> int:
@@ -306,6 +374,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--backoff-max", type=float, default=60.0,
                     help="broker.backoff_max of the gateway (the pace is min(2 s, this); default: the config default)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--resume-timeout", type=float, default=180.0, help="give up waiting for a PUBACK after this (s)")
     args = ap.parse_args(argv)
     lo, _, hi = args.down.partition("-")
     args.down = (float(lo), float(hi or lo))
@@ -319,7 +388,8 @@ async def amain(args) -> dict:
         with tempfile.TemporaryDirectory(prefix=f"canopy-outage-{mode}-") as d:
             results.append(await run_mode(mode, args, Path(d), log))
     worst = {k: max(r[k] for r in results) for k in ("resume_p50_s", "resume_p99_s", "attempts_per_s_during_outage")}
-    return {"bench": "outage", **worst, "lost": sum(r["lost"] for r in results), "outages": args.outages,
+    baseline = {f"baseline_{k}": max(r["baseline"][k] for r in results) for k in ("resume_p50_s", "resume_p99_s")}
+    return {"bench": "outage", **worst, "lost": sum(r["lost"] for r in results), **baseline, "outages": args.outages,
             "down_s": list(args.down), "interval_s": retry_interval(args.backoff_max), "modes": results,
             "machine": machine()}
 

@@ -20,16 +20,19 @@ _STATUS = {  # record type -> field holding the outcome, and how it maps onto CO
     "replay.result": ("status", {"rejected": "rejected", "done": "executed", "partial": "executed"}),
 }
 _KIND = {"cmd.result": "command", "cmd.audit": "command", "config.result": "config", "replay.result": "replay"}
-TYPES = frozenset(_STATUS) | {"alert.acknowledged", "alert.ack_rejected"}
+TYPES = frozenset(_STATUS) | {"alert.acknowledged", "alert.resolved", "alert.ack_rejected"}
 
 
 def result_row(site: str, gateway: str, rec: dict) -> dict | None:
     """The commands row a result record implies, or None when it names no envelope id."""
     t = rec["type"]
-    if t == "alert.acknowledged":
+    if t in ("alert.acknowledged", "alert.resolved"):  # the ack (``ack``: its envelope id) took effect
         cid, kind, status = rec.get("ack"), "ack", "executed"
-        issuer, person, action, target = rec.get("issuer"), rec.get("by"), "acknowledge", rec.get("alert")
+        issuer, person = rec.get("issuer"), rec.get("by") or rec.get("acked_by")
+        action, target = ("acknowledge" if t == "alert.acknowledged" else "resolve"), rec.get("alert")
     elif t == "alert.ack_rejected":
+        if rec.get("reason") == "replayed":  # a re-sent copy of an ack the gateway already has: its first answer counts
+            return None
         cid, kind, status = rec.get("id"), "ack", "rejected"
         issuer, person, action, target = None, rec.get("by"), None, rec.get("alert")
     elif t in _STATUS:

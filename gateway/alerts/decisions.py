@@ -212,6 +212,7 @@ class Decisions:
             log.info("alert %s acknowledged by %s", a.id, by)
             changed = True
         if resolve and a.open:
+            a.resolve_ack = ack_id
             self._resolve(a, now, f"ack:{by}")
             changed = True
         if changed:

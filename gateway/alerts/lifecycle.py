@@ -41,6 +41,7 @@ class Alert:
     note: str | None = None
     resolved_at: float | None = None
     resolved_by: str | None = None  # "condition", "ack:{by}", "rule removed"
+    resolve_ack: str | None = None  # the id of the ack envelope that resolved it (its sender learns it took effect)
     condition: bool = True  # the rule's condition holds right now
     episodes: int = 1  # episodes covered by this alert (re-raise policy folds later ones in)
     step: int = 0  # escalation step last published (0: the first group)

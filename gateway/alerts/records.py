@@ -105,6 +105,7 @@ def resolved_record(a: Alert, chain: list[ChainStep], message: str, lang: str, n
     groups = groups_reached(chain, a.step)
     return "event", event_body(a.resolved_at or now, "alert.resolved", **_common(a, groups, words), status="resolved",
                                resolved_by=a.resolved_by, acked_by=a.acked_by,
+                               **({"ack": a.resolve_ack} if a.resolve_ack else {}),
                                duration=round((a.resolved_at or a.raised_at) - a.raised_at, 3),
                                readings=a.readings, message=message, lang=lang), topics_of(groups)
 

@@ -100,10 +100,10 @@ class Retention:
                 log.info("outbox: %d acknowledged records left the retention window (%g s)", gone, self.policy.retain_for)
         budget = self.policy.retain_budget
         if self.used() > budget:
-            async def over() -> bool:
-                return self.used() > int(budget * 0.9)
+            async def excess() -> int:
+                return self.used() - int(budget * 0.9)
 
-            gone = await self._shrink(over)
+            gone = await self._shrink(excess)
             log.info("outbox: retention over its budget (%d bytes): the %d oldest retained records dropped", budget, gone)
 
     async def _oldest_acked(self, lane: str) -> float:
@@ -122,23 +122,25 @@ class Retention:
             return used
         state = {"used": used}
 
-        async def over() -> bool:
+        async def excess() -> int:
             state["used"] = await used_bytes()
-            return state["used"] > target
+            return state["used"] - target
 
-        gone = await self._shrink(over)
+        gone = await self._shrink(excess)
         log.warning("outbox over its soft cap: %d retained (already delivered) records dropped first", gone)
         return state["used"]
 
-    async def _shrink(self, over: Callable[[], Awaitable[bool]]) -> int:
-        """Oldest first, telemetry before events before alarms, while ``over()`` says so; returns rows dropped."""
+    async def _shrink(self, excess: Callable[[], Awaitable[int]]) -> int:
+        """Oldest first, telemetry before events before alarms, while ``excess()`` bytes are over; returns rows dropped."""
         gone = 0
         for lane in ORDER:
             c = self.counters[lane]
             while c.retained:
-                if not await over():
+                over = await excess()
+                if over <= 0:
                     return gone
-                n = await drop_retained(self.db, c, lane, limit=max(100, c.retained // 10))
+                row = max(1, footprint(c) // c.retained)  # the lane's average row
+                n = await drop_retained(self.db, c, lane, limit=-(-over // row))
                 if not n:
                     break
                 gone += n

@@ -263,8 +263,6 @@ def test_an_ack_made_through_the_api_reaches_the_gateway_stops_escalation_and_th
     assert all(t["ts"] for t in timeline) and [t["ts"] for t in timeline] == sorted(t["ts"] for t in timeline)
 
 
-@pytest.mark.xfail(strict=True, reason="alert.resolved names no ack id, so the centre re-sends the resolve ack and "
-                                       "records the gateway's `replayed` answer to the copy as the ack's end")
 def test_a_resolve_ack_for_an_acknowledged_alert_ends_executed(world):
     assert world.resolve_ack is not None, "the lifecycle test made the resolve ack"
     ends(world.duty, world.resolve_ack, "executed", timeout=2)

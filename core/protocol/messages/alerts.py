@@ -90,6 +90,7 @@ class AlertResolved(AlertRecord):
     status: Literal["resolved"]
     resolved_by: str | None = Field(description="`condition`, `ack:{name}`, `rule removed`, or what the camera said")
     acked_by: str | None
+    ack: str | None = Field(None, description="v2: the id of the ack envelope that resolved it (when one did)")
     duration: float = Field(description="seconds from the raise to the resolution")
     readings: list[dict[str, Any]] = Field(max_length=8)
     message: str

@@ -126,7 +126,7 @@ CASES = [
     ("ack entry is a class or group:name", '"group:volunteers"', '"group: volunteers"', '"group: volunteers"',
      "commands.issuers.vol-app.ack[1]", "is not an alert class or group:<recipient group>"),
     ("issuer that may do nothing", ", ack: all}", "}", "desk: {public_key", "commands.issuers.desk",
-     "give actions (commands this issuer may send) or ack"),
+     "give actions (commands this issuer may send), ack"),
     ("dead time without policy", "      alert: false", "      alert: false\n      dead_time: 5m", "- id: heat",
      "rules.rules[1]", "dead_time only applies"),
     ("outputs on a rule without alerts", "      alert: false", "      alert: false\n      outputs: [{device: sounder, point: beacon}]",
