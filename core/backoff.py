@@ -1,9 +1,13 @@
 """Retry pacing and failure logging shared by every link that can break.
 
-Jittered exponential backoff keeps a fleet of gateways from reconnecting in
-lock-step after a broker restart.  FailureLog logs the first failure loudly,
-then quietly until recovery (as Home Assistant integrations do), so a dead
-device does not flood an SD card with identical lines.
+Jittered exponential backoff, for a far end that may stay away long or that
+answers "no" (a Modbus endpoint, a serial port, a camera, a broker refusing our
+login); the jitter keeps a fleet from retrying in lock-step.  A broker that is
+only unreachable is retried at a steady pace instead (gateway/uplink/resume.py):
+a backoff grown to a minute keeps the gateway away that long after it is back.
+FailureLog logs the first failure loudly, then quietly until recovery (as Home
+Assistant integrations do), so a dead device does not flood an SD card with
+identical lines.
 """
 
 from __future__ import annotations

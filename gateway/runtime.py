@@ -41,6 +41,7 @@ if TYPE_CHECKING:  # imported where they start: OpenCV/LiteRT, the command store
     from gateway.commands.service import CommandService
     from gateway.controls.service import ControlService
     from gateway.remote_config.service import RemoteConfig
+    from gateway.replay.service import ReplayService
     from gateway.status.metrics import MetricsExport
     from inference.service import CameraService
 
@@ -79,6 +80,8 @@ class Gateway:
                 telemetry_ttl=self.site.store.telemetry_ttl,
                 event_ttl=self.site.store.event_ttl,
                 thin_keep_every=self.site.store.thin_keep_every,
+                retain_for=self.site.store.retention.window,
+                retain_bytes=self.site.store.retention.max_bytes,
             ),
         )
         self.uplink: Uplink | None = None
@@ -87,6 +90,7 @@ class Gateway:
         self.cameras: CameraService | None = None  # when the site has cameras
         self.controls: ControlService | None = None  # when the site has `controls:`
         self.remote_config: RemoteConfig | None = None  # …/config, and the applier's results
+        self.replay: ReplayService | None = None  # …/replay: acknowledged records sent again (gap repair)
         self._devices: dict[str, Pollable] = {}  # by device id; Modbus devices also `write` (commands, alert outputs)
         self.embedded: EmbeddedBroker | None = None
         self.buses: list[BuiltBus] = []
@@ -209,6 +213,7 @@ class Gateway:
             **({"cameras": self.cameras.snapshot()} if self.cameras is not None else {}),
             **({"controls": self.controls.snapshot()} if self.controls is not None else {}),
             **({"remote_config": self.remote_config.snapshot()} if self.remote_config is not None else {}),
+            **({"replay": self.replay.snapshot()} if self.replay is not None else {}),
         }
 
     def state(self) -> dict:
@@ -250,6 +255,7 @@ class Gateway:
         if self.site.cameras:
             self._start_cameras(state_dir)
         self._start_remote_config(self.uplink, state_dir)
+        self._start_replay(self.uplink)
         self._tasks.append(asyncio.create_task(self.uplink.run(), name="uplink"))
         for p in self.pollers:
             self._tasks.append(asyncio.create_task(p.run(), name=f"poll-{p.device.id}"))
@@ -328,6 +334,17 @@ class Gateway:
         if self.remote_config.takes_configs:
             uplink.subscribe(self.topics.config, self.remote_config.on_config)
         self._tasks.append(asyncio.create_task(self.remote_config.run(), name="remote-config"))
+
+    def _start_replay(self, uplink: Uplink) -> None:
+        """…/replay when an issuer may replay (capability `replay`): retained records sent again, paced."""
+        from gateway.replay.service import ReplayService
+
+        self.replay = ReplayService(self.cfg, self.clock, self.outbox, uplink, self._emit,
+                                    publish_state=self._publish_state, publish_meta=self.publish_meta,
+                                    bytes_per_s=self.site.store.retention.replay_bytes_per_s)
+        if self.replay.takes_requests:
+            uplink.subscribe(self.topics.replay, self.replay.on_request)
+            self._tasks.append(asyncio.create_task(self.replay.run(), name="replay"))
 
     def _start_cameras(self, state_dir: str) -> None:
         from inference.service import CameraService  # OpenCV/LiteRT only where cameras exist

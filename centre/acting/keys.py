@@ -208,7 +208,7 @@ def gateway_snippet(site: str, keys: list[IssuerKey]) -> str:
     (the centre checks each person's role before it signs; the gateway checks the centre's signature)."""
     import yaml
 
-    issuers = {k.issuer: {"public_key": k.public_key, "actions": list(COMMAND_ACTIONS), "targets": ["*"], "ack": "all",
+    issuers = {k.issuer: {"public_key": k.public_key, "actions": list(COMMAND_ACTIONS), "targets": ["*"], "ack": "all", "replay": True,
                           "description": f"Canopy Centre, site {site}" + ("" if k.active else " (not signing yet or any more)")}
                for k in keys}
     head = (f"# Canopy Centre issuer keys for site {site} ({', '.join(k.issuer + (' signs now' if k.active else '') for k in keys)}).\n"

@@ -99,6 +99,8 @@ class IssuerConfig(Strict):
                                           "`group:<name>` (alerts that have reached that recipient group); docs/alerts.md")
     configure: bool = Field(False, description="may push a whole site config on …/config (`canopy remote configure`); "
                                                "docs/operations.md#remote-configuration")
+    replay: bool = Field(False, description="may ask for records again on …/replay (the centre's gap repair); "
+                                            "docs/protocol.md#replay")
     description: str = ""
     enabled: bool = True
 
@@ -106,9 +108,9 @@ class IssuerConfig(Strict):
     def _one_key(self) -> "IssuerConfig":
         if (self.public_key is None) == (self.public_key_file is None):
             raise ValueError("give public_key or public_key_file (exactly one)")
-        if not self.actions and not self.ack and not self.configure:
-            raise ValueError("give actions (commands this issuer may send), ack (alerts it may acknowledge) or "
-                             "configure: true (site configs it may push), or several")
+        if not self.actions and not self.ack and not self.configure and not self.replay:
+            raise ValueError("give actions (commands this issuer may send), ack (alerts it may acknowledge), "
+                             "configure: true (site configs it may push) or replay: true, or several")
         return self
 
     def may_ack(self, cls: str | None, groups) -> bool:

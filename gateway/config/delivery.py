@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from core.model import Strict
+
+
+class RetentionConfig(Strict):
+    """``store.retention``: acknowledged records kept for replay (gateway/outbox/retention.py, docs/protocol.md#replay)."""
+
+    window: float = Field(6 * 3600, ge=0, le=30 * 86400, description="seconds an acknowledged record is kept after its PUBACK (0: not kept)")
+    max_bytes: int | None = Field(None, ge=0, description="budget of the kept records (bytes); null: a quarter of store.max_bytes")
+    replay_bytes_per_s: int = Field(64 * 1024, ge=1024, le=64 * 1024 * 1024, description="pace of records sent again on a replay request")
 
 
 class StoreConfig(Strict):
@@ -17,6 +25,14 @@ class StoreConfig(Strict):
     telemetry_ttl: float | None = Field(7 * 86400, gt=0, description="seconds before unsent telemetry expires (null: never)")
     event_ttl: float | None = Field(30 * 86400, gt=0, description="seconds before unsent events expire (null: never); alarms never expire")
     thin_keep_every: int = Field(2, ge=1, le=100, description="over the cap, keep every Nth of the oldest half of telemetry (1: no thinning)")
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
+
+    @model_validator(mode="after")
+    def _retention_fits(self) -> "StoreConfig":
+        cap = int(self.max_bytes * (1 - self.alarm_reserve))
+        if self.retention.max_bytes is not None and self.retention.max_bytes > cap:
+            raise ValueError(f"retention.max_bytes ({self.retention.max_bytes}) must fit under max_bytes × (1 − alarm_reserve) ({cap})")
+        return self
 
 
 class UplinkConfig(Strict):

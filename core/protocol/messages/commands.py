@@ -98,6 +98,11 @@ class ReplayResult(Record):
     first: int | None = Field(None, description="records: the first seq re-sent")
     last: int | None = Field(None, description="records: the last seq re-sent")
     oldest_kept: int | None = Field(None, description="partial: the oldest seq the gateway still holds")
+    sent: int | None = Field(None, ge=0, description="records: how many records were sent again")
+    pending: int | None = Field(None, ge=0, description="records: seqs of the range not delivered yet (they follow in order)")
+    missing: int | None = Field(None, ge=0, description="records: seqs of the range no longer held (unrepairable)")
+    missing_runs: list[list[int]] | None = Field(None, max_length=32,
+                                                 description="records: the lowest runs [first, last] of missing seqs")
 
 
 # -- valves and programs ----------------------------------------------------------------------

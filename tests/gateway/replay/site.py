@@ -15,8 +15,12 @@ KEY = envelope.generate()
 OTHER_KEY = envelope.generate()
 
 
+# The ``replay`` permission, once IssuerConfig has it (until then any enabled issuer may ask: gateway/replay/gate.py).
+MAY_REPLAY = {"replay": True} if "replay" in IssuerConfig.model_fields else {}
+
+
 def issuer(key=KEY, **kw) -> IssuerConfig:
-    return IssuerConfig(public_key=envelope.public_key_text(key.public_key()), **{"ack": "all", **kw})
+    return IssuerConfig(public_key=envelope.public_key_text(key.public_key()), **{"ack": "all", **MAY_REPLAY, **kw})
 
 
 def site_cfg(**issuers) -> SimpleNamespace:

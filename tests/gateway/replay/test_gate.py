@@ -12,7 +12,7 @@ from core.clock import Clock
 from core.protocol.envelope import Envelope
 from gateway.commands.gate import VERIFY_BURST, Junk
 from gateway.replay.gate import ReplayGate, issuer_keys, may_replay
-from tests.gateway.replay.site import GATEWAY, KEY, OTHER_KEY, SITE, issuer, records, request, site_cfg
+from tests.gateway.replay.site import GATEWAY, OTHER_KEY, SITE, issuer, records, request, site_cfg
 
 EPOCH = "0123456789abcdef"
 

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from core.clock import Clock
+from core.protocol.messages.commands import ReplayResult
 from core.protocol.schemas import validate
 from core.protocol.topics import Topics
 from core.records import Reading, event_body, reading_body
@@ -153,6 +154,8 @@ async def test_a_range_partly_pruned_is_reported_partial_with_what_is_gone(rig, 
     assert (res["status"], res["reason"], res["oldest_kept"]) == ("partial", "not_held", oldest)
     assert (res["first"], res["last"]) == (oldest, 200)
     assert f"{oldest - 1} no longer held: 1-{oldest - 1}" in res["detail"]
+    if "missing" in ReplayResult.model_fields:  # the counts, once the schema carries them
+        assert (res["sent"], res["missing"], res["missing_runs"]) == (201 - oldest, oldest - 1, [[1, oldest - 1]])
     assert [rec["seq"] for rec in sub.records("telemetry")[200:]] == list(range(oldest, 201))
     assert_batches_valid(sub)
 
