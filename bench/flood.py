@@ -347,7 +347,8 @@ def flood_phase(kind: str, args, ctx: dict) -> dict:
            "valid_answered_ratio": round(len(answered) / len(lat), 4) if lat else None,
            "valid_p99_s": _round(percentile([x for x in lat if x is not None], 99), 3),
            "valid_unanswered": sum(1 for x in lat if x is None),
-           "alarm_p99_ms": _round(percentile(alarm_ms, 99), 1), "alarms": len(alarm_ms),
+           "alarm_p99_ms": _round(percentile(alarm_ms, 99), 1), "alarm_p50_ms": _round(percentile(alarm_ms, 50), 1),
+           "alarms": len(alarm_ms),
            "rss_growth_mb": round(rss.peak(start, start + window) - rss.at(start), 1),
            "junk_records": len(junk_records), "junk_records_per_min": round(len(junk_records) / (window / 60), 2),
            "daemon_cpu_pct": round(100 * cpu / max(1e-9, end - start), 1)}
@@ -428,6 +429,8 @@ def summarise(args, quiet: dict, by_kind: dict, gw_alive: bool) -> dict:
         "valid_p99_s": _round(percentile(flood_lat, 99), 3),
         "alarm_p99_ms_quiet": _round(percentile(quiet["alarm_ms"], 99), 1),
         "alarm_p99_ms_flood": _round(percentile(flood_alarms, 99), 1),
+        "alarm_p50_ms_quiet": _round(percentile(quiet["alarm_ms"], 50), 1),
+        "alarm_p50_ms_flood": _round(percentile(flood_alarms, 50), 1),
         "rss_growth_mb": max((r["rss_growth_mb"] for r in clean.values()), default=None),
         "junk_records_per_min": max((r["junk_records_per_min"] for r in clean.values()), default=None),
         "by_kind": clean,
