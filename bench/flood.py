@@ -16,7 +16,8 @@ Measured:
   answered within 2 s (the minimum over the kinds at the top level); ``valid_p99_s``;
 - ``alarm_p99_ms_quiet`` / ``_flood``: from the ``alert.raised`` record's ``ts`` (the
   rule firing, in the daemon) to the moment this process received it from the broker
-  (so at least the broker's acknowledgement);
+  (so at least the broker's acknowledgement); ``alarm_p50_ms_*`` the median, which
+  tells a slower path from a few late ones;
 - ``rss_growth_mb``: the daemon's largest RSS during the floods minus its RSS at the end
   of the quiet phase (per kind: during that flood minus before it);
 - ``junk_records_per_min``: durable records caused by junk (``cmd.result``/``cmd.audit``
@@ -24,8 +25,9 @@ Measured:
   of max(60 s, flood + 5 s) from the flood's start, per minute of that window (the
   summary comes a minute after the junk starts, hence the window);
 - ``daemon_cpu_us_per_junk``: the daemon's CPU in that window beyond its quiet-phase rate,
-  per junk message it counted: what a junk message costs, whatever else runs on the
-  machine (``loadavg`` says how busy it was: the floods need a free core).
+  per junk message it counted (``loadavg`` says how busy the machine was).  An upper
+  bound of what a junk message costs: a daemon that keeps up wakes for a few packets at a
+  time, and each wake has its own cost; behind, it reads 64 KiB at a time for less.
 
 The junk publisher is a separate process that writes pre-encoded MQTT 3.1.1 QoS 0
 PUBLISH packets to a socket every 10 ms (``_publish`` below): a paho publisher tops out

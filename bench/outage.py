@@ -15,6 +15,10 @@ subscriber (persistent session) that the outages never touch.
 - ``blackhole``: the gateway goes through simulator/netfault.py; at the start of the
   outage its open connection is reset (the link dropped) and everything sent later is
   held until the link returns (a SYN that reached the proxy counts, as the bytes behind it wait).
+- ``linkdown`` (not in ``all``; root): a real routed path in private network namespaces
+  (``unshare -n``: this process -- a router -- the broker's namespace); the router's routes
+  become blackhole routes, so SYNs and data vanish with no ICMP or RST and the kernel's own
+  retransmission timers decide when a packet tries again, as on a link that went dark.
 
 Each outage lasts a duration drawn uniformly from ``--down`` (so the broker's return has
 no fixed phase against the retry schedule).  Resume: from the moment the broker listens
@@ -70,21 +74,22 @@ RATE = 10.0  # telemetry records/s put while the bench runs
 
 
 # -- broker side -------------------------------------------------------------------
-def listening(port: int) -> bool:
-    """Is something listening on 127.0.0.1:port?  Read from /proc/net/tcp: no connection attempt made."""
-    needle = f"0100007F:{port:04X} 00000000:0000 0A"
-    with open("/proc/net/tcp") as f:
+def listening(host: str, port: int, pid: int) -> bool:
+    """Is something listening on host:port in the network namespace of ``pid``?  From /proc: no connection made."""
+    needle = f"{socket.inet_aton(host)[::-1].hex().upper()}:{port:04X} 00000000:0000 0A"
+    with open(f"/proc/{pid}/net/tcp") as f:
         return any(needle in line for line in f)
 
 
 class Mosquitto:
     """mosquitto with three listeners (gateway, baseline peer, checker); stopped and started again on the same ports."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, host: str = "127.0.0.1", prefix: tuple[str, ...] = ()):
         self.exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        self.host, self.prefix = host, prefix  # prefix: e.g. nsenter into the broker's network namespace
         self.port, self.peer_port, self.check_port = free_port(), free_port(), free_port()
         self.conf = workdir / "mosquitto.conf"
-        lines = [f"listener {p} 127.0.0.1" for p in (self.port, self.peer_port, self.check_port)]
+        lines = [f"listener {p} {host}" for p in (self.port, self.peer_port, self.check_port)]
         lines += ["allow_anonymous true", "persistence true", f"persistence_location {workdir}/", "autosave_interval 0",
                   "max_queued_messages 1000000", "max_queued_bytes 0", "max_inflight_messages 0"]
         lines += ["user root"] if os.geteuid() == 0 else []
@@ -94,12 +99,12 @@ class Mosquitto:
 
     def start(self, timeout: float = 10.0) -> dict[int, float]:
         """Start it; returns {port: monotonic time first seen listening} for the gateway's and the peer's port."""
-        self.proc = subprocess.Popen([self.exe, "-c", str(self.conf)], stdout=open(self.log_path, "ab"),
+        self.proc = subprocess.Popen([*self.prefix, self.exe, "-c", str(self.conf)], stdout=open(self.log_path, "ab"),
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline, seen = time.monotonic() + timeout, {}
         while len(seen) < 2:
             for port in {self.port, self.peer_port} - set(seen):
-                if listening(port):
+                if listening(self.host, port, self.proc.pid):
                     seen[port] = time.monotonic()
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"mosquitto did not start: {self.log_path.read_text()[-1000:]}")
@@ -112,14 +117,15 @@ class Mosquitto:
 
 
 class SynCounter:
-    """Every TCP connection attempt to one port on lo, seen by a packet socket with a kernel filter (root).
+    """Every TCP connection attempt to one port, seen on one interface by a packet socket with a kernel filter (root).
 
     ``attempts(t0, t1)``: the distinct SYNs (source port, sequence number) first seen in [t0, t1).
     """
 
-    def __init__(self, port: int):
+    def __init__(self, port: int, interface: str = "lo"):
         self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
-        self.sock.bind(("lo", 0x0800))
+        self.sock.bind((interface, 0x0800))
+        self.loopback = interface == "lo"
         self._filter(port)
         self.seen: dict[tuple[int, int], float] = {}
         self._stop = False
@@ -147,7 +153,7 @@ class SynCounter:
                 continue
             except OSError:
                 return
-            if addr[2] == socket.PACKET_OUTGOING:
+            if self.loopback and addr[2] == socket.PACKET_OUTGOING:
                 continue  # lo shows each packet twice: as sent and as received
             tcp = 14 + (data[14] & 0x0F) * 4
             key = struct.unpack_from("!H2xI", data, tcp)
@@ -162,17 +168,56 @@ class SynCounter:
         self.sock.close()
 
 
+class LinkNet:
+    """This process (10.9.1.1) -- a router -- the broker's namespace (10.9.2.2), over veth pairs.
+
+    ``cut()`` turns the router's two routes into blackhole routes: what it would forward is
+    dropped silently both ways (no ICMP, no RST), while every link stays up.  Run inside
+    ``unshare -n`` (main() does): nothing outside this process's own namespaces changes.
+    """
+
+    HOST, BROKER = "10.9.1.1", "10.9.2.2"
+
+    def __init__(self):
+        self.holders = [subprocess.Popen(["unshare", "-n", "sleep", "1000000"]) for _ in range(2)]
+        time.sleep(0.2)
+        router, broker = (str(p.pid) for p in self.holders)
+        self.router, self.broker = ("nsenter", "-t", router, "-n"), ("nsenter", "-t", broker, "-n")
+        self._sh("ip link set lo up; ip link add va type veth peer name ra; ip link set ra netns " + router)
+        self._sh("ip link add rb type veth peer name vb; ip link set vb netns " + broker, self.router)
+        self._sh("ip addr add 10.9.1.1/24 dev va; ip link set va up; ip route add 10.9.2.0/24 via 10.9.1.2")
+        self._sh("ip link set lo up; ip addr add 10.9.1.2/24 dev ra; ip link set ra up; ip addr add 10.9.2.1/24 dev rb;"
+                 "ip link set rb up; sysctl -qw net.ipv4.ip_forward=1", self.router)
+        self._sh("ip link set lo up; ip addr add 10.9.2.2/24 dev vb; ip link set vb up; ip route add default via 10.9.2.1",
+                 self.broker)
+
+    @staticmethod
+    def _sh(script: str, prefix: tuple[str, ...] = ()) -> None:
+        subprocess.run([*prefix, "sh", "-ec", script], check=True)
+
+    def cut(self) -> None:
+        self._sh("ip route replace blackhole 10.9.2.0/24; ip route replace blackhole 10.9.1.0/24", self.router)
+
+    def restore(self) -> None:
+        self._sh("ip route replace 10.9.2.0/24 dev rb src 10.9.2.1; ip route replace 10.9.1.0/24 dev ra src 10.9.1.2",
+                 self.router)
+
+    def close(self) -> None:
+        for p in self.holders:
+            stop_process(p)
+
+
 # -- the checking subscriber -------------------------------------------------------------
 class Checker:
     """A persistent-session QoS 1 subscriber on the broker's other listener: which seqs arrived."""
 
-    def __init__(self, port: int):
+    def __init__(self, host: str, port: int):
         self.seqs: set[int] = set()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="outage-checker", clean_session=False)
         self.client.reconnect_delay_set(1, 1)
         self.client.on_connect = lambda c, *_: c.subscribe(TOPICS.telemetry, qos=1)
         self.client.on_message = self._on_message
-        self.client.connect("127.0.0.1", port)
+        self.client.connect(host, port)
         self.client.loop_start()
 
     def _on_message(self, client, userdata, msg) -> None:
@@ -193,9 +238,9 @@ def first_at_or_after(times: list[float], t: float) -> float | None:
 class Gateway:
     """Outbox + Uplink with production broker settings; records put at RATE/s; PUBACK times kept."""
 
-    def __init__(self, workdir: Path, port: int, backoff_max: float):
+    def __init__(self, workdir: Path, host: str, port: int, backoff_max: float):
         self.outbox = Outbox(str(workdir / "outbox.sqlite"))
-        self.broker = BrokerConfig(host="127.0.0.1", port=port, backoff_max=backoff_max, client_id="canopy-bench-outage")
+        self.broker = BrokerConfig(host=host, port=port, backoff_max=backoff_max, client_id="canopy-bench-outage")
         self.acked_at: list[float] = []
         self.put = 0
         self.tasks: list[asyncio.Task] = []
@@ -226,13 +271,13 @@ class Gateway:
 class Peer:
     """The baseline: paho-mqtt's own reconnect loop with its defaults, QoS 1 every 100 ms; PUBACK times kept."""
 
-    def __init__(self, port: int):
+    def __init__(self, host: str, port: int):
         self.acked_at: list[float] = []
         self.attempts = 0
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="outage-peer", protocol=mqtt.MQTTv5)
         self.client.on_publish = lambda *_: self.acked_at.append(time.monotonic())
         self.client.on_pre_connect = lambda *_: setattr(self, "attempts", self.attempts + 1)
-        self.client.connect_async("127.0.0.1", port, keepalive=30)
+        self.client.connect_async(host, port, keepalive=30)
         self.client.loop_start()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._produce, name="outage-peer", daemon=True)
@@ -250,9 +295,16 @@ class Peer:
 
 
 # -- one mode -----------------------------------------------------------------------------
-async def outage(broker: Mosquitto, proxies: dict[str, FaultProxy], seconds: float) -> tuple[float, dict[str, float]]:
+async def outage(broker: Mosquitto, proxies: dict[str, FaultProxy], net: LinkNet | None,
+                 seconds: float) -> tuple[float, dict[str, float]]:
     """One outage of about ``seconds``; returns (down, {side: back}) in monotonic time."""
     down = time.monotonic()
+    if net is not None:  # linkdown: the path goes dark in the middle
+        await asyncio.to_thread(net.cut)
+        await asyncio.sleep(max(0.0, down + seconds - time.monotonic()))
+        await asyncio.to_thread(net.restore)
+        back = time.monotonic()
+        return down, {"canopy": back, "peer": back}
     if not proxies:  # refused: the broker process is stopped
         await asyncio.to_thread(broker.stop)
         await asyncio.sleep(max(0.0, down + seconds - time.monotonic()))
@@ -299,16 +351,18 @@ class Tally:
 
 
 async def run_mode(mode: str, args, workdir: Path, say) -> dict:
-    broker = Mosquitto(workdir)
+    net = LinkNet() if mode == "linkdown" else None
+    host = net.BROKER if net else "127.0.0.1"
+    broker = Mosquitto(workdir, host, net.broker if net else ())
     broker.start()
     proxies = {side: FaultProxy("127.0.0.1", port) for side, port in (("canopy", broker.port), ("peer", broker.peer_port))} \
         if mode == "blackhole" else {}
     for proxy in proxies.values():
         await proxy.start()
     ports = {side: proxy.port for side, proxy in proxies.items()} or {"canopy": broker.port, "peer": broker.peer_port}
-    checker = Checker(broker.check_port)
-    gw, peer = Gateway(workdir, ports["canopy"], args.backoff_max), Peer(ports["peer"])
-    counters = {side: SynCounter(port) if os.geteuid() == 0 else None for side, port in ports.items()}
+    checker = Checker(host, broker.check_port)
+    gw, peer = Gateway(workdir, host, ports["canopy"], args.backoff_max), Peer(host, ports["peer"])
+    counters = {side: SynCounter(port, "va" if net else "lo") if os.geteuid() == 0 else None for side, port in ports.items()}
     tallies = {"canopy": Tally(counters["canopy"], lambda: gw.uplink.attempts),
                "peer": Tally(counters["peer"], lambda: peer.attempts)}
     acked = {"canopy": gw.acked_at, "peer": peer.acked_at}
@@ -319,7 +373,7 @@ async def run_mode(mode: str, args, workdir: Path, say) -> dict:
             await asyncio.sleep(rng.uniform(1.0, 3.0))  # connected and publishing before the next outage
             for tally in tallies.values():
                 tally.down()
-            down, back = await outage(broker, proxies, rng.uniform(*args.down))
+            down, back = await outage(broker, proxies, net, rng.uniform(*args.down))
             for side, tally in tallies.items():
                 tally.back(down, back[side], await wait_for_ack(acked[side], back[side], args.resume_timeout))
             ours = tallies["canopy"]
@@ -339,6 +393,8 @@ async def run_mode(mode: str, args, workdir: Path, say) -> dict:
         for proxy in proxies.values():
             await proxy.stop()
         broker.stop()
+        if net is not None:
+            net.close()
     ours, baseline = tallies["canopy"].result(), tallies["peer"].result()
     return {"mode": mode, **ours, "lost": lost, "records": gw.put, "baseline": baseline,
             "ratio_resume_p99": _r(baseline["resume_p99_s"] / max(ours["resume_p99_s"], 1e-3))}
@@ -368,7 +424,8 @@ def _r(x: float | None) -> float | None:
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--mode", choices=["refused", "blackhole", "all"], default="all")
+    ap.add_argument("--mode", choices=["refused", "blackhole", "all", "linkdown"], default="all",
+                    help="all: refused then blackhole; linkdown (root) runs alone, in private network namespaces")
     ap.add_argument("--outages", type=int, default=20)
     ap.add_argument("--down", default="30", help="outage length in s, or a range LO-HI drawn uniformly (default 30)")
     ap.add_argument("--backoff-max", type=float, default=60.0,
@@ -396,6 +453,13 @@ async def amain(args) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.mode == "linkdown" and os.environ.get("CANOPY_OUTAGE_NETNS") != "1":
+        if os.geteuid() != 0 or not shutil.which("unshare"):
+            print("linkdown needs root and unshare (util-linux)", file=sys.stderr)
+            return 2
+        argv = sys.argv[1:] if argv is None else argv
+        env = {**os.environ, "CANOPY_OUTAGE_NETNS": "1"}
+        return subprocess.run(["unshare", "-n", sys.executable, __file__, *argv], env=env).returncode
     print(json.dumps(asyncio.run(amain(args))), flush=True)
     return 0
 

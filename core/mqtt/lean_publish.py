@@ -45,8 +45,14 @@ class LeanMessage(mqtt.MQTTMessage):
         self.raw_properties = raw_properties
 
 
-def decode_publish(header: int, packet: bytes, mqtt5: bool) -> LeanMessage:
-    """A PUBLISH (``header``: its first byte; ``packet``: what follows the remaining length)."""
+def decode_publish(header: int, packet: bytes | bytearray, mqtt5: bool) -> LeanMessage:
+    """A PUBLISH (``header``: its first byte; ``packet``: what follows the remaining length).
+
+    Topic, payload and properties come out as ``bytes``, as from paho's decoder (paho reads a packet it
+    assembled itself into a bytearray).
+    """
+    if not isinstance(packet, bytes):
+        packet = bytes(packet)
     n = len(packet)
     if n < 2:
         raise MalformedPacket("PUBLISH too short for its topic length")

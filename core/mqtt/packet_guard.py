@@ -143,8 +143,9 @@ class GuardedSocket:
     def take_packet(self) -> tuple[int, bytes] | None:
         """The next packet, if it lies whole in the buffer: (its first byte, what follows the remaining length).
 
-        For a reader between two packets only; None when the packet is not all there (the reader then reads it
-        with ``recv``, as paho does).
+        For a reader between two packets only; None when the packet is not all there, or its first byte is 0 (the
+        reserved type, which paho would take for "no packet yet"): the reader then reads it with ``recv``, as paho
+        does, and refuses it as paho does.
         """
         buf, pos, end = self._buf, self._pos, self._end
         length, shift, i = 0, 0, pos + 1
@@ -157,7 +158,7 @@ class GuardedSocket:
             shift += 7
             if not byte & 0x80:
                 break
-        if i + length > end:
+        if i + length > end or not buf[pos]:
             return None
         self._pos = i + length
         return buf[pos], buf[i:self._pos]

@@ -3,8 +3,10 @@
 paho exposes socket callbacks for external event loops; we register the
 socket with the loop's reader/writer so every paho callback runs on the loop
 thread.  Only the blocking TCP/TLS connect runs in a worker thread, before
-the socket is handed to the loop.  The socket paho reads from is usually a
-``packet_guard.GuardedSocket`` (the asyncio client makes it one).
+the socket is handed to the loop.  The socket paho reads from is a
+``packet_guard.GuardedSocket`` (the asyncio client makes it one): it reads in
+chunks, so after a read event the packets it holds are handed to paho in the
+same turn, without waiting on the selector.
 
 An exception raised while paho reads, writes or keeps the link alive goes to
 ``on_error`` when one is given (the asyncio client re-raises it to whoever
@@ -26,6 +28,7 @@ from collections.abc import Callable
 import paho.mqtt.client as mqtt
 
 MAX_READS_PER_TURN = 256  # paho reads (a packet each) per event-loop turn: a flood cannot hold the loop (~5 ms)
+
 
 class PahoOnLoop:
     """Attach one paho client to one asyncio loop."""

@@ -19,13 +19,16 @@ exponentially on top: it is up, and asking again every 2 s will not change its m
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
+import socket
 
 from core.backoff import Backoff
 
 RETRY_INTERVAL = 2.0  # s between the starts of two connection attempts (the budget: <= 0.5 attempts/s)
 JITTER = 0.1  # each slot is up to this fraction longer, at random
+STALLED_AFTER = 4.0  # s a connection may keep data unacknowledged before the kernel drops it
 
 
 def retry_interval(backoff_max: float) -> float:
@@ -66,3 +69,16 @@ class RetryPace:
     def connected(self) -> None:
         """The broker accepted us: a later refusal starts its backoff from the beginning."""
         self.refusals.reset()
+
+
+def drop_when_stalled(sock: socket.socket | None, seconds: float = STALLED_AFTER) -> None:
+    """Have the kernel drop a connection whose sent data stays unacknowledged ``seconds`` (TCP_USER_TIMEOUT).
+
+    Over a link that went dark, TCP retransmits at a doubling interval: a connection that
+    outlived a 10 s outage may try again only seconds after the link is back, and keepalive
+    notices nothing for a minute.  Dropped, it is replaced by a pending attempt whose SYN the
+    kernel retries about every second.  No effect on an idle connection, or where unsupported.
+    """
+    if sock is not None and hasattr(socket, "TCP_USER_TIMEOUT"):
+        with contextlib.suppress(OSError, ValueError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(seconds * 1000))

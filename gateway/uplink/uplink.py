@@ -34,7 +34,7 @@ from gateway.uplink.batch import compose, cut_at_topic, fit, topics_for
 from gateway.uplink.broker_auth import broker_endpoint
 from core.mqtt import MqttClient, MqttConnectError, MqttError, Will
 from gateway.uplink.state import state_payload
-from gateway.uplink.resume import RetryPace, retry_interval
+from gateway.uplink.resume import RetryPace, drop_when_stalled, retry_interval
 from gateway.uplink.subscriptions import Handler, Subscriptions, capability_of
 from gateway.uplink.window import RESERVED_SLOTS, Batch, InFlight, MemoryBatch, QueueDelayWindow, RateLimit
 
@@ -158,6 +158,7 @@ class Uplink:
                 break
             fail.recovered()
             pace.connected()
+            drop_when_stalled(client.paho.socket() if client.paho is not None else None)
             self.connects += 1
             self.last_error = None
             self._drop_session = False

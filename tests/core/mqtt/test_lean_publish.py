@@ -70,6 +70,11 @@ def test_malformed_publish_raises_pahos_malformed_packet(packet, mqtt5):
         decode_publish(0x30, packet, mqtt5)
 
 
+def test_a_packet_paho_assembled_itself_decodes_to_bytes():
+    ours = decode_publish(0x30, bytearray(body(0, b"payload", b"\x00")), True)
+    assert type(ours.payload) is bytes and ours.payload == b"payload" and type(ours.raw_properties) is bytes
+
+
 def test_message_without_properties_has_none():
     assert Message("t", b"", 0, False).properties is None
 

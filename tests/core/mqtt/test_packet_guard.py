@@ -276,6 +276,9 @@ def test_take_packet_returns_whole_packets_only(pair):
     assert guarded.recv(153) == packet(200)[50:]
     assert guarded.take_packet() == (0x30, b"xxxx")
     assert guarded.pending() == 0
+    broker.sendall(packet(1) + b"\x00\x02ab")  # then the reserved type 0: left to paho, which refuses it
+    assert guarded.recv(1) + guarded.recv(1) + guarded.recv(1) == packet(1)
+    assert guarded.take_packet() is None and guarded.recv(4) == b"\x00\x02ab"
 
 
 def test_packets_before_an_oversized_one_in_the_same_chunk_are_delivered_first(pair):
