@@ -123,8 +123,9 @@ class SynCounter:
     """
 
     def __init__(self, port: int, interface: str = "lo"):
-        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
-        self.sock.bind((interface, 0x0800))
+        # ETH_P_ALL: a socket bound to one protocol sees only what comes in, not what goes out
+        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+        self.sock.bind((interface, 0x0003))
         self.loopback = interface == "lo"
         self._filter(port)
         self.seen: dict[tuple[int, int], float] = {}
