@@ -101,8 +101,11 @@ async def test_alert_steps_page_each_group_once_with_its_members(db_url, broker,
         seen = [(await console.get()).data for _ in range(2)]
         assert {(c["type"], c["group"]) for c in seen} == {("alert.raised", "office"), ("alert.escalated", "volunteers")}
 
-        before = await rows(run.engine, notifications)
-        assert len(before) == 6 and {r.status for r in before} == {"sent"}
+        async def all_sent():  # the delivery marks its rows sent just after the POST/e-mail/console it did
+            got = await rows(run.engine, notifications)
+            return got if len(got) == 6 and {r.status for r in got} == {"sent"} else None
+
+        before = await wait_for(all_sent, 10, what="the six notifications marked sent")
         pub.events("alarm", [raised, escalated])  # duplicates from the gateway, and a new leader looking back
         pub.flush()
         await asyncio.sleep(1.0)
