@@ -105,7 +105,7 @@ async def test_alert_steps_page_each_group_once_with_its_members(db_url, broker,
             got = await rows(run.engine, notifications)
             return got if len(got) == 6 and {r.status for r in got} == {"sent"} else None
 
-        before = await wait_for(all_sent, 10, what="the six notifications marked sent")
+        await wait_for(all_sent, 10, what="the six notifications marked sent")
         pub.events("alarm", [raised, escalated])  # duplicates from the gateway, and a new leader looking back
         pub.flush()
         await asyncio.sleep(1.0)
