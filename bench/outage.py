@@ -1,13 +1,14 @@
 """Outage bench: how fast the uplink is back after a broker outage, and how often it knocks meanwhile.
 
-    python bench/outage.py --mode refused --outages 20 --down 5-10
-    python bench/outage.py --mode blackhole --outages 20 --down 30
-    python bench/outage.py --mode all --outages 20 --down 300     # long: ~4 h
+    python bench/outage.py --mode all --outages 20 --down 5-10       # ~10 min
+    python bench/outage.py --mode all --outages 20 --down 25-35      # ~30 min
+    python bench/outage.py --mode all --outages 20 --down 295-305    # ~4 h
+    python bench/outage.py --mode linkdown --outages 20 --down 5-10  # root
 
 The real ``Uplink`` and ``Outbox`` run in this process with the production broker
 settings (keepalive 30 s, connect_timeout 10 s, default pacing) and put 10 telemetry
-records/s.  One mosquitto has two listeners: the gateway's, and one for a checking
-subscriber (persistent session) that the outages never touch.
+records/s.  One mosquitto has three listeners: the gateway's, the baseline's, and one for a
+checking subscriber (persistent session, never behind the proxy).
 
 - ``refused``: the broker process is stopped (SIGTERM; its persistence is kept) and
   started again on the same port; the gateway connects straight to it, so each
@@ -20,8 +21,8 @@ subscriber (persistent session) that the outages never touch.
   become blackhole routes, so SYNs and data vanish with no ICMP or RST and the kernel's own
   retransmission timers decide when a packet tries again, as on a link that went dark.
 
-Each outage lasts a duration drawn uniformly from ``--down`` (so the broker's return has
-no fixed phase against the retry schedule).  Resume: from the moment the broker listens
+Each outage lasts a duration drawn uniformly from ``--down``: give a range, or the broker's
+return keeps one phase against a retry schedule (a fixed 30 s flatters paho's 31 s attempt).  Resume: from the moment the broker listens
 again (its port seen in LISTEN in /proc/net/tcp, no connection made to check) or the
 proxy passes bytes again, to the uplink's first PUBACK after it.  Attempts are counted on
 the broker's side: every TCP SYN to the gateway's port, from a packet socket on ``lo``
@@ -39,6 +40,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import ctypes
 import json
 import os
 import random
@@ -138,8 +140,6 @@ class SynCounter:
         prog = [(0x28, 0, 0, 12), (0x15, 0, 8, 0x0800), (0x30, 0, 0, 23), (0x15, 0, 6, 6), (0xB1, 0, 0, 14),
                 (0x48, 0, 0, 16), (0x15, 0, 3, port), (0x50, 0, 0, 27), (0x54, 0, 0, 0x12), (0x15, 1, 0, 0x02),
                 (0x06, 0, 0, 0), (0x06, 0, 0, 0xFFFF)]
-        import ctypes
-
         code = b"".join(struct.pack("HBBI", *insn) for insn in prog)
         self._code = ctypes.create_string_buffer(code)
         fprog = struct.pack("HL", len(prog), ctypes.addressof(self._code))
@@ -239,9 +239,10 @@ def first_at_or_after(times: list[float], t: float) -> float | None:
 class Gateway:
     """Outbox + Uplink with production broker settings; records put at RATE/s; PUBACK times kept."""
 
-    def __init__(self, workdir: Path, host: str, port: int, backoff_max: float):
+    def __init__(self, workdir: Path, host: str, port: int, args):
         self.outbox = Outbox(str(workdir / "outbox.sqlite"))
-        self.broker = BrokerConfig(host=host, port=port, backoff_max=backoff_max, client_id="canopy-bench-outage")
+        self.broker = BrokerConfig(host=host, port=port, backoff_max=args.backoff_max, connect_timeout=args.connect_timeout,
+                                   client_id="canopy-bench-outage")
         self.acked_at: list[float] = []
         self.put = 0
         self.tasks: list[asyncio.Task] = []
@@ -362,7 +363,7 @@ async def run_mode(mode: str, args, workdir: Path, say) -> dict:
         await proxy.start()
     ports = {side: proxy.port for side, proxy in proxies.items()} or {"canopy": broker.port, "peer": broker.peer_port}
     checker = Checker(host, broker.check_port)
-    gw, peer = Gateway(workdir, host, ports["canopy"], args.backoff_max), Peer(host, ports["peer"])
+    gw, peer = Gateway(workdir, host, ports["canopy"], args), Peer(host, ports["peer"])
     counters = {side: SynCounter(port, "va" if net else "lo") if os.geteuid() == 0 else None for side, port in ports.items()}
     tallies = {"canopy": Tally(counters["canopy"], lambda: gw.uplink.attempts),
                "peer": Tally(counters["peer"], lambda: peer.attempts)}
@@ -431,6 +432,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--down", default="30", help="outage length in s, or a range LO-HI drawn uniformly (default 30)")
     ap.add_argument("--backoff-max", type=float, default=60.0,
                     help="broker.backoff_max of the gateway (the pace is min(2 s, this); default: the config default)")
+    ap.add_argument("--connect-timeout", type=float, default=10.0, help="broker.connect_timeout of the gateway (default 10)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--resume-timeout", type=float, default=180.0, help="give up waiting for a PUBACK after this (s)")
     args = ap.parse_args(argv)
@@ -448,7 +450,8 @@ async def amain(args) -> dict:
     worst = {k: max(r[k] for r in results) for k in ("resume_p50_s", "resume_p99_s", "attempts_per_s_during_outage")}
     baseline = {f"baseline_{k}": max(r["baseline"][k] for r in results) for k in ("resume_p50_s", "resume_p99_s")}
     return {"bench": "outage", **worst, "lost": sum(r["lost"] for r in results), **baseline, "outages": args.outages,
-            "down_s": list(args.down), "interval_s": retry_interval(args.backoff_max), "modes": results,
+            "down_s": list(args.down), "interval_s": retry_interval(args.backoff_max),
+            "connect_timeout_s": args.connect_timeout, "modes": results,
             "machine": machine()}
 
 

@@ -1,17 +1,20 @@
-"""When the uplink tries the broker again: back within a second of it returning, without hammering it meanwhile.
+"""When the uplink tries the broker again: back soon after it returns, at most one attempt per 2 s meanwhile.
 
 An exponential backoff grows while the broker is away (to a minute by default), so after
 a long outage the gateway came back up to that late.  Instead, attempts come at a steady
 pace: one per ``interval`` (2 s: every attempt is a TCP connection on the broker's host),
-each slot up to 10 % longer at random so a fleet that lost the broker together drifts apart.
+each slot up to 20 % longer at random so a fleet that lost the broker together drifts apart.
 
 What makes the return fast is that an attempt is never given up early: it stays pending
 until the broker answers or ``connect_timeout`` passes, and the next one starts as soon as
-a pending one times out.  Through a link that holds bytes (blackholed: a 4G cell or a NAT
-that lost its path) one attempt is nearly always waiting, and it completes the moment the
-link is back.  A refused port (broker process down) fails at once and waits for its slot,
-so there the return takes up to one interval (p50 ~1 s, p99 ~2 s; docs/performance.md#outage-resume):
-with at most one attempt per 2 s, nothing can learn sooner that a refusing port listens again.
+a pending one times out.  Through a link that went dark, the kernel retries a pending SYN
+about every second (a retry is the same attempt), and a proxy or NAT that holds the bytes
+delivers them the moment the path is back: the attempt completes then.  A connection that
+was open when the link went dark would wait for TCP's doubling retransmission timer, so it
+is dropped after ``STALLED_AFTER`` seconds of unacknowledged data and replaced by such an
+attempt.  A refused port (broker process down) fails at once and waits for its slot, so
+there the return takes up to one slot (p50 ~1 s, p99 ~2 s): at one attempt per 2 s nothing
+can learn sooner that a refusing port listens again (docs/performance.md#outage-resume).
 
 A broker that answers and says no (bad login, server busy, banned) is backed off
 exponentially on top: it is up, and asking again every 2 s will not change its mind.
@@ -27,7 +30,7 @@ import socket
 from core.backoff import Backoff
 
 RETRY_INTERVAL = 2.0  # s between the starts of two connection attempts (the budget: <= 0.5 attempts/s)
-JITTER = 0.1  # each slot is up to this fraction longer, at random
+JITTER = 0.2  # each slot is up to this fraction longer, at random (mean 2.2 s: <= 0.5/s with the attempt at once)
 STALLED_AFTER = 4.0  # s a connection may keep data unacknowledged before the kernel drops it
 
 
