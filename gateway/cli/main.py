@@ -49,7 +49,8 @@ def cmd_run(args) -> int:
         return EXIT_CONFIG
     for sentence in exposed_files(daemon_paths(cfg)):
         log.warning(sentence)
-    from gateway.runtime import StartOptions, run_gateway
+    from gateway.daemon import run_gateway
+    from gateway.runtime import StartOptions
 
     try:
         return asyncio.run(run_gateway(cfg, StartOptions(metrics_file=args.metrics_file, metrics_port=args.metrics_port)))

@@ -212,7 +212,7 @@ def test_a_start_that_fails_in_sqlite_itself_prints_no_thread_traceback(tmp_path
 
     cfg = site_config(tmp_path, sim_port=5020, broker={"host": "127.0.0.1", "port": 1}, store={"path": str(tmp_path / "nope" / "o.sqlite")})
     script = ("import asyncio, logging, sys; logging.basicConfig(); from gateway.config.load import load_config; "
-              "from gateway.runtime import run_gateway; "
+              "from gateway.daemon import run_gateway; "
               f"sys.exit(asyncio.run(run_gateway(load_config({str(cfg)!r}))))")  # no path check: straight into sqlite
     for _ in range(4):
         proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=30)
