@@ -18,7 +18,6 @@ import time
 
 import pytest
 
-from gateway.config.site import SiteConfig
 from simulator.clock import SimClock
 from simulator.modbus_tcp import ModbusTcpSimulator, SimulatedDevice
 from simulator.physics import Model
@@ -26,9 +25,6 @@ from simulator.sites import _profiles
 from tests.gateway.alerts.support import GROUPS, alert_records, chain, online
 from tests.gateway.controls.support import FAN, write_site
 from tests.support import wait_until
-
-pytestmark = pytest.mark.skipif("controls" not in SiteConfig.model_fields,
-                                reason="waits on the runtime wiring of controls: (SiteConfig.controls, Gateway._start_controls)")
 
 
 class Air(Model):

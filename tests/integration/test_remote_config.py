@@ -11,27 +11,19 @@ skipped until both are there.
 
 from __future__ import annotations
 
-import inspect
 import os
 import subprocess
 import sys
 import time
 
-import pytest
 import yaml
 
-import gateway.runtime
 from core.protocol import envelope
-from gateway.commands.config import IssuerConfig
 from gateway.ops.layout import Layout
 from gateway.ops.update import GatePolicy, apply_pending
 from gateway.remote_config.handover import Handover
 from tests.gateway.ops.fakes import NotifyListener
 from tests.support import ROOT, GatewayProcess, free_port, site_config, wait_until
-
-pytestmark = pytest.mark.skipif(
-    "remote_config" not in inspect.getsource(gateway.runtime) or "configure" not in IssuerConfig.model_fields,
-    reason="…/config is not wired into gateway/runtime.py, or IssuerConfig has no `configure` permission yet")
 
 T = 8.0  # the health gate's timeout here (120 s on a board)
 

@@ -11,15 +11,10 @@ from __future__ import annotations
 import time
 
 import orjson
-import pytest
 
 from core.protocol import envelope
 from core.protocol.messages.commands import ReplayResult
-from gateway.runtime import Gateway
 from tests.support import site_config, wait_until
-
-pytestmark = pytest.mark.skipif(not hasattr(Gateway, "_start_replay"),
-                                reason="replay is not wired into gateway/runtime.py yet (issue 13, gateway side)")
 
 KEY = envelope.generate()
 COUNTS = "missing" in ReplayResult.model_fields  # sent/pending/missing/missing_runs, once the schema has them

@@ -6,16 +6,10 @@ skipped until it is.
 
 from __future__ import annotations
 
-import inspect
 
-import pytest
 
-import gateway.runtime
 from tests.gateway.ops.fakes import NotifyListener
 from tests.support import GatewayProcess, site_config, wait_until
-
-pytestmark = pytest.mark.skipif("Supervisor" not in inspect.getsource(gateway.runtime),
-                                reason="the supervisor is not wired into gateway/runtime.py yet")
 
 
 def test_daemon_notifies_ready_keepalives_status_and_stopping(tmp_path, farm_sim, broker):
