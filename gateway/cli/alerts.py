@@ -277,7 +277,7 @@ def ack_envelope(cfg, args, now: float | None = None) -> dict:
     from pathlib import Path
 
     from core.protocol import envelope
-    from gateway.cli.commands import load_issuer_key
+    from gateway.cli.issuing import load_issuer_key
 
     person = args.person.strip() if args.person is not None else None
     if person is not None and not envelope.PERSON_RE.match(person):

@@ -22,7 +22,7 @@ from pathlib import Path
 import orjson
 
 from core.timefmt import fmt_time
-from gateway.cli.issuing import FINAL, broker_address, issuer_options, load_issuer_key, remote_endpoint, send, send_async  # noqa: F401 - send: callers import it from here
+from gateway.cli.issuing import FINAL, endpoint_from_args, issuer_options, load_issuer_key, send_async
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_NO_ANSWER, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -197,13 +197,7 @@ def cmd_remote(args) -> int:
     console = Console(stderr=args.json, soft_wrap=True)
     try:
         env, _key = build_envelope(args)
-        host, port = broker_address(args)
-        password = None
-        if args.password_file:
-            from gateway.config.checks import read_secret
-
-            password = read_secret(args.password_file, "password file")
-        endpoint = remote_endpoint(host, port, args.tls_ca, args.username, password)
+        host, port, endpoint = endpoint_from_args(args)
     except (ValueError, KeyError_, PermissionError, ssl.SSLError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -212,9 +206,6 @@ def cmd_remote(args) -> int:
         return EXIT_USAGE
     except OSError as exc:
         print(f"error: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
-        return EXIT_USAGE
-    if (args.password_file is None) != (args.username is None):
-        print("error: --username and --password-file go together", file=sys.stderr)
         return EXIT_USAGE
     person = f" for {env['on_behalf_of']}" if env.get("on_behalf_of") else ""
     console.print(f"sending [bold]{env['action']}[/] {env['target']} {orjson.dumps(env['params']).decode() if env['params'] else ''}"

@@ -66,6 +66,23 @@ def broker_address(args) -> tuple[str, int]:
     return host or "127.0.0.1", p
 
 
+def endpoint_from_args(args):
+    """``--broker``, ``--tls-ca``, ``--username``, ``--password-file`` -> (host, port, endpoint).
+
+    Raises ValueError for flags that do not go together, OSError for a file it cannot read,
+    ssl.SSLError for a CA file that is not a CA bundle.
+    """
+    if (args.password_file is None) != (args.username is None):
+        raise ValueError("--username and --password-file go together")
+    host, port = broker_address(args)
+    password = None
+    if args.password_file:
+        from gateway.config.checks import read_secret
+
+        password = read_secret(args.password_file, "password file")
+    return host, port, remote_endpoint(host, port, args.tls_ca, args.username, password)
+
+
 def send(env: dict, *, host: str, port: int, tls_ca: str | None = None, username: str | None = None,
          password: str | None = None, timeout: float = 30.0, on_record=None) -> list[dict]:
     """Publish a signed envelope and collect its results until a final one (or the timeout).

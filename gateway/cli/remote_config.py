@@ -157,19 +157,13 @@ def cmd_configure(args) -> int:
     from rich.markup import escape
 
     from core.protocol.envelope import KeyError_
-    from gateway.cli.issuing import broker_address, remote_endpoint, send_async
+    from gateway.cli.issuing import endpoint_from_args, send_async
 
     console = Console(stderr=args.json, soft_wrap=True, highlight=False)
     try:
         site_src, profiles = read_sources(args.file, args.profile)
         env = build_envelope(args, site_src, profiles)
-        host, port = broker_address(args)
-        password = None
-        if args.password_file:
-            from gateway.config.checks import read_secret
-
-            password = read_secret(args.password_file, "password file")
-        endpoint = remote_endpoint(host, port, args.tls_ca, args.username, password)
+        host, port, endpoint = endpoint_from_args(args)
     except PushError as exc:
         print(f"error: {args.file} is not sent:", *(f"  {line}" for line in exc.lines), sep="\n", file=sys.stderr)
         return EXIT_USAGE
@@ -178,9 +172,6 @@ def cmd_configure(args) -> int:
         return EXIT_USAGE
     except OSError as exc:
         print(f"error: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
-        return EXIT_USAGE
-    if (args.password_file is None) != (args.username is None):
-        print("error: --username and --password-file go together", file=sys.stderr)
         return EXIT_USAGE
     size = len(orjson.dumps(env))
     console.print(escape(f"sending {args.file} ({size / 1024:.1f} KiB"

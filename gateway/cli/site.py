@@ -16,7 +16,6 @@ import sys
 from collections.abc import Callable
 from dataclasses import replace
 
-
 EXIT_CONFIG = 2
 
 

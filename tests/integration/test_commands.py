@@ -14,7 +14,8 @@ import orjson
 import pytest
 
 from core.protocol import envelope
-from gateway.cli.commands import add_parsers, send
+from gateway.cli.commands import add_parsers
+from gateway.cli.issuing import send
 from simulator.netfault import FaultProxyThread
 from tests.conftest import SimThread
 from tests.support import site_config, wait_until

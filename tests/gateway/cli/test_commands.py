@@ -9,7 +9,8 @@ import orjson
 import pytest
 
 from core.protocol import envelope
-from gateway.cli.commands import _describe_record, add_parsers, build_envelope, load_issuer_key
+from gateway.cli.commands import _describe_record, add_parsers, build_envelope
+from gateway.cli.issuing import load_issuer_key
 
 
 def parse(*argv: str):
