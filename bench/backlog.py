@@ -96,7 +96,7 @@ def _r(x: float | None, nd: int = 1):
 def build_backlog(path: Path, rows: int, seed: int) -> dict:
     """Write `rows` pending telemetry rows (real reading bodies) into the outbox schema, counters included."""
     from core.records import Reading, reading_body
-    from gateway.outbox.store import SCHEMA
+    from gateway.outbox.schema import SCHEMA, VERSION
 
     rng = random.Random(seed)
     t0 = time.perf_counter()
@@ -106,6 +106,7 @@ def build_backlog(path: Path, rows: int, seed: int) -> dict:
         con.execute("PRAGMA synchronous=OFF")
         for stmt in SCHEMA:
             con.execute(stmt)
+        con.execute(f"PRAGMA user_version={VERSION}")  # today's layout: nothing to migrate on open
         devices = [f"soil-{i:04d}" for i in range(200)]
         per_poll = len(devices) * len(POINTS)
         start = time.time() - 3600.0  # an hour of backlog, well inside the telemetry TTL

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import importlib
 import logging
+import signal
 import sys
 
 from core.yamlsrc import ConfigError
@@ -57,7 +58,11 @@ def main(argv: list[str] | None = None) -> int:
         from centre.fullconfig import load_full_config
 
         cfg = load_full_config(args.config)
-        return asyncio.run(args.func(args, cfg))
+        try:
+            return asyncio.run(args.func(args, cfg))
+        finally:
+            if args.func is _run:  # stopped already: a late SIGTERM must not kill the exit half-way
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2

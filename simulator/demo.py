@@ -22,6 +22,7 @@ before the first readings arrived.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -178,8 +179,14 @@ def _stop_event() -> asyncio.Event:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, _stopped_by, stop, sig)
     return stop
+
+
+def _stopped_by(stop: asyncio.Event, sig: int) -> None:
+    """A terminal's Ctrl-C reaches the whole process group: the children stop by themselves then."""
+    stop.group_interrupted = getattr(stop, "group_interrupted", False) or sig == signal.SIGINT
+    stop.set()
 
 
 async def _start_gateway(cfg: Path, log_file) -> asyncio.subprocess.Process:
@@ -206,8 +213,11 @@ async def _start_broker(console: Console, workdir: Path) -> EmbeddedBroker:
     return broker
 
 
-async def _stop_gateway(proc: asyncio.subprocess.Process) -> int:
-    """SIGTERM, then its exit code; a terminal's Ctrl-C may have stopped it already."""
+async def _stop_gateway(proc: asyncio.subprocess.Process, group_interrupted: bool = False) -> int:
+    """SIGTERM, then its exit code; after a terminal's Ctrl-C it is given time to stop by itself first."""
+    if group_interrupted:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(proc.wait()), 10)
     if proc.returncode is None:
         try:
             proc.send_signal(signal.SIGTERM)
@@ -364,10 +374,11 @@ async def run_demo(site: str = "farm", duration: float = 0) -> int:
             await _show(console, site, watch, FaultScript(site, sim), stop, duration)
     finally:
         if proc is not None:
-            rc = await _stop_gateway(proc)
+            rc = await _stop_gateway(proc, getattr(stop, "group_interrupted", False))
         await _last_words(watch, reader)
         if centre is not None:  # after the gateway: it takes what the gateway said last
-            centre_verdict = await centre.finish(watch.telemetry_records, stop.is_set())
+            centre_verdict = await centre.finish(watch.telemetry_records, stop.is_set(),
+                                                   getattr(stop, "group_interrupted", False))
         if client is not None:
             await client.disconnect()
         if broker is not None:

@@ -12,6 +12,7 @@ The live view reads the centre's ``/metrics`` (no login needed) and the verdict 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import socket
 import sqlite3
@@ -224,7 +225,7 @@ class DemoCentre:
         lines += [f"  {u.name:<{width}}  {self.passwords.get(u.name, '?')}  ({u.what})" for u in USERS]
         return lines
 
-    async def finish(self, readings_seen: int, interrupted: bool) -> tuple[bool, str]:
+    async def finish(self, readings_seen: int, interrupted: bool, group_interrupted: bool = False) -> tuple[bool, str]:
         """Stop the centre once it has taken what the broker still had; (ok, what it stored, in words).
 
         Run to the end, it must hold every reading the view received.  After a Ctrl-C, which reached
@@ -234,7 +235,7 @@ class DemoCentre:
             await asyncio.gather(self._watcher, return_exceptions=True)
         if self.proc is not None and self.proc.returncode is None:
             await self._settle()
-        rc = await self.stop()
+        rc = await self.stop(group_interrupted)
         stored = await self.stored() if rc is not None else None
         if self.problem or stored is None:
             return False, f"centre: {self.problem or 'not started'}"
@@ -254,10 +255,14 @@ class DemoCentre:
             if self.figures.get("stored") == before:
                 return
 
-    async def stop(self) -> int | None:
-        """SIGTERM (unless a terminal's Ctrl-C stopped it already); its exit code, None if it never ran."""
+    async def stop(self, group_interrupted: bool = False) -> int | None:
+        """SIGTERM (after a terminal's Ctrl-C, only if it has not stopped by itself within 10 s); its exit code,
+        None if it never ran.  A SIGTERM sent while it is already exiting from Ctrl-C would kill it mid-exit."""
         if self.proc is None:
             return None
+        if group_interrupted:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self.proc.wait()), 10)
         if self.proc.returncode is None:
             try:
                 self.proc.send_signal(signal.SIGTERM)
