@@ -86,6 +86,8 @@ class Http(Strict):
     tls_cert: str | None = None
     tls_key: str | None = None
     allow_plain_http: bool = Field(False, description="serve plain HTTP on a non-loopback address (only behind a TLS proxy)")
+    self_signed: bool = Field(False, description="no tls_cert: serve HTTPS with the centre's own certificate (made in tls_dir)")
+    tls_dir: str = Field("tls", description="where the self-signed certificate and its key (0600) are kept")
 
     @model_validator(mode="after")
     def _secure_bind(self) -> "Http":
@@ -93,7 +95,10 @@ class Http(Strict):
 
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key go together")
-        problem = plain_http_problem(self.host, tls=bool(self.tls_cert), allow_plain_http=self.allow_plain_http)
+        if self.self_signed and self.tls_cert:
+            raise ValueError("self_signed makes the centre's own certificate: give either it or tls_cert/tls_key")
+        problem = plain_http_problem(self.host, tls=bool(self.tls_cert) or self.self_signed,
+                                     allow_plain_http=self.allow_plain_http)
         if problem is not None:
             raise ValueError(problem)
         return self
@@ -153,7 +158,8 @@ def resolve_paths(cfg: CentreConfig, base: str) -> CentreConfig:
     b = cfg.broker
     tls = b.tls.model_copy(update={"ca": at(b.tls.ca), "cert": at(b.tls.cert), "key": at(b.tls.key)}) if b.tls else None
     broker = b.model_copy(update={"password_file": at(b.password_file), "tls": tls})
-    http = cfg.http.model_copy(update={"tls_cert": at(cfg.http.tls_cert), "tls_key": at(cfg.http.tls_key)})
+    http = cfg.http.model_copy(update={"tls_cert": at(cfg.http.tls_cert), "tls_key": at(cfg.http.tls_key),
+                                       "tls_dir": at(cfg.http.tls_dir)})
     return cfg.model_copy(update={"keys_dir": at(cfg.keys_dir), "broker": broker, "http": http})
 
 

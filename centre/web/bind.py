@@ -23,5 +23,6 @@ def plain_http_problem(host: str, *, tls: bool, allow_plain_http: bool) -> str |
     if tls or allow_plain_http or is_loopback(host):
         return None
     return (f"{host} is not a loopback address and http has no tls_cert/tls_key: passwords and session cookies would "
-            "cross the network in clear. Give http.tls_cert and http.tls_key, or set http.allow_plain_http: true "
+            "cross the network in clear. Give http.tls_cert and http.tls_key (or http.self_signed: true for the centre's "
+            "own certificate), or set http.allow_plain_http: true "
             "only when a TLS-terminating proxy is in front")

@@ -25,6 +25,7 @@ from centre.people.config import PeopleConfig
 from centre.web.app import create_app
 from centre.web.bind import plain_http_problem
 from centre.web.bridge import Bridge
+from centre.web import selfsigned
 from centre.web.context import Web
 from core.yamlsrc import ConfigError, Problem
 
@@ -65,6 +66,8 @@ def check_http(http) -> None:
 
 async def run(centre) -> None:
     http = centre.cfg.http
+    if http.self_signed:
+        http = await asyncio.to_thread(_own_certificate, http)
     check_http(http)
     web = Web(centre.engine, centre.hub, people=getattr(centre.cfg, "people", None) or PeopleConfig(),
               components=centre.components)
@@ -97,6 +100,15 @@ async def run(centre) -> None:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         sock.close()
+
+
+def _own_certificate(http):
+    """``self_signed``: the centre's certificate (made once, reused until near its end), its fingerprint logged."""
+    cert = selfsigned.ensure(http.tls_dir, selfsigned.names_for(http.host))
+    log.warning("HTTPS with the centre's own certificate %s (%s): SHA-256 fingerprint %s -- check it against the "
+                "one the browser shows before accepting it", cert.cert, "made now" if cert.made else "reused",
+                cert.fingerprint)
+    return http.model_copy(update={"tls_cert": cert.cert, "tls_key": cert.key})
 
 
 async def housekeeping(web: Web, centre) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import os
 import ssl
+import stat
 
 import httpx
 import pytest
@@ -100,3 +102,51 @@ async def test_unreadable_certificate_is_a_config_error(sqlite_url, tmp_path):
         async with running_web(sqlite_url, tls_cert=str(tmp_path / "none.crt"), tls_key=str(tmp_path / "none.key")):
             pass
     assert "http.tls_cert: cannot read" in str(err.value)
+
+
+async def test_https_with_the_centres_own_certificate_reused_at_the_next_start(sqlite_url, tmp_path):
+    """``self_signed``: HTTPS at once with a certificate the centre made (key 0600 in a 0700 folder), the same one
+    at the next start (its fingerprint is what the installer accepted in the browser); never plain HTTP."""
+    from centre.web import selfsigned
+
+    tls_dir = tmp_path / "tls"
+    old = os.umask(0o022)
+    try:
+        async with running_web(sqlite_url, self_signed=True, tls_dir=str(tls_dir)) as centre:
+            url = centre.components["web.url"]
+            assert url.startswith("https://127.0.0.1:")
+            cafile = str(tls_dir / "centre.crt")
+            async with httpx.AsyncClient(base_url=url, verify=ssl.create_default_context(cafile=cafile)) as c:
+                assert (await c.get("/health")).json()["database"] == "ok"
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tls_dir / "centre.key").stat().st_mode) == 0o600
+    assert stat.S_IMODE(tls_dir.stat().st_mode) == 0o700
+    first = selfsigned.ensure(str(tls_dir), selfsigned.names_for("127.0.0.1"))
+    assert not first.made  # reused, not made again
+    async with running_web(sqlite_url, self_signed=True, tls_dir=str(tls_dir)) as centre:
+        async with httpx.AsyncClient(base_url=centre.components["web.url"],
+                                     verify=ssl.create_default_context(cafile=str(tls_dir / "centre.crt"))) as c:
+            assert (await c.get("/health")).status_code == 200
+    assert selfsigned.ensure(str(tls_dir), selfsigned.names_for("127.0.0.1")).fingerprint == first.fingerprint
+
+
+def test_a_self_signed_certificate_near_its_end_or_for_other_names_is_made_again(tmp_path):
+    from centre.web import selfsigned
+
+    first = selfsigned.ensure(str(tmp_path), ["canopy.test", "127.0.0.1"])
+    assert first.made
+    assert not selfsigned.ensure(str(tmp_path), ["canopy.test"]).made
+    assert selfsigned.ensure(str(tmp_path), ["hall.local"]).made  # a name it does not carry
+    late = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=selfsigned.VALID_DAYS - 10)
+    assert selfsigned.ensure(str(tmp_path), ["hall.local"], now=late).made
+
+
+def test_self_signed_opens_a_non_loopback_address_and_excludes_a_given_certificate():
+    from centre.config import Http
+
+    assert Http.model_validate({"host": "0.0.0.0", "self_signed": True}).self_signed
+    with pytest.raises(ValueError, match="either"):
+        Http.model_validate({"host": "0.0.0.0", "self_signed": True, "tls_cert": "a", "tls_key": "b"})
+    with pytest.raises(ValueError, match="self_signed"):
+        Http.model_validate({"host": "0.0.0.0"})
