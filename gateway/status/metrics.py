@@ -119,6 +119,9 @@ def _uplink(s: dict) -> Iterator[Metric | None]:
     yield _gauge("canopy_uplink_connected", "1 while the broker connection is up", int(bool(up.get("connected"))) if up else None)
     if isinstance(up.get("connects"), int):
         yield CounterMetricFamily("canopy_uplink_connects", "Connections made to the broker", value=up["connects"])
+    if isinstance(up.get("attempts"), int):
+        yield CounterMetricFamily("canopy_uplink_connect_attempts", "Connection attempts (each a TCP connection)",
+                                  value=up["attempts"])
     yield _per(CounterMetricFamily, "canopy_uplink_published_messages", "MQTT messages sent per lane (re-sends included)",
                "lane", up.get("published") or {})
     yield _gauge("canopy_uplink_last_puback_timestamp_seconds", "When the broker last acknowledged records (epoch seconds)",

@@ -123,7 +123,8 @@ class Uplink:
 
     def stats(self) -> dict:
         """The ``uplink`` section of ``…/state``."""
-        return {"connects": self.connects, "connected": self.connected.is_set(), "published": dict(self.published),
+        return {"connects": self.connects, "attempts": self.attempts, "connected": self.connected.is_set(),
+                "published": dict(self.published),
                 "last_error": self.last_error, "refused_too_large": self.client.refused_too_large,
                 "puback_refused": self.puback_refused}
 

@@ -43,6 +43,7 @@ class OutboxHealth(_Open):
 
 class UplinkHealth(_Open):
     connects: int
+    attempts: int | None = None  # connection attempts since start (gateways before it leave it out)
     connected: bool
     published: dict[str, int]
     last_error: str | None
