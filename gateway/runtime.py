@@ -137,13 +137,13 @@ class Gateway:
                           previous=previous, detail=st.detail)
         self._spawn(self.outbox.put("event", [body]))
 
-    async def _emit(self, lane: str, body: bytes, topic: str | None = None) -> list[int] | None:
+    async def _emit(self, lane: str, body: bytes, topic: str | None = None, mark: str | None = None) -> list[int] | None:
         """Alerts and events from the services: accepted once durably committed; returns the seqs.
 
         ``topic`` is the suffix under ``canopy/v1/{site}/{gateway}/`` (``cmd/result``, ``alert/{group}``);
-        None sends the record on its lane's own topic.
+        None sends the record on its lane's own topic.  ``mark``: committed with it (gateway/outbox/marks.py).
         """
-        return await self.outbox.put(lane, [body], wait_commit=True, topic=topic)
+        return await self.outbox.put(lane, [body], wait_commit=True, topic=topic, mark=mark)
 
     async def write_point(self, device_id: str, point: str, value) -> None:
         """Drive a local output (sounder relay, valve) through its device's bus."""
@@ -300,7 +300,7 @@ class Gateway:
 
     def _start_alerts(self, uplink: Uplink, state_dir: str) -> None:
         self.alerts = AlertEngine(self.cfg, self.clock, self._emit, write_point=self.write_point, state_dir=state_dir,
-                                  epoch=lambda: self.outbox.epoch)
+                                  epoch=lambda: self.outbox.epoch, committed=self.outbox.marked)
         self.alerts.on_change = self.reporter.changed
         uplink.on_acked.append(self.alerts.on_delivered)
         uplink.subscribe(self.topics.alert_ack, self.alerts.on_ack)

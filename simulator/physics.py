@@ -537,3 +537,48 @@ class RelayModule(Model):
 
     def read(self, now: float) -> dict[str, int | float | bool | str]:
         return dict(self.outputs)
+
+
+class HouseholdPower(Model):
+    """A household's energy meter (``energy_meter`` profile) while nobody uses anything: a fridge and standby.
+
+    The fridge's compressor cycles (15-25 min at 45-60 W, then 20-40 min off) over ~8 W of standby,
+    and each step adds a little jitter: a float that (nearly) never reads the same twice yet never
+    moves by more than ~70 W -- what a welfare check's deadband (``change_by``) must not count as a person.
+    ``set_appliance`` is what a person does: a kettle of 1850 W on, then 0 again.
+    """
+
+    def __init__(self, clock: SimClock, seed: int, standby: float = 8.0) -> None:
+        super().__init__(clock, seed)
+        self.standby = standby
+        self.compressor = self.rng.random() < 0.5
+        self.compressor_w = self.rng.uniform(45, 60)
+        self.cycle_until = self.t + self.rng.uniform(300, 1200)
+        self.jitter = 0.0
+        self.appliance = 0.0  # W switched on by a person
+        self.voltage = 230.0
+        self.energy = round(self.rng.uniform(100, 5000), 2)  # kWh
+
+    def tick(self, t: float, dt: float) -> None:
+        r = self.rng
+        if t >= self.cycle_until:
+            self.compressor = not self.compressor
+            self.cycle_until = t + (r.uniform(900, 1500) if self.compressor else r.uniform(1200, 2400))
+            self.compressor_w = r.uniform(45, 60)
+        self.jitter = clamp(r.gauss(0, 2.0), -5.0, 5.0)
+        self.voltage = 230.0 + clamp(r.gauss(0, 1.5), -5.0, 5.0)
+        self.energy += self.power() * dt / 3.6e6
+
+    def power(self) -> float:
+        fridge = self.compressor_w if self.compressor else 0.0
+        return max(0.0, self.standby + fridge + self.jitter + self.appliance)
+
+    def set_appliance(self, watts: float) -> None:
+        """A person switches something on (a kettle: 1850) or off (0)."""
+        self.advance(self.clock.now())
+        self.appliance = max(0.0, float(watts))
+
+    def read(self, now: float) -> dict[str, int | float | bool | str]:
+        p = round(self.power(), 1)
+        return {"voltage": round(self.voltage, 1), "current": round(p / self.voltage, 3), "power": p,
+                "energy": round(self.energy, 3)}

@@ -31,16 +31,20 @@ MAX_PENDING_EVENTS = 100  # ready bodies (answers to junk acks) waiting for the 
 MAX_PENDING_AUDITS = 1000  # answers to signed acks (their audit): junk cannot crowd them out
 RETRY_DELAY = 1.0
 
-Emit = Callable[[str, bytes, "str | None"], Awaitable[object]]
+Emit = Callable[..., Awaitable[object]]  # emit(lane, body, topic[, mark=key]) -> seqs
+Committed = Callable[[list[str]], Awaitable[dict]]  # marks -> {key: Marked(lane, seq, body)} (gateway/outbox/marks.py)
 
 
 class RecordQueue:
     """Records decided but not yet committed to the outbox, in the order they were decided."""
 
     def __init__(self, emit: Emit, build: Callable[[Alert, str], Record], counters: dict[str, int],
-                 epoch: Callable[[], str] | None = None):
+                 epoch: Callable[[], str] | None = None, committed: Committed | None = None):
         """``build(alert, tag)`` renders an alert's record; ``counters['emit_errors']`` counts failed commits;
-        ``epoch()`` is the outbox's epoch (the raise's key needs it: without it copies carry no ``copy_of``).
+        ``epoch()`` is the outbox's epoch (the raise's key needs it: without it copies carry no ``copy_of``);
+        ``committed(keys)`` is the outbox's :meth:`~gateway.outbox.store.Outbox.marked`: with it every record
+        is emitted with a mark (``emit(…, mark=)``) and a record requeued after a restart is looked up
+        before it is sent again (exactly once across a crash between commit and state save).
         """
         self.emit = emit
         self.epoch = epoch
@@ -49,6 +53,8 @@ class RecordQueue:
         self.items: list[tuple[str | None, str, bytes | None]] = []  # (alert id, tag, body of a ready record)
         self.retry_at = 0.0
         self.seq_alert: dict[tuple[str, int], str] = {}  # (lane, seq) of alert.raised -> alert id
+        self.committed = committed
+        self.restored: set[tuple[str, str]] = set()  # (alert id, tag) requeued at start: maybe committed already
 
     def __len__(self) -> int:
         return len(self.items)
@@ -59,9 +65,10 @@ class RecordQueue:
         self.items.append((a.id, tag, None))
 
     def requeue(self, a: Alert) -> None:
-        """After a restart: the alert's records that were decided but not committed."""
+        """After a restart: the alert's records that were decided but not seen committed."""
         for tag in a.pending:
             self.items.append((a.id, tag, None))
+            self.restored.add((a.id, tag))
 
     def add_event(self, body: bytes, *, audited: bool = False) -> bool:
         """A ready ``event`` record that is not an alert's; False (dropped) while too many of its kind wait."""
@@ -100,13 +107,28 @@ class RecordQueue:
     async def _commit(self, item: tuple, a: Alert | None, now: float) -> bool:
         aid, tag, body = item
         lane, payload, topic = self.build(a, tag) if a is not None else (_lane_of_ready(tag), body, None)
+        key = f"{aid}|{tag}" if aid is not None and self.committed is not None else None
         try:
-            result = await self.emit(lane, payload, topic)
+            if key is not None and (aid, tag) in self.restored:
+                found = (await self.committed([key])).get(key)
+                self.restored.discard((aid, tag))
+                if found is not None:  # committed before the crash: its seq, and never a second copy
+                    log.info("alert %s: its %s record was committed before the restart (%s #%d); not sent again",
+                             aid, tag, found.lane, found.seq)
+                    lane, payload, result = found.lane, found.body or payload, [found.seq]
+                    self._done(item, a, tag, lane, payload, result)
+                    return True
+            result = await (self.emit(lane, payload, topic, mark=key) if key is not None else self.emit(lane, payload, topic))
         except Exception as exc:  # outbox closing or failing: keep it, try again
             self.counters["emit_errors"] += 1
             self.retry_at = now + RETRY_DELAY
             log.error("cannot commit %s record (%s: %s); kept, retrying", lane, type(exc).__name__, exc)
             return False
+        self._done(item, a, tag, lane, payload, result)
+        return True
+
+    def _done(self, item: tuple, a: Alert | None, tag: str, lane: str, payload: bytes, result) -> None:
+        """The record is committed (``result``: what ``emit`` returned, its seqs)."""
         self.items.remove(item)
         if a is not None:
             if tag in a.pending:
@@ -114,7 +136,6 @@ class RecordQueue:
             if tag == "raised":
                 self._remember(lane, result, a.id)
                 self._learn_raise(a, lane, payload, result)
-        return True
 
     def _learn_raise(self, a: Alert, lane: str, payload: bytes, result) -> None:
         """Keep the committed raise and its ``(epoch, lane, seq)``: its copies repeat the one and carry the other."""

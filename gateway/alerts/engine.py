@@ -39,7 +39,7 @@ from gateway.alerts.ack_desk import AckDesk
 from gateway.alerts.ack_ids import SeenAcks
 from gateway.alerts.acks import AckChecker, ack_keys
 from gateway.alerts.decisions import Decisions
-from gateway.alerts.emission import RecordQueue
+from gateway.alerts.emission import Committed, RecordQueue
 from gateway.alerts.lifecycle import Alert, ChainStep, Episode, chains_of, next_escalation, prune
 from gateway.alerts.locations import Locations
 from gateway.alerts.outputs import Outputs
@@ -59,7 +59,8 @@ class AlertEngine(Decisions):
     """Alerts from rules and from other services, with one lifecycle (the seam is in the module docstring)."""
 
     def __init__(self, cfg, clock, emit: Callable[[str, bytes, str | None], Awaitable[object]], write_point=None,
-                 state_dir: str | None = None, *, max_sleep: float = 5.0, epoch: Callable[[], str] | None = None):
+                 state_dir: str | None = None, *, max_sleep: float = 5.0, epoch: Callable[[], str] | None = None,
+                 committed: Committed | None = None):
         self.cfg = cfg
         self.clock = clock
         site = cfg.site
@@ -78,7 +79,7 @@ class AlertEngine(Decisions):
         self.counters = {k: 0 for k in COUNTERS}
         self.path = statefile.file_in(state_dir, self.site_id, self.gateway_id) if state_dir else None
         self.on_change: Callable[[], None] | None = None  # the runtime may set it to republish …/state
-        self.records = RecordQueue(emit, self._record, self.counters, epoch)
+        self.records = RecordQueue(emit, self._record, self.counters, epoch, committed)
         self.saver = StateSaver(self.path, clock, self._state, self.counters, {"site": self.site_id, "gateway": self.gateway_id})
         self._changed = False
         self._wake = Wakeup(clock, max_sleep)

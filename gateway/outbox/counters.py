@@ -13,9 +13,12 @@ bytes they take, persisted the same way.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from dataclasses import dataclass, field
 
 import aiosqlite
+
+from gateway.outbox.inthread import in_thread
 
 log = logging.getLogger("canopy.store")
 
@@ -87,5 +90,10 @@ async def load_counters(db: aiosqlite.Connection, lane: str, where: str) -> Lane
 
 async def add_counts(db: aiosqlite.Connection, delta: list[tuple[int, str, str]]) -> None:
     """Add ``(n, lane, name)`` to the persisted counters, inside the caller's transaction."""
-    await db.executemany("INSERT OR IGNORE INTO counters (lane, name, value) VALUES (?, ?, 0)", [(l, n) for _, l, n in delta])
-    await db.executemany("UPDATE counters SET value = value + ? WHERE lane = ? AND name = ?", delta)
+    await in_thread(db, add_counts_in, delta)
+
+
+def add_counts_in(conn: sqlite3.Connection, delta: list[tuple[int, str, str]]) -> None:
+    """:func:`add_counts` in the connection's thread (a commit that runs there whole calls this)."""
+    conn.executemany("INSERT OR IGNORE INTO counters (lane, name, value) VALUES (?, ?, 0)", [(l, n) for _, l, n in delta])
+    conn.executemany("UPDATE counters SET value = value + ? WHERE lane = ? AND name = ?", delta)

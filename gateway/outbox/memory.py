@@ -41,6 +41,7 @@ class Item:
     done: asyncio.Future | None = None
     topic: str | None = None
     seqs: list[int] = field(default_factory=list)  # given at commit
+    mark: str | None = None  # the producer's name for its first record, kept with its seq (marks.py)
 
 
 @dataclass(slots=True)

@@ -19,7 +19,8 @@ find it.  ``migrate`` upgrades such a file once, in the transaction that
 opens it: it adds the column and moves the suffix out of every pending
 body, so the send path never parses JSON and a crash half-way leaves the
 version 1 file as it was, to be upgraded at the next start.  Version 3 only
-adds the ``retained_{lane}`` tables (``SCHEMA`` creates them on every open).
+adds the ``retained_{lane}`` tables, and ``emitted`` (marks.py) needs no version
+of its own: ``SCHEMA`` creates missing tables on every open.
 """
 
 from __future__ import annotations
@@ -48,8 +49,11 @@ SCHEMA = [
         "topic TEXT, acked_at REAL NOT NULL)"
         for lane in LANES
     ),
+    # which producer's record got which seq, written by the commit that stored it (marks.py)
+    "CREATE TABLE IF NOT EXISTS emitted (n INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, lane TEXT NOT NULL, "
+    "seq INTEGER NOT NULL)",
 ]
-TABLES = ("meta", "counters", *LANES, *(f"retained_{lane}" for lane in LANES))
+TABLES = ("meta", "counters", *LANES, *(f"retained_{lane}" for lane in LANES), "emitted")
 
 _SUFFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)*")  # no wildcard, space or empty level
 _CHUNK = 1000  # version 1 rows rewritten per statement: bounded memory however large the backlog

@@ -29,9 +29,10 @@ import aiosqlite
 
 from core.clock import Clock
 from core.records import LANES, Lane, event_body
-from gateway.outbox import fileguard, opening, retention, transaction
+from gateway.outbox import fileguard, marks, opening, retention, transaction
 from gateway.outbox.counters import LaneCounters, load_counters
 from gateway.outbox.degraded import CONFIRM_AFTER, DegradedMode, Episode, reason_of
+from gateway.outbox.inthread import in_thread
 from gateway.outbox.memory import Held, Item, MemoryLog, StoreFull
 from gateway.outbox.policy import Pruner, StorePolicy
 from gateway.outbox.ranges import AckedRanges
@@ -167,7 +168,7 @@ class Outbox(DegradedMode):
 
     # -- producers ---------------------------------------------------------
     async def put(self, lane: Lane, bodies: list[bytes], *, wait_commit: bool = False, ts: float | None = None,
-                  topic: str | None = None) -> list[int] | None:
+                  topic: str | None = None, mark: str | None = None) -> list[int] | None:
         """Queue records for the writer; with ``wait_commit``, return their seqs once committed (accepted).
 
         ``topic``: an alarm/event topic suffix (``cmd/result``, ``alert/{group}``), or several separated by
@@ -176,13 +177,14 @@ class Outbox(DegradedMode):
         oldest queued telemetry is shed (counted) so polling goes on.  Alarms and events never wait:
         while commits fail they are published from memory at once, and once the store is confirmed
         degraded (``store.degraded``) the call returns ``[]`` without waiting for the disk (they are
-        committed when it recovers); ``StoreFull`` when memory is full too.
+        committed when it recovers); ``StoreFull`` when memory is full too.  ``mark``: the producer's name
+        for the first record, committed with it (:meth:`marked`, marks.py).
         """
         if self._closing:
             raise RuntimeError("outbox is closing")
         topic = check_topic(lane, topic)
         done = asyncio.get_running_loop().create_future() if wait_commit else None
-        item = Item(lane, self.clock.time() if ts is None else ts, bodies, done, topic)
+        item = Item(lane, self.clock.time() if ts is None else ts, bodies, done, topic, mark=mark)
         if lane == "telemetry":
             if self._queue.full() and self.degraded:
                 old = self._queue.get_nowait()
@@ -204,6 +206,12 @@ class Outbox(DegradedMode):
         if done is not None:
             return await done
         return None
+
+    async def marked(self, keys: list[str]) -> dict[str, marks.Marked]:
+        """Which of these marks were committed, with their record's lane, seq and body (marks.py)."""
+        if not keys or self._db is None:
+            return {}
+        return await in_thread(self._db, marks.find_in, keys)
 
     def _shed(self, item: Item, reason: str) -> None:
         c = self.counters[item.lane]

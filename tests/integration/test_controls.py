@@ -4,10 +4,10 @@ Time mapping: the daemon runs on real time, so the control's times are scaled --
 min_on 2 s / min_off 3 s stand for 2 min / 3 min (1 s ≙ 1 min); the exact timing
 is unit-tested on a FakeClock (tests/gateway/controls).  The greenhouse models
 live here: the test sets the air temperature and may make the fan's running
-contact stick or the sensor fall silent.
-
-These tests need the runtime wiring of ``controls:`` (SiteConfig key, load-time
-validation, ``Gateway._start_controls``): they are skipped until it is applied.
+contact stick or the sensor fall silent.  A manual override is a signed protocol
+v2 ``override`` command sent through the broker as the farmer's app would
+(docs/commands.md, *Overrides of local controls*); its ``duration_s`` is scaled
+the same way (5 s ≙ 5 min).
 """
 
 from __future__ import annotations
@@ -16,8 +16,12 @@ import asyncio
 import threading
 import time
 
+import orjson
 import pytest
+import yaml
 
+from core.protocol import envelope
+from gateway.cli.issuing import send
 from simulator.clock import SimClock
 from simulator.modbus_tcp import ModbusTcpSimulator, SimulatedDevice
 from simulator.physics import Model
@@ -98,7 +102,11 @@ def control_records(sub, type_: str = "control.switched") -> list[dict]:
     return [{**r, "_lane": m["lane"]} for m in msgs for r in m["records"] if r.get("type") == type_]
 
 
-def start(tmp_path, greenhouse, broker, subscriber_factory, gateway_factory, **fan):
+FARMER = envelope.generate()  # the farmer's app: may hold the greenhouse's controls (docs/commands.md, Overrides)
+CMD_TOPIC = "canopy/v1/green-valley/gh-gw/cmd"
+
+
+def start(tmp_path, greenhouse, broker, subscriber_factory, gateway_factory, commands: dict | None = None, **fan):
     sub = subscriber_factory(broker.port)
     rules = {"groups": GROUPS, "classes": {"facility": chain(0, 60)},
              "external": {"control.failed": {"class": "facility"}, "control.sensor_stale": {"class": "facility"}}}
@@ -107,6 +115,9 @@ def start(tmp_path, greenhouse, broker, subscriber_factory, gateway_factory, **f
         {"id": "gh-air", "unit": 1, "profile": "climate_sensor", "poll_interval": 0.2, "location": {"zone": "greenhouse 1"}},
         {"id": "gh-relay", "unit": 2, "profile": "fan_relay", "poll_interval": 0.2, "location": {"zone": "greenhouse 1"}}],
         broker={"host": "127.0.0.1", "port": broker.port})
+    if commands is not None:  # tests/gateway/controls/support.write_site has no `commands:`: added here
+        data = yaml.safe_load(cfg.read_text(encoding="utf-8"))
+        cfg.write_text(yaml.safe_dump({**data, "commands": commands}, sort_keys=False, allow_unicode=True), encoding="utf-8")
     gw = gateway_factory(cfg)
     wait_until(lambda: online(sub, "gh-air", "gh-relay"), 15, what="gateway online and polling")
     wait_until(lambda: control_records(sub), 5, what="the start command")
@@ -167,3 +178,100 @@ def test_a_fan_that_never_confirms_fails_raises_an_alarm_and_is_switched_off(tmp
     state = wait_until(lambda: (s := sub.latest_state()) and s.get("controls", {}).get("gh-fan", {}).get("mode") == "fault" and s,
                        5, what="mode fault in …/state")
     assert state["controls"]["gh-fan"]["faults"] == 1
+
+
+# --------------------------------------------------------------------------- manual override (a signed command)
+
+def override_commands() -> dict:
+    return {"issuers": {"farmer": {"public_key": envelope.public_key_text(FARMER.public_key()),
+                                   "actions": ["override"], "targets": ["gh-*"]}}}
+
+
+def override_env(state: str, duration_s: float | None = None) -> dict:
+    """A protocol v2 command envelope, unsigned: ``envelope.sign(…, FARMER)`` makes it the farmer's."""
+    params = {"state": state, **({"duration_s": duration_s} if duration_s is not None else {})}
+    return envelope.make(v=2, issuer="farmer", site="green-valley", gateway="gh-gw", target="gh-fan", action="override",
+                         params=params)
+
+
+def fan_control(sub) -> dict:
+    return ((sub.latest_state() or {}).get("controls") or {}).get("gh-fan") or {}
+
+
+def fan_writes(relay, since: float) -> list[tuple[float, bool]]:
+    return [(t, v) for t, p, v in list(relay.history) if p == "fan" and t >= since]
+
+
+def hold_against_auto(sub, greenhouse, broker, state: str, hold: float, temperatures: tuple[float, ...]) -> dict:
+    """A signed override ``state`` for ``hold`` s while the air (cycling through ``temperatures``) says the opposite.
+
+    Asserts the fan switches at once, is never switched back while the override holds, then returns to
+    auto within a decision (≤ 1 s) + a poll + a margin of its end.  Returns the command's ``executed`` result.
+    """
+    relay, on = greenhouse.relay, state == "on"
+    greenhouse.air.temperature = temperatures[0]
+    wait_until(lambda: relay.coils["fan"] != on and fan_control(sub).get("output") == ("off" if on else "on"), 6, 0.02,
+               what=f"auto: fan {'off' if on else 'on'} at {temperatures[0]} degC")  # min_off/min_on may hold it a while
+    t0 = time.time()
+    res = send(envelope.sign(override_env(state, hold), FARMER), host="127.0.0.1", port=broker.port, timeout=10)
+    assert [r["status"] for r in res] == ["accepted", "executed"], res
+    done = res[-1]
+    until = done["state"]["until"]
+    assert done["state"]["override"] == state and done["state"]["mode"] == "override" and done["state"]["output"] == state
+    assert t0 + hold - 0.1 <= until <= time.time() + hold + 0.1
+    assert done["detail"].startswith(f"gh-fan held {state} until ") and done["detail"].endswith("then back to automatic")
+    wait_until(lambda: relay.coils["fan"] == on, 2, 0.02, what=f"fan {state} by the override")
+    shown = wait_until(lambda: (c := fan_control(sub)).get("mode") == "override" and c, 3, what="mode override in …/state")
+    assert shown["override"]["state"] == state and shown["override"]["by"] == "farmer"
+    assert shown["override"]["until"] == pytest.approx(until, abs=0.01)
+    i = 0
+    while time.time() < until - 0.3:  # the air says the opposite the whole time: the override holds
+        greenhouse.air.temperature = temperatures[i % len(temperatures)]
+        i += 1
+        assert relay.coils["fan"] == on, f"fan switched back {until - time.time():.2f} s before the override's end"
+        time.sleep(0.1)
+    greenhouse.air.temperature = temperatures[-1]
+    back = wait_until(lambda: [(t, v) for t, v in fan_writes(relay, t0) if v != on], until - time.time() + 3, 0.02,
+                      what="the fan back to auto after the override")
+    assert until <= back[0][0] <= until + 1.0 + 0.2 + 1.3, f"back to auto {back[0][0] - until:+.2f} s after the end"
+    assert [v for _, v in fan_writes(relay, t0)] == [on, not on], "one switch by the override, one back"
+    wait_until(lambda: (c := fan_control(sub)).get("mode") == "auto" and c.get("override") is None
+               and c.get("output") == ("off" if on else "on"), 3, what="mode auto again in …/state")
+    return done
+
+
+def test_a_signed_override_holds_the_fan_against_the_temperature_for_its_time_then_returns_to_auto(
+        tmp_path, greenhouse, broker, subscriber_factory, gateway_factory):
+    """1 s ≙ 1 min: held on for 5 min in a cool house, then off for 4 min in a hot one; an unsigned override does nothing."""
+    sub, _ = start(tmp_path, greenhouse, broker, subscriber_factory, gateway_factory, commands=override_commands())
+    relay = greenhouse.relay
+    greenhouse.air.temperature = 24.0  # cool: auto keeps the fan off
+    wait_until(lambda: fan_control(sub).get("output") == "off" and not relay.coils["fan"], 5, what="auto: fan off")
+
+    # an unsigned override: junk -- counted, never answered, and the fan does not move
+    unsigned = override_env("on", 300)
+    sub.publish(CMD_TOPIC, orjson.dumps(unsigned))
+    wait_until(lambda: ((sub.latest_state() or {}).get("commands") or {}).get("counters", {}).get("junk", {}).get("unsigned"),
+               5, what="the unsigned override counted as junk in …/state")
+    assert not relay.coils["fan"] and fan_writes(relay, 0)[-1][1] is False
+    assert fan_control(sub)["mode"] == "auto" and fan_control(sub)["override"] is None
+    assert control_records(sub, "control.override") == []
+    assert not [m for m in sub.of("cmd/result") if any(r.get("id") == unsigned["id"] for r in m["records"])]
+
+    # held on for 5 s while the air is 24-27 °C (auto: off below 28 °C), then back to auto: off
+    hold_against_auto(sub, greenhouse, broker, "on", 5, (24.0, 27.0, 25.5))
+    # and off for 4 s while the air is 31-35 °C (auto: on above 30 °C), then back to auto: on
+    hold_against_auto(sub, greenhouse, broker, "off", 4, (33.0, 35.0, 31.0))
+
+    overrides = wait_until(lambda: len(control_records(sub, "control.override")) >= 4 and control_records(sub, "control.override"),
+                           3, what="four control.override records")
+    assert [(o["state"], o["ended"], o["by"]) for o in overrides] == [
+        ("on", None, "farmer"), ("on", "expired", "farmer"), ("off", None, "farmer"), ("off", "expired", "farmer")]
+    assert {o["_lane"] for o in overrides} == {"event"}
+    assert overrides[0]["texts"]["en"].startswith("Greenhouse 1 fan: manual on by farmer until ")
+    switched = [(r["state"], r["reason"], r["mode"]) for r in control_records(sub)]
+    assert switched == [("off", "start", "auto"), ("on", "override", "override"), ("off", "override_ended", "auto"),
+                        ("on", "setpoint", "auto"), ("off", "override", "override"), ("on", "override_ended", "auto")], switched
+    held = [r for r in control_records(sub) if r["reason"] == "override"]
+    assert [r["by"] for r in held] == ["farmer", "farmer"] and all(r["until"] for r in held)
+    assert alert_records(sub) == [], "an override is no alarm"

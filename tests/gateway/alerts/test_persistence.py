@@ -129,3 +129,58 @@ def test_a_state_file_with_damaged_entries_keeps_what_parses():
     assert list(saved.episodes) == ["r|s"] and saved.episodes["r|s"].active
     assert list(saved.rules) == ["r"]
     assert parse(saved.to_dict()).to_dict() == saved.to_dict()
+
+
+async def _killed_between_commit_and_save(tmp_path, *, marks: bool) -> tuple[list[bytes], Harness, dict]:
+    """A raise committed to a real outbox, then the process dies before the state file says so (the state file
+    is put back as it was at the commit); a new engine starts on both.  Returns the alarm rows, the new harness,
+    the raise."""
+    from gateway.outbox.store import Outbox
+
+    cfg = load_site(tmp_path, rules(SMOKE))
+    state = statefile.file_in(str(tmp_path), "sunny-court", "gw-3")
+    outbox = Outbox(str(tmp_path / "outbox.sqlite"), commit_interval=0.01)
+    await outbox.open()
+    at_commit: list[bytes] = []
+    try:
+        def engine_on_outbox(h: Harness) -> Harness:
+            async def emit(lane, body, topic=None, mark=None):
+                at_commit.append(open(state, "rb").read())  # saved before the commit (pending: raised)
+                await h._emit(lane, body, topic)
+                return await outbox.put(lane, [body], wait_commit=True, topic=topic, mark=mark if marks else None)
+
+            h.engine.emit = emit
+            h.engine.records.committed = outbox.marked if marks else None
+            return h
+
+        h = engine_on_outbox(Harness(cfg, state_dir=str(tmp_path)))
+        raised = await smoke_on(h)
+        assert raised is not None and json.loads(at_commit[0])["alerts"][0]["pending"] == ["raised"]
+        open(state, "wb").write(at_commit[0])  # kill -9 after COMMIT, before the next state save
+        h2 = engine_on_outbox(Harness(cfg, state_dir=str(tmp_path), clock=h.clock))
+        await h2.settle()
+        await h2.advance(130, step=10)  # on to the first escalation
+        rows = [bytes(r[1]) for r in await outbox.fetch("alarm", 0, 100)]
+    finally:
+        await outbox.close()
+    return rows, h2, raised
+
+
+async def test_a_record_committed_just_before_a_crash_is_not_sent_again(tmp_path):
+    """kill -9 between the outbox's COMMIT and the state save that follows it: the restarted engine finds the
+    record's mark (committed with it, gateway/outbox/marks.py), takes its seq and does not send it twice; the
+    escalation after the restart still names the raise it copies."""
+    rows, h2, raised = await _killed_between_commit_and_save(tmp_path, marks=True)
+    types = [json.loads(b)["type"] for b in rows if "copy_of" not in json.loads(b)]
+    assert types.count("alert.raised") == 1, types
+    assert h2.of("alert.raised") == [], "raised again after the restart"
+    assert [r["step"] for r in h2.of("alert.escalated", alert=raised["alert"])] == [1]
+    a = h2.engine.alerts[raised["alert"]]
+    assert a.pending == [] and a.raised_key is not None and a.raised_key["seq"] == 1
+    assert [c["copy_of"]["seq"] for c in h2.copies(alert=raised["alert"])] == [1]
+
+
+async def test_without_marks_the_same_crash_sends_the_raise_twice(tmp_path):
+    """The negative control: the window the marks close is real."""
+    rows, _, _ = await _killed_between_commit_and_save(tmp_path, marks=False)
+    assert [json.loads(b)["type"] for b in rows if "copy_of" not in json.loads(b)].count("alert.raised") == 2

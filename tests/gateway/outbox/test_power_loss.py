@@ -12,8 +12,8 @@ aiosqlite) cannot see an apsw VFS.  So these tests drive the *same SQL
 protocol* as gateway/outbox/store.py through apsw: ``replica_open_db`` (with
 ``replica_migrate``) and ``replica_commit`` below repeat ``Outbox._open_db``
 (with ``opening.connect_checked``, ``opening.start_boot``, ``schema.migrate`` and
-``counters.load_counters``) and ``Outbox._commit`` (with ``transaction.write_commit``
-and ``counters.add_counts``) statement for statement, and
+``counters.load_counters``) and ``Outbox._commit`` (with ``transaction.commit_in``
+and ``counters.add_counts_in``) statement for statement, and
 ``test_replica_mirrors_store_sql`` fails as soon as the two drift apart.
 (apsw bundles SQLite 3.54; the venv's sqlite3 may be older.  The WAL commit
 and recovery logic these tests exercise has been stable for a decade.)
@@ -44,7 +44,7 @@ import apsw
 import pytest
 
 from core.records import LANES
-from gateway.outbox import counters, opening, schema, transaction
+from gateway.outbox import counters, marks, opening, schema, transaction
 from gateway.outbox.policy import StorePolicy
 from gateway.outbox.schema import SCHEMA, split_topic
 from gateway.outbox.store import Outbox
@@ -121,7 +121,8 @@ def replica_move_topics_out(db: apsw.Connection, lane: str) -> None:
 
 def replica_commit(db: apsw.Connection, rows: dict[str, list[tuple[float, bytes, str | None]]],
                    acks: dict[str, list[tuple[int, int]]], meta: list[tuple[str, str]] | None = None,
-                   retain_at: float | None = None) -> tuple[dict[str, int], dict[str, int]]:
+                   retain_at: float | None = None,
+                   marks: list[tuple[str, str, int]] | None = None) -> tuple[dict[str, int], dict[str, int]]:
     """Outbox._commit (transaction.write_commit, counters.add_counts inlined), through apsw.
 
     Returns (last seq, rows deleted) per lane.  ``meta``: the boot rows a start on a full disk could not write.
@@ -158,6 +159,10 @@ def replica_commit(db: apsw.Connection, rows: dict[str, list[tuple[float, bytes,
     for lane in LANES:
         if rows[lane]:
             seqs[lane] = db.execute("SELECT seq FROM sqlite_sequence WHERE name=?", (lane,)).fetchall()[0][0]
+    if marks:  # marks.write_in: (key, lane, index of the record in rows[lane])
+        db.executemany("INSERT OR REPLACE INTO emitted (key, lane, seq) VALUES (?, ?, ?)",
+                       [(k, lane, seqs[lane] - len(rows[lane]) + 1 + i) for k, lane, i in marks])
+        db.execute("DELETE FROM emitted WHERE n <= (SELECT max(n) FROM emitted) - ?", (1000,))
     if retain_at is not None and any(deleted.values()):
         db.execute("SELECT lane, name, value FROM counters WHERE name IN ('retained', 'retained_bytes')").fetchall()
     db.execute("COMMIT")
@@ -207,8 +212,9 @@ def test_replica_mirrors_store_sql():
                                                     "_add_topic_column": schema._add_topic_column,
                                                     "_move_topics_out": schema._move_topics_out,
                                                     "load_counters": counters.load_counters})
-    store_commit = sql_calls(Outbox._commit, inline={"write_commit": transaction.write_commit,
-                                                     "add_counts": counters.add_counts})
+    store_commit = sql_calls(Outbox._commit, inline={"write_commit": transaction.commit_in,  # the SQL it runs
+                                                     "add_counts_in": counters.add_counts_in,
+                                                     "write_in": marks.write_in})
     # the guarantees under test, spelled out
     assert ("execute", "PRAGMA synchronous=FULL") in store_open
     assert ("execute", "PRAGMA journal_mode=WAL") in store_open
@@ -428,6 +434,7 @@ def run_chain(tmp_path, *, seed: int, crashes: int, synchronous: str = "FULL", t
     vfs = PowerLossVFS(f"powerloss-{seed}-{synchronous}-{torn}", rng=random.Random(seed * 7919 + 1), writeback=writeback)
     path = str(tmp_path / "outbox.db")
     model = Model()
+    marked: set[bytes] = set()  # alarm bodies committed with a mark
     work = Workload(seed + 1)
     result = ChainResult()
     conns: list[apsw.Connection] = []  # connections of the current boot
@@ -475,7 +482,11 @@ def run_chain(tmp_path, *, seed: int, crashes: int, synchronous: str = "FULL", t
                     rows, acks = work.step(model, reader)
                     retain = model.returned_commits % 7 != 6  # retention on, as by default; now and then off
                     model.inflight = ("commit", rows, acks, retain)
-                    seqs, deleted = replica_commit(writer, rows, acks, retain_at=1.7e9 + model.returned_commits if retain else None)
+                    mark = [(rows["alarm"][0][1].decode(), "alarm", 0)] if rows["alarm"] else None  # a producer's mark
+                    if mark:
+                        marked.add(rows["alarm"][0][1])
+                    seqs, deleted = replica_commit(writer, rows, acks, retain_at=1.7e9 + model.returned_commits if retain else None,
+                                                   marks=mark)
                     model.returned(seqs, deleted)
             except apsw.Error:
                 if not vfs.crashed:
@@ -499,6 +510,7 @@ def run_chain(tmp_path, *, seed: int, crashes: int, synchronous: str = "FULL", t
                 violations, matched = [f"corrupt: quick_check {qc[:3]}"], None
             else:
                 violations, matched = model.check(found)
+                violations += marks_agree(checker, found, marked)
             if violations:
                 result.violations.append((k, violations))
                 if stop_at_violation:
@@ -519,6 +531,20 @@ def run_chain(tmp_path, *, seed: int, crashes: int, synchronous: str = "FULL", t
         result.sectors_lost, result.sectors_kept = vfs.sectors_lost, vfs.sectors_kept
         vfs.close()
     return result
+
+
+def marks_agree(db: apsw.Connection, found: DbState, marked: set[bytes]) -> list[str]:
+    """A mark and its record are durable together: every mark names the seq its record has (while the record is
+    kept), and every marked record still in its lane has its mark (gateway/outbox/marks.py)."""
+    if not db.execute("SELECT 1 FROM sqlite_master WHERE name='emitted'").fetchall():
+        return []
+    got = {k: (lane, q) for k, lane, q in db.execute("SELECT key, lane, seq FROM emitted").fetchall()}
+    bad = [f"mark {k[:20]} names {lane} #{q}, which holds another record" for k, (lane, q) in got.items()
+           if (row := found.rows[lane].get(q) or found.kept[lane].get(q)) is not None and row[0].decode() != k]
+    if len(got) < 1000:  # none pruned yet
+        bad += [f"alarm #{q} committed without its mark" for q, (body, _) in found.rows["alarm"].items()
+                if body in marked and body.decode() not in got]
+    return bad
 
 
 # =========================================================================== the tests
