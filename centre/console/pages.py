@@ -25,8 +25,10 @@ PAGES: dict[str, Page] = {p.name: p for p in (
     Page("desk", "/desk", "desk.html", frozenset({"duty_desk", "admin"})),
     Page("farm", "/farm", "farm.html", frozenset({"farmer", "admin"})),
     Page("volunteer", "/volunteer", "volunteer.html", frozenset({"volunteer", "grid_leader", "duty_desk", "admin"})),
+    Page("admin", "/admin", "admin.html", frozenset({"installer", "admin"})),
 )}
-HOME_ORDER = ("desk", "farm", "volunteer")  # a person with several pages starts on the first of these
+# a person with several pages starts on the first of these (an administrator on the desk, an installer on /admin)
+HOME_ORDER = ("desk", "farm", "volunteer", "admin")
 
 
 def pages_for(grants: Iterable[Grant]) -> list[Page]:

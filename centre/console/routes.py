@@ -2,9 +2,9 @@
 
 The centre's app mounts it with ``centre.console.routes.mount(app)``.  Pages:
 
-- ``/`` -> the person's own page (``/desk``, ``/farm`` or ``/volunteer``), or ``/login``;
+- ``/`` -> the person's own page (``/desk``, ``/farm``, ``/volunteer`` or ``/admin``), or ``/login``;
 - ``/login`` -> the login form (it also asks for a new password after a one-time one);
-- ``/desk``, ``/farm``, ``/volunteer`` -> the page, when a role allows it
+- ``/desk``, ``/farm``, ``/volunteer``, ``/admin`` -> the page, when a role allows it
   (:mod:`centre.console.pages`); not logged in -> ``/login?next=…``; a role that may not ->
   a 403 page in the person's language that links to their own page (and an audit row);
 - ``/console/…`` -> the static files: JavaScript modules, the stylesheet, the catalogues.

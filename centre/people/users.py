@@ -110,6 +110,16 @@ async def set_password(engine, username: str, password_hash: str, *, must_change
             raise UserError(f"no user {username!r}")
 
 
+async def set_language(engine, username: str, language: str) -> None:
+    """The person's language, kept in the account so every page and every device starts in it."""
+    if language not in LANGUAGES:
+        raise UserError(f"language {language!r}: one of {', '.join(LANGUAGES)}")
+    u = schema.users
+    async with write_transaction(engine) as conn:
+        if (await conn.execute(sa.update(u).where(u.c.username == username).values(language=language))).rowcount != 1:
+            raise UserError(f"no user {username!r}")
+
+
 async def set_active(engine, username: str, active: bool) -> None:
     u = schema.users
     async with write_transaction(engine) as conn:

@@ -21,7 +21,7 @@ from centre.web.context import Web
 
 MAX_BODY = 64 * 1024  # bytes: no request of this API is bigger; larger ones are refused before they are read
 # routers other modules add (``router`` attribute), mounted under /api when the module exists
-ROUTERS = ("centre.acting.api",)
+ROUTERS = ("centre.acting.api", "centre.web.api.admin", "centre.web.api.households")
 _SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
                      (b"x-frame-options", b"DENY")]
 _NO_STORE = (b"cache-control", b"no-store")  # API answers; the console's static files revalidate instead

@@ -1,4 +1,4 @@
-"""Logging in and out, who am I, changing my password.
+"""Logging in and out, who am I, my language, changing my password.
 
 The session token travels only in an HttpOnly, SameSite=Strict cookie (Secure when the
 request came over HTTPS); the CSRF token in a readable cookie and in the answers here, for
@@ -7,9 +7,13 @@ the page to echo in ``X-CSRF-Token``.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel, Field
+from dataclasses import replace
+from typing import Literal
 
+from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from centre.people import audit, users
 from centre.people import login as people_login
 from centre.people.roles import PERMISSIONS
 from centre.people.sessions import Session
@@ -30,6 +34,13 @@ class LoginIn(BaseModel):
 class PasswordIn(BaseModel):
     current: str = Field(min_length=1, max_length=1024)
     new: str = Field(min_length=1, max_length=1024)
+
+
+class MeIn(BaseModel):
+    """What a person may change about their own account here (names, roles and phones are the admin's)."""
+
+    model_config = ConfigDict(extra="forbid")
+    language: Literal[users.LANGUAGES] = Field(description="the language every console page starts in: en or zh-CN")
 
 
 def me_body(session: Session) -> dict:
@@ -74,6 +85,16 @@ async def logout(caller: SignedIn, response: Response) -> dict:
 @router.get("/me", response_model=MeOut, summary="The logged-in user, their grants and permissions, and the CSRF token")
 async def me(caller: SignedIn) -> dict:
     return me_body(caller.session)
+
+
+@router.patch("/me", response_model=MeOut, summary="Change my own settings: the language my pages start in")
+async def update_me(body: MeIn, caller: SignedIn) -> dict:
+    before = caller.user.language
+    await users.set_language(caller.web.engine, caller.username, body.language)
+    await audit.record(caller.web.engine, actor=caller.username, action="me.language", outcome="ok",
+                       target=caller.username, ip=caller.ip, detail={"from": before, "to": body.language})
+    session = replace(caller.session, user=replace(caller.user, language=body.language))
+    return me_body(session)
 
 
 @router.post("/password", response_model=Ok, summary="Change my password (ends my other sessions)")

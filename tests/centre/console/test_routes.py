@@ -14,7 +14,7 @@ from centre.people.roles import ROLES, Grant
 def test_each_role_lands_on_its_own_page_and_may_open_only_the_pages_meant_for_it():
     land = {role: (home_for([Grant(role, "s")]).name if home_for([Grant(role, "s")]) else None) for role in ROLES}
     assert land == {"duty_desk": "desk", "volunteer": "volunteer", "grid_leader": "volunteer", "farmer": "farm",
-                    "installer": None, "admin": "desk"}
+                    "installer": "admin", "admin": "desk"}
     farmer = [Grant("farmer", "green-valley", "zone", "2")]
     assert not may_open(farmer, PAGES["desk"]) and not may_open(farmer, PAGES["volunteer"])
     assert [p.name for p in pages_for([Grant("volunteer", "s", "group", "v"), Grant("farmer", "f")])] == ["farm", "volunteer"]

@@ -18,7 +18,7 @@ async def test_no_endpoint_answers_without_login_except_health_and_metrics(app, 
     routes.append(("GET", "/api/openapi.json"))
     assert len(routes) > 12
     for method, path in routes:
-        url = path.format(site="s", gateway="g", alert="a", command_id="x")
+        url = path.format(site="s", gateway="g", alert="a", command_id="x", household="h", username="u")
         r = await c.request(method, url, json={} if method == "POST" else None)
         if (method, path) in PUBLIC:
             assert r.status_code != 401, (method, path)

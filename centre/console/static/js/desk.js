@@ -1,6 +1,7 @@
 // The duty desk: open alerts (most severe, then oldest, first) with place, words, timeline and a live
 // escalation countdown; acknowledge (with a note) and resolve; the sites' gateways, an offline one
-// impossible to miss; the alarm (alarm.js) for every critical alert until it is acknowledged.
+// impossible to miss; the households panel with the responder's door unlock (desk_homes.js); the alarm
+// (alarm.js) for every critical alert until it is acknowledged.
 //
 // The screen is rebuilt card by card (keyed, only the cards whose data changed), so a keyboard user's
 // focus stays where it was while alerts come and go.
@@ -10,6 +11,7 @@ import { loginForm } from "./auth.js";
 import {
   api, banners, can, el, events, fmtTime, header, mark, preferredLanguage, setLanguage, start, state, t,
 } from "./core.js";
+import { loadHomes, onHomeEvent, renderHomes, setupHomes } from "./desk_homes.js";
 import { card, cardVersion, countdownText, gatewayRow, gwKey, keyOf, sortGateways } from "./desk_view.js";
 import { Live } from "./live.js";
 import { gatewayTrouble, isOpen, needsAck, severityRank, severityWord, whatHappened, whereParts } from "./words.js";
@@ -52,6 +54,7 @@ async function load() {
     renderAlerts();
   }
   mark("alerts-complete");
+  loadHomes();
   for (const k of desk.open) loadTimeline(k);
   loadMetas();
 }
@@ -93,6 +96,7 @@ async function refreshIntent(id) {
 // ---- the live stream -------------------------------------------------------------------------------------
 
 function onEvent(channel, d) {
+  onHomeEvent(channel, d);
   if (channel === "alert") {
     const k = keyOf(d);
     if ("updated_at" in d && "raised_at" in d) { // the whole view: apply it now
@@ -174,6 +178,7 @@ function waiting(all) {
 function renderGateways() {
   const gws = sortGateways([...desk.gateways.values()]);
   document.getElementById("gateway-list").replaceChildren(...gws.map(gatewayRow));
+  renderHomes(desk.gateways);
   document.getElementById("gateways-empty").hidden = gws.length > 0;
   const bad = gws.filter((g) => gatewayTrouble(g, Date.now() / 1000 + state.clockOffset));
   if (bad.length) {
@@ -285,7 +290,7 @@ function frame() {
 
 async function main() {
   const ready = start(); // meanwhile the live stream connects: its hello (re)loads the alerts once we are ready
-  live = new Live(["alert", "gateway", "command"], {
+  live = new Live(["alert", "gateway", "command", "reading"], {
     onSync: () => ready.then((me) => me && load()).then(() => banners.hide("load"), (e) => e.status !== 401
       && banners.show("load", () => t("banner.load_failed", { detail: e.message }))),
     onEvent: (ch, d) => desk.rendered && onEvent(ch, d),
@@ -300,6 +305,7 @@ async function main() {
   document.getElementById("test-sound").addEventListener("click", () => alarm.beep(1));
   document.getElementById("show-more").addEventListener("click", () => { desk.limit += PAGE; renderAlerts(); });
   document.getElementById("ack-dialog").addEventListener("close", onAckClosed);
+  setupHomes();
   document.getElementById("login-cancel").addEventListener("click", () => document.getElementById("login-dialog").close());
   events.addEventListener("language", frame);
   events.addEventListener("session-ended", sessionEnded);

@@ -3,7 +3,7 @@
 import { loginForm } from "./auth.js";
 import { el, events, setLanguage, state, t } from "./core.js";
 
-const PAGES = ["/desk", "/farm", "/volunteer"]; // where ?next= may lead (never another site)
+const PAGES = ["/desk", "/farm", "/volunteer", "/admin"]; // where ?next= may lead (never another site)
 
 function next() {
   const wanted = new URLSearchParams(location.search).get("next");

@@ -5,6 +5,7 @@
 // (its class and what people call the device).  Rule ids are never the main text.
 
 import { fmtAgo, fmtTime, state, t } from "./core.js";
+import "./language.js"; // every page that shows words keeps the person's language switch in their account
 
 const SEVERITY_RANK = { critical: 0, warning: 1, info: 2 };
 const SILENT_S = 300; // an "online" gateway unheard for this long is shown as silent
@@ -150,4 +151,59 @@ export function intentWords(i, gateway) {
       return { kind: "refused", detail, text: t(`intent.${i.status}`, { reason: reasonWords(i.reason, i.result) }) };
     default: return { kind: "waiting", detail, text: i.status || "" };
   }
+}
+
+// ---- households (the duty desk's welfare panel) ------------------------------------------------------------
+
+export const HOME_KINDS = ["door", "water", "power"];
+
+// a span of time in words: "14 h", "3 days", "25 min"
+export function fmtSpan(seconds) {
+  const s = Math.max(0, seconds);
+  if (s < 3600) return t("desk.span_min", { n: Math.max(1, Math.round(s / 60)) });
+  if (s < 2 * 86400) return t("desk.span_h", { n: Math.floor(s / 3600) });
+  return t("desk.span_d", { n: Math.floor(s / 86400) });
+}
+
+// "Household 101 (the Li household)"
+export function homeName(h) {
+  const name = label(h.labels, null), base = t("where.household", { v: h.household });
+  return name ? `${base} (${name})` : base;
+}
+
+export function lockName(lock) { return label(lock.labels, lock.lock); }
+
+// what needs the desk's eye, most urgent first: [{kind: welfare | quiet | blind, text}]
+export function homeMarks(h, nowS) {
+  const marks = [];
+  if (h.welfare_alerts?.length) {
+    marks.push({ kind: "welfare", text: t("desk.home_welfare", { time: fmtTime(h.welfare_alerts[0].raised_at) }) });
+  }
+  const down = (h.gateways || []).find((g) => g.status !== "online");
+  if (h.blind && down) {
+    marks.push({ kind: "blind", text: t("desk.home_blind_offline", { gateway: down.gateway, time: fmtTime(down.status_since) }) });
+  } else if (h.blind) {
+    const heard = (h.devices || []).map((d) => d.last_heard).filter((x) => typeof x === "number");
+    marks.push({ kind: "blind", text: t("desk.home_blind_silent",
+      { span: fmtSpan(heard.length ? nowS - Math.max(...heard) : h.window_s) }) });
+  }
+  if (h.quiet && !h.blind) { // blind: quiet there means nothing
+    marks.push({ kind: "quiet", text: typeof h.last_activity === "number"
+      ? t("desk.home_quiet", { span: fmtSpan(nowS - h.last_activity), time: fmtTime(h.last_activity) })
+      : t("desk.home_quiet_none", { span: fmtSpan(h.window_s) }) });
+  }
+  return marks;
+}
+
+// one kind's line: "40 min ago (6 Dec, 21:30 GMT+8)", "not used in the last 2 days", "no sensor"
+export function signWords(h, kind) {
+  const sign = h.activity?.[kind];
+  if (sign) return t("desk.sign_at", { ago: fmtAgo(sign.ts), time: fmtTime(sign.ts) });
+  if (!(h.sensors || []).includes(kind)) return t("desk.sign_no_sensor");
+  return t("desk.sign_none", { span: fmtSpan(h.window_s) });
+}
+
+// a lock's refusal in words: the lock's own words first, then the shared ones
+export function lockReasonWords(reason, result) {
+  return known(`desk.lock_reason.${reason}`) || reasonWords(reason, result);
 }
