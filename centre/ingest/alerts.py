@@ -34,7 +34,7 @@ def fold(site: str, gateway: str, alert: str, bodies: list[dict]) -> dict:
     """The current view of one alert from all its lifecycle records (any order, duplicates harmless)."""
     view: dict = {"site": site, "gateway": gateway, "alert": alert, "status": "raised", "step": 0, "groups": [],
                   "next_escalation_at": None, "acked_at": None, "acked_by": None, "ack_note": None,
-                  "resolved_at": None, "resolved_by": None, "updated_at": 0.0}
+                  "resolved_at": None, "resolved_by": None, "texts": None, "updated_at": 0.0}
     rank = -1
     for rec in sorted(bodies, key=lambda r: (float(r.get("ts", 0)), LIFECYCLE.get(r.get("type"), 0))):
         t = rec.get("type")
@@ -46,6 +46,8 @@ def fold(site: str, gateway: str, alert: str, bodies: list[dict]) -> dict:
             view["groups"] = groups
         view["updated_at"] = max(view["updated_at"], float(rec.get("ts", 0)))
         status = rec.get("status") if t != "alert.updated" else None
+        if t in ("alert.raised", "alert.updated") and _texts(rec.get("texts")):
+            view["texts"] = _texts(rec.get("texts"))  # what happened, in each language (the latest rise)
         if t in ("alert.raised", "alert.escalated"):
             view["step"] = max(view["step"], _int(rec.get("step")) or 0)
             view["next_escalation_at"] = rec.get("next_escalation_at")
@@ -81,6 +83,14 @@ async def refold(conn, touched: set[tuple[str, str, str]]) -> list[dict]:
         await conn.execute(stmt, [view])
         views.append(view)
     return views
+
+
+def _texts(v) -> dict[str, str] | None:
+    """A record's ``texts`` as stored: language -> line, strings only, bounded."""
+    if not isinstance(v, dict):
+        return None
+    out = {k[:16]: s[:1024] for k, s in list(v.items())[:8] if isinstance(k, str) and isinstance(s, str)}
+    return out or None
 
 
 def _s(v, n: int) -> str | None:

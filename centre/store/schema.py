@@ -130,6 +130,7 @@ alerts = sa.Table(
     sa.Column("resolved_by", sa.String(160)),
     sa.Column("message", sa.Text),
     sa.Column("lang", sa.String(16)),
+    sa.Column("texts", Json),  # the raise's ready line per language ({"en": …, "zh-CN": …}), store_0002
     sa.Column("updated_at", Ts, nullable=False),  # ts of the newest lifecycle record folded in
     sa.Index(None, "status", "severity"),
 )

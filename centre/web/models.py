@@ -89,6 +89,8 @@ class AlertOut(BaseModel):
     resolved_by: str | None
     message: str | None
     lang: str | None
+    texts: dict[str, str] | None = Field(None, description="what happened, the gateway's ready line per language "
+                                                           "(en, zh-CN); a screen shows the one in its language")
     updated_at: float
 
     model_config = {"populate_by_name": True}
