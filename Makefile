@@ -40,8 +40,10 @@ system-deps:
 demo: setup models
 	$(PY) -m simulator demo --site $(SITE) --duration $(DURATION)
 
+# two workers: tests/integration (real daemons, real time) stays together on one of them (tests/conftest.py)
+TEST_WORKERS ?= 2
 test: system-deps setup models lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 bench: system-deps setup models
 	$(PY) bench/ingest.py

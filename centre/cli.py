@@ -3,7 +3,10 @@
 Other modules add subcommands without editing this file: each module named in
 :data:`EXTENSIONS` that exists defines ``register(subparsers)`` and sets
 ``func=async def (args, cfg) -> int`` (or ``sync_func=def (args) -> int`` for commands that need
-no config) on its parser.  Exit codes: 0 ok, 2 config or usage error, 1 failure, 130 Ctrl-C.
+no config, or ``config_func=def (args, cfg) -> int`` for synchronous commands whose config is
+optional: ``cfg`` is the whole centre.yaml when ``-c`` was given, else None) on its parser.
+The whole centre.yaml (``centre.fullconfig``) is loaded here, so a module never has to import
+it (it imports every module's config section: an import cycle from inside a module).  Exit codes: 0 ok, 2 config or usage error, 1 failure, 130 Ctrl-C.
 """
 
 from __future__ import annotations
@@ -57,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
             return args.sync_func(args)
         from centre.fullconfig import load_full_config
 
+        if getattr(args, "config_func", None) is not None:
+            return args.config_func(args, load_full_config(args.config) if getattr(args, "config", None) else None)
         cfg = load_full_config(args.config)
         try:
             return asyncio.run(args.func(args, cfg))

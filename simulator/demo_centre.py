@@ -150,8 +150,7 @@ class DemoCentre:
             await engine.dispose()
 
     async def _keys_gen(self, site_id: str) -> tuple[int, str]:
-        # --keys-dir: `keys … -c` reads only the base sections of centre.yaml and refuses acting:/routing:
-        return await self._cli("keys", "gen", "--site", site_id, "--keys-dir", str(self.workdir / "keys"), config=False)
+        return await self._cli("keys", "gen", "--site", site_id)  # keys_dir of centre.yaml: keys/ beside it
 
     def _failed(self, what: str, rc: int, out: str, stop: asyncio.Event) -> None:
         if not stop.is_set():

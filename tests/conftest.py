@@ -56,6 +56,25 @@ def broker(tmp_path):
 INTEGRATION = Path(__file__).resolve().parent / "integration"
 
 
+def pytest_make_parametrize_id(config, val, argname):
+    """Stable test ids for long byte payloads (signed envelopes carry random ids and times): the workers of
+    ``make test`` must collect the very same ids.  Short printable ones keep pytest's own id."""
+    if isinstance(val, (bytes, bytearray)) and (len(val) > 60 or not val.isascii() or not bytes(val).decode("ascii").isprintable()):
+        return f"{argname}-{'long' if len(val) > 60 else 'binary'}"
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the mark into the group it schedules by
+def pytest_collection_modifyitems(config, items):
+    """``make test`` runs two workers (pytest-xdist, ``--dist loadgroup``).  The real-daemon scenarios of
+    tests/integration are one group, run one after another on one worker: they mostly wait on real time, and
+    their timing bounds were set for a machine they do not share with another daemon.  Everything else is
+    shared out between both workers."""
+    for item in items:
+        if INTEGRATION in Path(str(item.path)).parents:
+            item.add_marker(pytest.mark.xdist_group("integration"))
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
     """Keep each phase's report on the test, so a fixture's teardown can tell whether the test itself passed."""

@@ -26,7 +26,8 @@ from centre.store.engine import write_transaction
 
 _PERMISSION = {"irrigate": roles.IRRIGATION, "close": roles.IRRIGATION, "close_all": roles.IRRIGATION,
                "resume_programs": roles.IRRIGATION, "unlock": roles.DOORS, "lock": roles.DOORS,
-               "reset_lockout": roles.DOORS, "acknowledge": roles.ACK_ALERTS, "resolve": roles.RESOLVE_ALERTS}
+               "reset_lockout": roles.DOORS, "override": roles.CONTROLS, "acknowledge": roles.ACK_ALERTS,
+               "resolve": roles.RESOLVE_ALERTS}
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,9 +39,12 @@ class AckIn(BaseModel):
 class CommandIn(BaseModel):
     site: str = Field(max_length=64)
     gateway: str = Field(max_length=64)
-    action: str = Field(max_length=32, description="irrigate, close, close_all, resume_programs, unlock, lock, reset_lockout")
-    target: str = Field("*", max_length=64, description="a valve, zone-N or lock id; * for close_all/resume_programs")
-    params: dict[str, Any] = Field(default_factory=dict, description='e.g. {"duration_s": 1200} for irrigate')
+    action: str = Field(max_length=32, description="irrigate, close, close_all, resume_programs, unlock, lock, reset_lockout, "
+                                                   "override")
+    target: str = Field("*", max_length=64, description="a valve, zone-N, lock or (override) control id; "
+                                                        "* for close_all/resume_programs")
+    params: dict[str, Any] = Field(default_factory=dict, description='e.g. {"duration_s": 1200} for irrigate; '
+                                                                      '{"state": "on", "duration_s": 1800} for override')
     valid_for: float | None = Field(None, gt=0, description="seconds within which it may start (default 10 min)")
 
 
@@ -60,6 +63,8 @@ class IntentOut(BaseModel):
     reason: str | None
     detail: str | None
     sends: int | None
+    sent_at: float | None = Field(None, description="when it last went to the gateway")
+    result_at: float | None = Field(None, description="when its end (executed, rejected, expired…) was known")
 
 
 def _cfg(caller) -> ActingConfig:

@@ -5,8 +5,10 @@
     canopy-centre keys activate --site S -c centre.yaml   the newest key signs from now on
     canopy-centre keys retire --site S --issuer centre-1 -c centre.yaml
 
-``--keys-dir DIR`` instead of ``-c`` works without a config.  Rotation, step by step, is in
-``centre/acting/keys.py`` and docs/centre.md#issuer-keys.
+``--keys-dir DIR`` instead of ``-c`` works without a config.  ``-c`` takes the whole centre.yaml
+(every module's section): ``canopy-centre`` loads and checks it and hands it over
+(``config_func``), so this module never imports ``centre.fullconfig``.  Rotation, step by
+step, is in ``centre/acting/keys.py`` and docs/centre.md#issuer-keys.
 """
 
 from __future__ import annotations
@@ -36,24 +38,25 @@ def register(sub) -> None:
         where = p.add_mutually_exclusive_group(required=True)
         where.add_argument("-c", "--config", help="centre.yaml (its keys_dir)")
         where.add_argument("--keys-dir", help="the keys folder, without a config")
+        p.add_argument("--controls", action="store_true",
+                       help="the site's gateways have local controls (controls:): allow `override` in the snippet")
         if name in ("activate", "retire"):
             p.add_argument("--issuer", required=name == "retire", help="the key's issuer id, e.g. centre-1")
-        p.set_defaults(sync_func=_main)
+        p.set_defaults(config_func=_main)
 
 
-def _store(args) -> KeyStore:
+def _store(args, cfg) -> KeyStore:
     if args.keys_dir:
         return KeyStore(args.keys_dir)
     from centre.acting.config import acting_config
-    from centre.config import load_config
 
-    cfg = load_config(args.config)
     return KeyStore(cfg.keys_dir, acting_config(cfg).issuer_prefix)
 
 
-def _main(args) -> int:
+def _main(args, cfg=None) -> int:
+    """``cfg``: the whole centre.yaml when ``-c`` was given (loaded by ``canopy-centre``), else None."""
     try:
-        store = _store(args)
+        store = _store(args, cfg)
         site = args.site
         if args.keys_command == "gen":
             key = store.generate(site)
@@ -72,7 +75,7 @@ def _main(args) -> int:
             return 1
         for k in keys:
             print(f"{k.issuer}: {k.public_key}{'  (signs now)' if k.active else ''}")
-        print("\n" + gateway_snippet(site, keys), end="")
+        print("\n" + gateway_snippet(site, keys, controls=args.controls), end="")
         return 0
     except KeysError as exc:
         print(f"canopy-centre keys: {exc}", file=sys.stderr)

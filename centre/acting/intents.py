@@ -88,6 +88,10 @@ def describe(intent: Intent, tz: ZoneInfo | None = None) -> str:
         seconds = p.get("duration_s")
         span = f" for {_duration(seconds)}" if isinstance(seconds, (int, float)) and seconds > 0 else ""
         what = f"irrigate {target}{span}"
+    elif intent.action == "override":
+        state, seconds = p.get("state"), p.get("duration_s")
+        span = f" for {_duration(seconds)}" if isinstance(seconds, (int, float)) and seconds > 0 else ""
+        what = f"return {target} to automatic" if state == "auto" else f"hold {target} {state}{span}"
     elif intent.action in ("close_all", "resume_programs"):
         what = intent.action.replace("_", " ") + f" at {intent.gateway}"
     else:

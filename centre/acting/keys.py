@@ -34,7 +34,10 @@ from core.protocol.keys import KeyError_, generate, load_private_key, private_pe
 
 SITE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # what the centre's issuer may do on a gateway: every command action (the centre checks each person's role itself)
-COMMAND_ACTIONS = ("irrigate", "close", "close_all", "resume_programs", "unlock", "lock", "reset_lockout")
+COMMAND_ACTIONS = ("irrigate", "close", "close_all", "resume_programs", "unlock", "lock", "reset_lockout", "override")
+# ``override`` (hold a local control on/off, gateway/controls/) only where the site has ``controls:``: a gateway
+# refuses an issuer allowed to override on a site without them (docs/commands.md#configuration-commands)
+CONTROL_ACTIONS = ("override",)
 
 
 class KeysError(ValueError):
@@ -203,15 +206,18 @@ def _note_generation(d: Path, gen: int | None) -> None:
         os.replace(tmp, highest)
 
 
-def gateway_snippet(site: str, keys: list[IssuerKey]) -> str:
+def gateway_snippet(site: str, keys: list[IssuerKey], *, controls: bool = False) -> str:
     """The YAML to put under a gateway's config for ``site``: every key not retired, each allowed everything
-    (the centre checks each person's role before it signs; the gateway checks the centre's signature)."""
+    (the centre checks each person's role before it signs; the gateway checks the centre's signature).
+    ``controls``: the site has local controls, so ``override`` is allowed too."""
     import yaml
 
-    issuers = {k.issuer: {"public_key": k.public_key, "actions": list(COMMAND_ACTIONS), "targets": ["*"], "ack": "all", "replay": True,
+    actions = [a for a in COMMAND_ACTIONS if controls or a not in CONTROL_ACTIONS]
+    issuers = {k.issuer: {"public_key": k.public_key, "actions": actions, "targets": ["*"], "ack": "all", "replay": True,
                           "description": f"Canopy Centre, site {site}" + ("" if k.active else " (not signing yet or any more)")}
                for k in keys}
     head = (f"# Canopy Centre issuer keys for site {site} ({', '.join(k.issuer + (' signs now' if k.active else '') for k in keys)}).\n"
             "# Merge into the gateway's site config (docs/commands.md#configuration-commands); keep every key listed here\n"
-            "# until `canopy-centre keys retire` removes it.\n")
+            "# until `canopy-centre keys retire` removes it."
+            + ("" if controls else " A site with `controls:`: `keys show --controls` adds `override`.") + "\n")
     return head + yaml.safe_dump({"commands": {"issuers": issuers}}, sort_keys=False, default_flow_style=None, width=200)

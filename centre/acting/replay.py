@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from centre.acting import rows, signing
 from centre.acting.config import ActingConfig
 from centre.acting.keys import KeysError
+from centre.ingest import not_held
 from centre.store import schema
 from centre.store.engine import write_transaction
 from core.backoff import RateLimitedLog
@@ -54,7 +55,7 @@ class ReplayRequester:
         if gw is None or gw.status != "online" or signing.CAPABILITY["replay"] not in (gw.capabilities or ()):
             self.counters["skipped"] += 1
             return False
-        cid = f"replay-{gap.id}-{int(now * 1000)}"
+        cid = f"{not_held.PREFIX}{gap.id}-{int(now * 1000)}"  # ingest finds a gap's answers by this id
         params = {"lane": gap.lane, "epoch": gap.epoch, "from_seq": gap.first_seq, "to_seq": gap.last_seq}
         valid_until = now + self.cfg.replay_validity
         try:

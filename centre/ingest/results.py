@@ -74,7 +74,9 @@ async def upsert(conn, rows: list[dict]) -> list[dict]:
         where=c.rank < ex.rank,
     ).returning(c.id, c.status, c.reason, c.site, c.gateway, c.kind)
     res = await conn.execute(stmt, rows)
-    return [dict(r._mapping) for r in res]
+    # plain str keys: on PostgreSQL RETURNING names are sqlalchemy ``quoted_name`` (a str subclass orjson refuses,
+    # so the web bridge's NOTIFY of this change failed and took the instance down)
+    return [{str(k): v for k, v in r._mapping.items()} for r in res]
 
 
 def _s(v, n: int) -> str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -91,9 +92,16 @@ def centre_config(db_url: str, broker_port: int, *, protocol: str = "5", instanc
     ingest = {"gap_report_after": 1.0, "gap_check_interval": 0.2, **ingest}
     return CentreConfig.model_validate({
         "instance": instance, "database": {"url": db_url},
+        "http": {"host": "127.0.0.1", "port": _free_port()},  # never the default 8080: tests run side by side
         "broker": {"host": "127.0.0.1", "port": broker_port, "protocol": protocol, "backoff_initial": 0.1,
                    "backoff_max": 0.5, "session_expiry": 600},
         "ingest": ingest})
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 class CentreRun:

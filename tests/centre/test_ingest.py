@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import orjson
 import sqlalchemy as sa
 
 from centre.store import schema
@@ -256,6 +259,110 @@ async def test_gap_given_up_is_unrepairable_with_its_size(db_url, broker):
         assert (row.first_seq, row.last_seq, row.size, row.lane) == (2, 4, 3, "event")
         async with run.engine.connect() as conn:
             assert (await conn.execute(sa.select(schema.lanes.c.floor))).scalar_one() == 5
+    finally:
+        pub.close()
+        await run.stop()
+
+
+async def test_a_partial_replay_answer_makes_the_part_no_longer_held_unrepairable_at_once(db_url, broker):
+    """The gateway answers ``partial`` (oldest_kept, missing_runs): that part is unrepairable now, with its size,
+    long before ``gap_give_up_after``; the part it sends again is repaired; the floor moves past both."""
+    pub = Publisher(broker.port)
+    run = await CentreRun(centre_config(db_url, broker.port, gap_report_after=0.3, gap_check_interval=0.2)).start()
+    asked = []
+
+    async def replay(gap):
+        asked.append(gap)
+        return True
+
+    run.centre.request_replay = replay
+    g = schema.gaps
+    try:
+        pub.telemetry([reading(s, T0 + s) for s in range(1, 11)])
+        pub.telemetry([reading(s, T0 + s) for s in range(31, 41)])  # 11-30 missing
+        pub.flush()
+        await wait_for(lambda: _true(asked), what="a replay request")
+        assert (asked[0].first_seq, asked[0].last_seq) == (11, 30)
+        # the gateway still holds 16-30 except 20-21 (thinned): it sends those again, then answers
+        pub.telemetry([reading(s, T0 + s) for s in range(16, 20)])
+        pub.telemetry([reading(s, T0 + s) for s in range(22, 31)])
+        pub.events("event", [{"seq": 1, "ts": T0 + 60, "type": "replay.result", "id": "replay-1-1", "issuer": "centre-1",
+                              "status": "partial", "reason": "not_held", "lane": "telemetry", "epoch": pub.epoch,
+                              "first": 16, "last": 30, "oldest_kept": 16, "sent": 13, "pending": 0, "missing": 7,
+                              "missing_runs": [[11, 15], [20, 21]], "detail": "sent again 13 record(s)"}],
+                   pub.topics.cmd_result)
+        pub.flush()
+
+        async def settled():
+            async with run.engine.connect() as conn:
+                rows = (await conn.execute(sa.select(g).order_by(g.c.first_seq))).all()
+            return rows if rows and all(r.state in ("repaired", "unrepairable") for r in rows) else None
+
+        rows = await wait_for(settled, what="the gap cut along what the gateway no longer holds")
+        assert [(r.first_seq, r.last_seq, r.size, r.state) for r in rows] == [
+            (11, 15, 5, "unrepairable"), (20, 21, 2, "unrepairable")]  # 16-19 and 22-30 arrived: nothing left of them
+        assert "no longer held" in rows[0].detail and run.ingest.gaps.counters["not_held"] == 7
+        async with run.engine.connect() as conn:
+            floor = sa.select(schema.lanes.c.floor).where(schema.lanes.c.lane == "telemetry")
+            assert (await conn.execute(floor)).scalar_one() == 40
+    finally:
+        pub.close()
+        await run.stop()
+
+
+async def test_a_lost_tail_is_a_gap_by_the_last_seq_the_state_announces(db_url, broker):
+    """The last messages of a lane lost (they went to a dead member): no later seq shows the gap, the gateway's
+    ``…/state`` (``outbox.{lane}.last_seq``) does; a later run reaching past that tail is tracked in full."""
+    pub = Publisher(broker.port)
+    run = await CentreRun(centre_config(db_url, broker.port, gap_report_after=0.3, gap_check_interval=0.2)).start()
+    asked = []
+
+    async def replay(gap):
+        asked.append(gap)
+        return True
+
+    run.centre.request_replay = replay
+    try:
+        pub.telemetry([reading(s, T0 + s) for s in range(1, 21)])  # 21-30 were published and lost
+        pub.state("online", outbox={"epoch": pub.epoch, "telemetry": {"last_seq": 30}, "event": {"last_seq": 0}})
+        pub.flush()
+        await wait_for(lambda: _true(asked), what="a replay request for the tail")
+        assert (asked[0].first_seq, asked[0].last_seq, asked[0].lane) == (21, 30, "telemetry")
+        pub.telemetry([reading(s, T0 + s) for s in range(36, 41)])  # later records: 31-35 missing beyond the tail
+        pub.flush()
+        await wait_for(lambda: _true([a for a in asked if a.first_seq == 31]), what="a request for 31-35")
+        assert {(a.first_seq, a.last_seq) for a in asked} == {(21, 30), (31, 35)}
+        pub.telemetry([reading(s, T0 + s) for s in range(21, 36)])  # the replay
+        pub.flush()
+
+        async def repaired():
+            async with run.engine.connect() as conn:
+                rows = (await conn.execute(sa.select(schema.gaps).order_by(schema.gaps.c.first_seq))).all()
+            return rows if all(r.state == "repaired" for r in rows) else None
+
+        rows = await wait_for(repaired, what="the tail repaired")
+        assert [(r.first_seq, r.last_seq, r.size) for r in rows] == [(21, 30, 0), (31, 35, 0)]
+        async with run.engine.connect() as conn:
+            floor = sa.select(schema.lanes.c.floor).where(schema.lanes.c.lane == "telemetry")
+            assert (await conn.execute(floor)).scalar_one() == 40
+    finally:
+        pub.close()
+        await run.stop()
+
+
+async def test_a_command_result_change_is_plain_json_for_the_other_instances(db_url, broker):
+    """The ``command`` change of a stored result goes to other instances as JSON (PostgreSQL NOTIFY): its keys
+    must be plain str (RETURNING gave sqlalchemy ``quoted_name`` keys, which orjson refuses: the bridge died)."""
+    pub = Publisher(broker.port)
+    run = await CentreRun(centre_config(db_url, broker.port)).start()
+    sub = run.centre.hub.subscribe(["command"])
+    try:
+        pub.events("event", [{"seq": 1, "ts": T0, "type": "cmd.result", "id": "c748f74a", "status": "executed",
+                              "issuer": "farmer", "action": "irrigate", "target": "zone-2"}], pub.topics.cmd_result)
+        pub.flush()
+        change = await asyncio.wait_for(sub.queue.get(), 20)
+        assert all(type(k) is str for k in change.data)
+        assert orjson.loads(orjson.dumps(change.data))["status"] == "executed"
     finally:
         pub.close()
         await run.stop()

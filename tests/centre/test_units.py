@@ -10,7 +10,8 @@ import pytest
 from centre.cli import main
 from centre.config import load_config
 from centre.ingest.alerts import fold
-from centre.ingest.gaps import boundaries
+from centre.ingest.gaps import announced_last, boundaries
+from centre.ingest.not_held import EVERYTHING, cut, gone_runs
 from centre.ingest.parse import parse_message
 from centre.ingest.results import highest, result_row
 from centre.ingest.rows import rollup, telemetry_row
@@ -80,6 +81,27 @@ def test_gap_edges():
     assert boundaries([(11, None, 12), (12, 11, 15), (16, 15, 20), (20, 16, None)], 10) == (20, [(13, 14), (17, 19)])
     assert boundaries([(14, None, None)], 10) == (14, [(11, 13)])
     assert boundaries([], 10) == (10, [])
+
+
+def test_the_last_seq_a_gateway_announces():
+    doc = {"outbox": {"epoch": "e1", "telemetry": {"last_seq": 53}, "event": {"last_seq": 0}}}
+    assert announced_last(doc, "e1", "telemetry") == 53
+    assert announced_last(doc, "e2", "telemetry") is None  # another outbox's epoch
+    assert announced_last(doc, "e1", "event") is None and announced_last(doc, "e1", "alarm") is None
+    assert announced_last(None, "e1", "telemetry") is None and announced_last({"outbox": 3}, "e1", "telemetry") is None
+
+
+def test_what_a_partial_replay_answer_says_is_gone():
+    base = {"type": "replay.result", "status": "partial", "lane": "telemetry", "epoch": "e1"}
+    assert gone_runs({**base, "oldest_kept": 90, "missing_runs": [[1, 89], [95, 96], [97, 97]]}, "telemetry", "e1") == \
+        [(1, 89), (95, 97)]
+    assert gone_runs({**base, "reason": "unknown_epoch"}, "telemetry", "e1") == [EVERYTHING]
+    assert gone_runs({**base, "oldest_kept": 90}, "event", "e1") == []  # another lane's answer
+    assert gone_runs({**base, "status": "done", "oldest_kept": 90}, "telemetry", "e1") == []
+    assert gone_runs({**base, "missing_runs": [[5, 2], ["a", 3], [0, 4], [True, 2]]}, "telemetry", "e1") == []  # junk
+    # a gap 50-120 against gone runs 1-89 and 95-97
+    assert cut(50, 120, [(1, 89), (95, 97)]) == [(50, 89, True), (90, 94, False), (95, 97, True), (98, 120, False)]
+    assert cut(50, 60, [(70, 80)]) == [(50, 60, False)]
 
 
 def test_results_only_move_up():

@@ -67,14 +67,16 @@ class HouseholdOut(BaseModel):
     labels: dict[str, str] = Field(description="what people call the household, by language")
     location: dict[str, str]
     gateways: list[dict] = Field(description="{gateway, status, status_since, reason, last_seen} of its gateways")
-    devices: list[dict] = Field(description="{gateway, device, labels, last_heard}")
+    devices: list[dict] = Field(description="{gateway, device, labels, last_heard, first_heard}")
     activity: dict[str, SignOut | None] = Field(description="door, water, power: the last sign of life of each")
     sensors: list[str] = Field(description="the kinds (door, water, power) its devices reported in the window")
     last_activity: float | None
     quiet_for_s: float | None = Field(description="seconds since the last sign of life (None: none in the window)")
     quiet_after_s: float
     window_s: float = Field(description="how far back the centre looked")
-    quiet: bool = Field(description="no sign of life for longer than quiet_after_s")
+    quiet: bool = Field(description="no sign of life for longer than quiet_after_s (and heard for longer than that)")
+    watching_since: float | None = Field(None, description="no sign of life yet, but its devices were first heard "
+                                                           "less than quiet_after_s ago: too soon to call it quiet")
     blind: bool = Field(description="its gateway is offline or its devices sent nothing: quiet means nothing")
     welfare_alerts: list[dict] = Field(description="open welfare alerts: {gateway, alert, severity, status, raised_at}")
     locks: list[dict] = Field(description="locks the centre may ask to unlock: {gateway, lock, device, labels, relock_after_s}")
@@ -216,10 +218,13 @@ async def _fill(conn, site: str, homes: dict, since: float) -> None:
     where = [t.c.site == site, t.c.ts >= since, t.c.gateway.in_(sorted({p[0] for p in pairs})),
              t.c.device.in_(sorted({p[1] for p in pairs}))]
     heard: dict[tuple[str, str], float] = {}
+    first: dict[tuple[str, str], float] = {}
     sensed: dict[tuple[str, str], set[str]] = {}
-    for x in await conn.execute(sa.select(t.c.gateway, t.c.device, t.c.point, sa.func.max(t.c.ts).label("ts"))
+    for x in await conn.execute(sa.select(t.c.gateway, t.c.device, t.c.point, sa.func.max(t.c.ts).label("ts"),
+                                          sa.func.min(t.c.ts).label("first"))
                                 .where(*where).group_by(t.c.gateway, t.c.device, t.c.point)):
         heard[(x.gateway, x.device)] = max(x.ts, heard.get((x.gateway, x.device), x.ts))
+        first[(x.gateway, x.device)] = min(x.first, first.get((x.gateway, x.device), x.first))
         if x.point in SIGNS:
             sensed.setdefault((x.gateway, x.device), set()).add(SIGNS[x.point][0])
     prev = sa.func.lag(t.c.value).over(partition_by=(t.c.gateway, t.c.device, t.c.point), order_by=(t.c.ts, t.c.seq))
@@ -234,6 +239,7 @@ async def _fill(conn, site: str, homes: dict, since: float) -> None:
         h["activity"] = dict.fromkeys(KINDS)
         for d in h["devices"]:
             d["last_heard"] = heard.get((d["gateway"], d["device"]))
+            d["first_heard"] = first.get((d["gateway"], d["device"]))  # within the window
             h["sensors"] = sorted(set(h.get("sensors", [])) | sensed.get((d["gateway"], d["device"]), set()),
                                   key=KINDS.index)
         mine = {(d["gateway"], d["device"]) for d in h["devices"]}
@@ -269,7 +275,13 @@ def _judge(h: dict, now: float, quiet_s: float, window: float) -> dict:
     heard = [d["last_heard"] for d in h["devices"] if d["last_heard"] is not None]
     offline = all(x["status"] != "online" for x in h["gateways"])
     blind = offline or not heard or now - max(heard) > quiet_s
+    firsts = [d["first_heard"] for d in h["devices"] if d.get("first_heard") is not None]
+    # no sign of life is "quiet" only once the centre has heard the home's devices for longer than quiet_s:
+    # a centre (or a gateway) that started listening minutes ago cannot say nobody moved for 12 h
+    since = min(firsts) if firsts else None
     quiet_for = None if last is None else max(0.0, now - last)
-    quiet = quiet_for is None or quiet_for > quiet_s
+    quiet = quiet_for > quiet_s if quiet_for is not None else (since is None or now - since > quiet_s)
+    watching = since if last is None and not quiet else None
     return {**h, "last_activity": last, "quiet_for_s": quiet_for, "quiet_after_s": quiet_s, "window_s": window,
-            "quiet": quiet, "blind": blind, "attention": quiet or bool(h["welfare_alerts"])}
+            "quiet": quiet, "blind": blind, "watching_since": watching,
+            "attention": quiet or bool(h["welfare_alerts"])}

@@ -56,6 +56,29 @@ async def test_a_farmer_may_not_unlock_a_door_refused_and_audited(people, engine
     assert denied and denied[-1]["action"] == "doors.control"
 
 
+async def test_a_farmer_overrides_a_local_control_the_duty_desk_may_not(people, engine):
+    """``override`` (gateway/controls/: hold a fan on or off by hand) is a command like the others: it needs
+    controls.override (farmer, admin), and the refusal is a 403 with an audit row."""
+    zhang = await people("zhang")
+    r = await zhang.post("/api/commands", json={"site": FARM, "gateway": FGW, "action": "override", "target": "gh-fan",
+                                                "params": {"state": "on", "duration_s": 1800}, "valid_for": 300})
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert (body["action"], body["target"], body["status"], body["on_behalf_of"]) == ("override", "gh-fan", "pending", "zhang")
+    assert body["intent"].startswith("hold gh-fan on for 30 min, if it can start before ")
+    r = await zhang.post("/api/commands", json={"site": FARM, "gateway": FGW, "action": "override", "target": "gh-fan",
+                                                "params": {"state": "auto"}})
+    assert r.status_code == 202 and r.json()["intent"].startswith("return gh-fan to automatic")
+    ok = await audit_rows(engine, actor="zhang", action="command", outcome="ok")
+    assert [row["detail"]["action"] for row in ok] == ["override", "override"]
+    duty = await people("duty")
+    r = await duty.post("/api/commands", json={"site": COMMUNITY, "gateway": CGW, "action": "override", "target": "fan-1",
+                                               "params": {"state": "off", "duration_s": 60}})
+    assert r.status_code == 403 and "controls.override" in r.json()["detail"]
+    denied = await audit_rows(engine, actor="duty", outcome="denied")
+    assert denied and denied[-1]["action"] == "controls.override"
+
+
 async def test_a_volunteer_acks_only_alerts_that_reached_their_group(people, engine):
     wang = await people("wang")
     r = await wang.post(f"/api/alerts/{COMMUNITY}/{CGW}/1-smoke/ack", json={"note": "on my way"})

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 import time
 
 import orjson
@@ -21,6 +23,7 @@ from centre.cli import build_parser
 from gateway.alerts.ack_ids import SeenAcks
 from gateway.alerts.acks import AckChecker, AckRefusal, AckRequest, ack_keys
 from gateway.commands.config import CommandsConfig
+from tests.support import ROOT
 
 SITE, GW = "sunny-court", "gw-3"
 
@@ -101,14 +104,42 @@ def signed_ack_with(payload: bytes) -> bytes:
 def test_keys_command_prints_the_public_key_and_the_snippet(tmp_path, capsys):
     parser = build_parser()
     args = parser.parse_args(["keys", "gen", "--site", SITE, "--keys-dir", str(tmp_path)])
-    assert args.sync_func(args) == 0
+    assert args.config_func(args, None) == 0
     out = capsys.readouterr().out
     pub = (tmp_path / SITE / "centre-1.pub").read_text().strip()
     assert f"centre-1: {pub}  (signs now)" in out
     snippet = yaml.safe_load(out[out.index("# Canopy Centre issuer keys"):])
     issuer = snippet["commands"]["issuers"]["centre-1"]
     assert issuer["public_key"] == pub and issuer["ack"] == "all" and issuer["targets"] == ["*"]
-    assert "irrigate" in issuer["actions"] and "unlock" in issuer["actions"]
+    assert "irrigate" in issuer["actions"] and "unlock" in issuer["actions"] and "override" not in issuer["actions"]
+    with_controls = yaml.safe_load(gateway_snippet(SITE, KeyStore(tmp_path).keys(SITE), controls=True))["commands"]
+    assert "override" in with_controls["issuers"]["centre-1"]["actions"]
+    assert "override" in CommandsConfig.model_validate(with_controls).issuers["centre-1"].actions  # the gateway's model
     args = parser.parse_args(["keys", "show", "--site", "nowhere", "--keys-dir", str(tmp_path)])
-    assert args.sync_func(args) == 1
+    assert args.config_func(args, None) == 1
     assert "has no keys" in capsys.readouterr().err
+
+
+def test_keys_command_takes_the_whole_centre_yaml(tmp_path):
+    """``-c`` with the demo's centre.yaml (acting:, routing:, … beside the base sections), as an operator runs it:
+    keys_dir relative to the file, the acting section's issuer_prefix honoured; a typo is still refused."""
+    data = yaml.safe_load((ROOT / "config" / "centre.demo.yaml").read_text())
+    data["acting"]["issuer_prefix"] = "hq"
+    (tmp_path / "centre.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "centre", "keys", *args, "--site", SITE, "-c", "centre.yaml"],
+                              cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                              timeout=60)
+
+    gen = cli("gen")
+    assert gen.returncode == 0, gen.stderr
+    pub = (tmp_path / "keys" / SITE / "hq-1.pub").read_text().strip()
+    assert mode(tmp_path / "keys" / SITE / "hq-1.key") == 0o600
+    show = cli("show")
+    assert show.returncode == 0 and f"hq-1: {pub}  (signs now)" in show.stdout, show.stderr
+    assert yaml.safe_load(show.stdout[show.stdout.index("# Canopy Centre"):])["commands"]["issuers"]["hq-1"]["public_key"] == pub
+    data["acting"]["resend_aftr"] = 5
+    (tmp_path / "centre.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    bad = cli("show")
+    assert bad.returncode == 2 and "acting.resend_aftr: unknown key" in bad.stderr and "Traceback" not in bad.stderr

@@ -139,3 +139,21 @@ async def test_an_unlock_reason_needs_doors_control_for_that_household_and_words
         assert r.status_code == 403 and "doors.control" in r.json()["detail"], name
     denied = await audit_rows(engine, action="doors.control", outcome="denied")
     assert {x["actor"] for x in denied} == {"zhang", "wang", "leader"}
+
+
+async def test_a_home_heard_only_for_minutes_is_watched_not_called_quiet(people, engine):
+    """No sign of life *yet* is not 12 h of nobody moving: until its devices have been heard for longer than the
+    limit the home is "watching since", then quiet."""
+    now = time.time()
+    async with write_transaction(engine) as conn:
+        await conn.execute(sa.insert(schema.telemetry), [
+            {"site": COMMUNITY, "gateway": CGW, "epoch": EPOCH, "seq": 60000 + k, "ts": now - 600 + k * 60,
+             "device": "meter-104", "point": "flow_rate", "value": 0.0, "text": None, "invalid": None, "unit": "m3/h",
+             "received_at": now} for k in range(10)])  # heard for 10 minutes, never used
+    duty = await people("duty")
+    homes = {h["household"]: h for h in (await duty.get("/api/households", params={"site": COMMUNITY})).json()}
+    newcomer = homes["104"]
+    assert not newcomer["quiet"] and not newcomer["blind"] and newcomer["last_activity"] is None
+    assert abs(newcomer["watching_since"] - (now - 600)) < 1
+    later = {h["household"]: h for h in (await duty.get("/api/households", params={"quiet_hours": 0.1})).json()}
+    assert later["104"]["quiet"] and later["104"]["watching_since"] is None  # heard 10 min > 6 min: now it is quiet

@@ -3,13 +3,13 @@
 // offline); and the responder's door unlock -- a dialog with a required reason (recorded by the centre first),
 // then the unlock itself through the acting API, signed for this person, its result in words.
 
-import { api, can, el, now, t } from "./core.js";
+import { api, can, el, fmtTime, now, t } from "./core.js";
 import {
   HOME_KINDS, homeMarks, homeName, intentWords, lockName, lockReasonWords, signWords, whereParts,
 } from "./words.js";
 
 const RELOAD_MS = 60000; // the marks age by themselves: read again every minute
-const h = { list: [], unlocks: new Map(), failed: null, asking: null, timer: null, gateways: new Map() };
+const h = { list: [], unlocks: new Map(), failed: null, asking: null, timer: null, timerAt: 0, gateways: new Map() };
 const enc = encodeURIComponent;
 const lockKey = (site, gateway, lock) => `${site}/${gateway}/${lock}`;
 
@@ -25,8 +25,12 @@ export async function loadHomes() {
   renderHomes();
 }
 
+// coalesced; a sooner deadline wins (a gateway going offline must not wait behind a stream of readings)
 function reloadSoon(ms = 2000) {
-  if (h.timer) return;
+  const at = Date.now() + ms;
+  if (h.timer && h.timerAt <= at) return;
+  clearTimeout(h.timer);
+  h.timerAt = at;
   h.timer = setTimeout(() => { h.timer = null; loadHomes(); }, ms);
 }
 
@@ -79,7 +83,9 @@ function homeCard(x) {
     el("h3", { class: "home-name", id: `${id}-name` }, homeName(x)),
     el("p", { class: "home-place" }, where),
     marks.map((m) => el("p", { class: `home-mark ${m.kind}` }, m.text)),
-    marks.length ? null : el("p", { class: "home-mark ok" }, t("desk.home_ok", { ago: signWords(x, latestKind(x)) })),
+    marks.length ? null : el("p", { class: "home-mark ok" }, x.watching_since && !x.last_activity
+      ? t("desk.home_watching", { time: fmtTime(x.watching_since) })
+      : t("desk.home_ok", { ago: signWords(x, latestKind(x)) })),
     el("dl", { class: "signs" }, HOME_KINDS.flatMap((k) => [
       el("dt", {}, t(`desk.kind_${k}`)), el("dd", { class: x.activity?.[k] ? "seen" : "none" }, signWords(x, k))])),
     (x.locks || []).map((lock) => lockRow(x, lock, id)));
