@@ -305,7 +305,7 @@ def test_an_ack_and_commands_made_while_the_gateway_is_stopped_end_as_their_vali
 
     expired = ends(world.duty, lock["id"], "expired", timeout=15)
     assert "never sent" in (expired["detail"] or expired["status_text"]), expired
-    time.sleep(max(0.0, stopped + 10 - time.monotonic()))  # the gateway stays away ~10 s
+    time.sleep(max(0.0, stopped + 60 - time.monotonic()))  # the gateway stays away 60 s, as the issue says
     door = world.community_sim.device("door-101").model
     assert door.locked
 
