@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import socket
 import struct
 import subprocess
@@ -167,35 +168,37 @@ def junk_payloads(kind: str, keys: dict, captured: bytes | None, n: int = 2000) 
 
 # -- watching the broker ---------------------------------------------------------------------
 class Watcher:
-    """Every record on …/cmd/result, …/event, …/alert/+ and …/state, with the time it arrived."""
+    """Every record on …/cmd/result, …/event, …/alert/+ and …/state, with the time it arrived.
+
+    The subscriber runs in its own process (``_watch`` below) and stamps each message there: in this
+    process its paho thread would wait on the GIL behind the simulator and the valid sender, and an
+    alarm's arrival would be stamped late by the bench itself, not by the gateway or the broker."""
 
     def __init__(self, port: int):
-        import paho.mqtt.client as mqtt
-        from paho.mqtt.enums import CallbackAPIVersion
-
         self.lock = threading.Lock()
         self.records: list[tuple[float, str, dict]] = []  # (received at, topic leaf, record)
         self.state: dict = {}
-        base = f"canopy/v1/{SITE}/{GATEWAY}/"
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"flood-watch-{os.getpid()}")
-        self.client.max_inflight_messages_set(1000)
-        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(
-            [(base + t, 1) for t in ("cmd/result", "event", "alert/+", "state")])
-        self.client.on_message = self._on_message
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
+        self.proc = subprocess.Popen([sys.executable, __file__, "_watch", str(port)], stdout=subprocess.PIPE, cwd=ROOT)
+        ready = self.proc.stdout.readline()
+        if ready.strip() != b"subscribed":
+            raise RuntimeError(f"the watcher did not subscribe: {ready!r}")
+        self.reader = threading.Thread(target=self._read, daemon=True, name="flood-watch-reader")
+        self.reader.start()
 
-    def _on_message(self, client, userdata, msg) -> None:
+    def _read(self) -> None:
         import orjson
 
-        now = time.time()
-        leaf = msg.topic.split("/", 4)[-1]
-        body = orjson.loads(msg.payload)
-        with self.lock:
-            if leaf == "state":
-                self.state = body
-            else:
-                self.records.extend((now, leaf, r) for r in body.get("records", []))
+        for line in self.proc.stdout:
+            t, leaf, payload = line.rstrip(b"\n").split(b" ", 2)
+            try:
+                body = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                continue
+            with self.lock:
+                if leaf == b"state":
+                    self.state = body
+                else:
+                    self.records.extend((float(t), leaf.decode(), r) for r in body.get("records", []))
 
     def find(self, type_: str, since: float = 0.0, **match) -> list[tuple[float, dict]]:
         with self.lock:
@@ -203,8 +206,43 @@ class Watcher:
                     and all(r.get(k) == v for k, v in match.items())]
 
     def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
+        self.proc.terminate()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.reader.join(5)
+
+
+def watch_main(port: int) -> int:
+    """The watcher's process: one line per message, ``arrival-time leaf payload``, stamped on arrival."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    base = f"canopy/v1/{SITE}/{GATEWAY}/"
+    out = sys.stdout.buffer
+    subscribed = threading.Event()
+
+    def on_message(client, userdata, msg) -> None:
+        out.write(b"%.6f %s %s\n" % (time.time(), msg.topic.split("/", 4)[-1].encode(), msg.payload.replace(b"\n", b" ")))
+        out.flush()
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"flood-watch-{os.getpid()}")
+    client.max_inflight_messages_set(1000)
+    client.on_connect = lambda c, u, f, rc, p: c.subscribe([(base + t, 1) for t in ("cmd/result", "event", "alert/+", "state")])
+    client.on_subscribe = lambda *a: subscribed.set()
+    client.on_message = on_message
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    if not subscribed.wait(10):
+        return 1
+    out.write(b"subscribed\n")
+    out.flush()
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        return 0
 
 
 def wait_for(cond, timeout: float, step: float = 0.05):
@@ -447,6 +485,9 @@ def summarise(args, quiet: dict, by_kind: dict, gw_alive: bool) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "_watch":
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        return watch_main(int(argv[1]))
     if argv and argv[0] == "_publish":
         port, topic, payload_file, rate, seconds = argv[1:6]
         return publish_main(int(port), topic, payload_file, float(rate), float(seconds))
