@@ -202,7 +202,7 @@ async def phase_alarm(args, broker: Broker, backlog: Path, workdir: Path, helper
 
     path = workdir / "alarm.sqlite"
     shutil.copyfile(backlog, path)
-    outbox = Outbox(str(path), commit_interval=COMMIT_INTERVAL)
+    outbox = Outbox(str(path), commit_interval=COMMIT_INTERVAL, policy=POLICY[0])
     t = time.perf_counter()
     await outbox.open()
     open_s = time.perf_counter() - t
@@ -225,17 +225,20 @@ async def phase_alarm(args, broker: Broker, backlog: Path, workdir: Path, helper
     published: dict[int, float] = {}
     acked: dict[int, float] = {}
     seq_to_k: dict[int, int] = {}
-    orig_compose, orig_ack = uplink._compose, outbox.ack
+    orig_publish, orig_ack = uplink._publish, outbox.ack
 
-    def compose_hook(lane, rows):
-        if lane == "alarm":
+    def publish_hook(client, lane, rows, memory_epoch=None):
+        last = orig_publish(client, lane, rows, memory_epoch)
+        if lane == "alarm" and last is not None:
             now = time.perf_counter()
             for seq, body, *_ in rows:
+                if seq > last:
+                    break  # not in this message: it goes in a later one
                 k = orjson.loads(body).get("n")
                 if isinstance(k, int):
                     seq_to_k[seq] = k
                     published.setdefault(k, now)
-        return orig_compose(lane, rows)
+        return last
 
     def ack_hook(lane, first, last):
         if lane == "alarm":
@@ -246,7 +249,7 @@ async def phase_alarm(args, broker: Broker, backlog: Path, workdir: Path, helper
                     acked.setdefault(k, now)
         orig_ack(lane, first, last)
 
-    uplink._compose = compose_hook
+    uplink._publish = publish_hook
     outbox.ack = ack_hook
     task = asyncio.create_task(uplink.run(), name="uplink")
     rng = random.Random(args.seed)
@@ -324,7 +327,7 @@ async def phase_drain_canopy(args, broker: Broker, backlog: Path, workdir: Path,
 
     path = workdir / "drain.sqlite"
     shutil.copyfile(backlog, path)
-    outbox = Outbox(str(path), commit_interval=COMMIT_INTERVAL)
+    outbox = Outbox(str(path), commit_interval=COMMIT_INTERVAL, policy=POLICY[0])
     await outbox.open()
     kw = {"max_inflight_bytes": args.inflight_bytes} if args.inflight_bytes else {}
     uplink = make_uplink(outbox, broker.port, args, **kw)
@@ -498,7 +501,7 @@ async def phase_commits(args, broker: Broker, workdir: Path, say) -> dict:
     from gateway.outbox.store import Outbox
 
     path = workdir / "commits.sqlite"
-    outbox = Outbox(str(path), commit_interval=COMMIT_INTERVAL)
+    outbox = Outbox(str(path), commit_interval=COMMIT_INTERVAL, policy=POLICY[0])
     await outbox.open()
     uplink = make_uplink(outbox, broker.port, args)
     task = asyncio.create_task(uplink.run(), name="uplink")
@@ -540,7 +543,7 @@ async def phase_outage(args, broker: Broker, workdir: Path, say) -> dict:
     from gateway.outbox.store import Outbox
 
     path = workdir / "outage.sqlite"
-    outbox = Outbox(str(path), commit_interval=COMMIT_INTERVAL)
+    outbox = Outbox(str(path), commit_interval=COMMIT_INTERVAL, policy=POLICY[0])
     await outbox.open()
     uplink = make_uplink(outbox, broker.port, args)
     task = asyncio.create_task(uplink.run(), name="uplink")
@@ -670,6 +673,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--outage-warmup", type=float, default=15.0, help="seconds of ingest before the broker is stopped")
     p.add_argument("--backoff-max", type=float, default=5.0, help="uplink reconnect backoff cap (config default is 60)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--retain-for", type=float, default=None,
+                   help="store.retain_for in seconds (default: the product's, 6 h; 0: acknowledged rows are deleted, "
+                        "as before replay existed)")
     p.add_argument("--cprofile", metavar="FILE", help="cProfile the Canopy drain, write stats to FILE, top to stderr")
     p.add_argument("--cprofile-top", type=int, default=25)
     p.add_argument("--json-only", action="store_true", help="no progress on stderr")
@@ -706,8 +712,15 @@ async def run_phases(args, broker: Broker, workdir: Path, helpers: set[int], say
     return out
 
 
+POLICY: list = [None]  # the outbox policy of every phase (None: the product's default)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.retain_for is not None:
+        from gateway.outbox.policy import StorePolicy
+
+        POLICY[0] = StorePolicy(retain_for=args.retain_for)
 
     def say(msg: str) -> None:
         if not args.json_only:
