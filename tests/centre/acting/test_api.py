@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from centre.hub import Hub
-from centre.web.app import create_app
-from centre.web.context import Web
-from tests.centre.web.support import (CGW, COMMUNITY, FARM, FGW, audit_rows, cheap_argon2, client_for, login, make_people,
-                                      seed)
+from tests.centre.web.support import CGW, COMMUNITY, FARM, FGW, audit_rows, cheap_argon2, make_people, seed, signed_in
 
 
 @pytest.fixture(autouse=True)
@@ -21,17 +17,8 @@ def _cheap_argon2(monkeypatch):
 async def people(engine):
     await seed(engine)
     await make_people(engine)
-    app = create_app(Web(engine, Hub()))
-    made = []
-
-    async def as_(name: str):
-        made.append(client_for(app))
-        await login(made[-1], name)
-        return made[-1]
-
-    yield as_
-    for c in made:
-        await c.aclose()
+    async with signed_in(engine) as as_:
+        yield as_
 
 
 async def test_a_farmer_irrigates_and_sees_why_it_waits(people):

@@ -11,15 +11,12 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from centre.hub import Hub
 from centre.people import passwords, users
 from centre.people.roles import Grant
 from centre.store import schema
 from centre.store.engine import write_transaction
-from centre.web.app import create_app
-from centre.web.context import Web
 from tests.centre.console.support import CGW, COMMUNITY, COMMUNITY_META, EPOCH, PASSWORD, labels, make_people, seed_places
-from tests.centre.web.support import audit_rows, client_for, login
+from tests.centre.web.support import audit_rows, signed_in
 
 HOMES_META = copy.deepcopy(COMMUNITY_META)
 HOMES_META["devices"].update({
@@ -70,17 +67,8 @@ async def people(engine):
     await add_people(engine)
     await seed_places(engine)
     await seed_homes(engine)
-    app = create_app(Web(engine, Hub()))
-    made = []
-
-    async def as_(name: str):
-        made.append(client_for(app))
-        await login(made[-1], name)
-        return made[-1]
-
-    yield as_
-    for c in made:
-        await c.aclose()
+    async with signed_in(engine) as as_:
+        yield as_
 
 
 async def test_the_desk_sees_every_household_quiet_and_welfare_first(people):

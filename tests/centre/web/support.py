@@ -220,3 +220,26 @@ class Sse:
             got, data = await self.next(max(0.01, deadline - time.monotonic()))
             if got == event:
                 return data
+
+
+@contextlib.asynccontextmanager
+async def signed_in(engine):
+    """``as_(name)``: an HTTP client of a fresh app on ``engine``, logged in as ``name`` (closed at the end)."""
+    from centre.hub import Hub
+    from centre.web.app import create_app
+    from centre.web.context import Web
+
+    app = create_app(Web(engine, Hub()))
+    made: list[httpx.AsyncClient] = []
+
+    async def as_(name: str) -> httpx.AsyncClient:
+        made.append(client_for(app))
+        await login(made[-1], name)
+        return made[-1]
+
+    try:
+        yield as_
+    finally:
+        for c in made:
+            await c.aclose()
+
