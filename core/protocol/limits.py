@@ -79,6 +79,14 @@ def parse(payload: bytes | bytearray | memoryview | str, limits: Limits, max_byt
 
     ``max_bytes`` replaces the kind's byte limit (a gateway's ``commands.max_payload``, at most 64 KiB).
     """
+    obj = load(payload, limits, max_bytes)
+    check_shape(obj, limits)
+    return obj
+
+
+def load(payload: bytes | bytearray | memoryview | str, limits: Limits, max_bytes: int | None = None) -> dict:
+    """:func:`parse` without the shape walk: size, JSON, one object (a caller that can refuse cheaper junk
+    first walks the shape later, with :func:`check_shape`)."""
     if isinstance(payload, str):
         payload = payload.encode("utf-8")
     cap = limits.max_bytes if max_bytes is None else max_bytes
@@ -93,7 +101,6 @@ def parse(payload: bytes | bytearray | memoryview | str, limits: Limits, max_byt
         raise Malformed(f"not JSON: {exc}", "not_json") from None
     if not isinstance(obj, dict):
         raise Malformed(f"not a JSON object (a {type(obj).__name__}); a {limits.kind} is one object", "not_object")
-    check_shape(obj, limits)
     return obj
 
 

@@ -31,8 +31,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import orjson
-
 from core.protocol import limits
 from core.protocol.envelope import Envelope, Malformed, parse, verify
 
@@ -123,19 +121,11 @@ class Gate:
         return env
 
     def _load(self, payload: bytes) -> dict | Junk:
-        """Size, JSON and one object: ``limits.parse`` without its shape walk (step 3 does that, later)."""
-        if len(payload) <= self.cc.max_payload:
-            try:
-                obj = orjson.loads(payload)
-            except orjson.JSONDecodeError:
-                obj = None
-            if isinstance(obj, dict):
-                return obj
-        try:  # refused: the bounded parser says why, in its words (too_large, not_json, too_deep, not_object)
-            limits.parse(payload, limits.COMMAND, self.cc.max_payload)
+        """Size, JSON and one object (``limits.load``); the shape walk comes later (step 3)."""
+        try:
+            return limits.load(payload, limits.COMMAND, self.cc.max_payload)
         except Malformed as exc:
             return Junk("unparseable", exc.reason, str(exc))
-        return Junk("unparseable", "malformed", "refused before parsing")  # not reached: both refuse the same
 
     def forget(self, env: Envelope) -> None:
         """An envelope that never reached the worker (queue full): the issuer may send it again."""
