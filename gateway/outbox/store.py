@@ -29,7 +29,7 @@ import aiosqlite
 
 from core.clock import Clock
 from core.records import LANES, Lane, event_body
-from gateway.outbox import fileguard, marks, opening, retention, transaction
+from gateway.outbox import fileguard, marks, opening, pages, retention, transaction
 from gateway.outbox.counters import LaneCounters, load_counters
 from gateway.outbox.degraded import CONFIRM_AFTER, DegradedMode, Episode, reason_of
 from gateway.outbox.inthread import in_thread
@@ -258,19 +258,10 @@ class Outbox(DegradedMode):
         self._wakeup.set()
 
     async def fetch(self, lane: Lane, after: int, limit: int) -> list[Row]:
-        """Oldest pending records of a lane with seq > after, skipping acknowledged ones."""
-        acked = self._acked[lane]
+        """Oldest pending records of a lane with seq > after, skipping acknowledged ones (pages.py)."""
         async with self._reader_lock:
-            reader = self._reader
-            assert reader is not None
-            while True:
-                rows = await in_thread(reader, _page_in, lane, after, limit)  # one hop: an alarm is sent sooner
-                if not acked or not rows or acked.ends[-1] < rows[0][0] or acked.starts[0] > rows[-1][0]:
-                    return rows  # no acknowledged range reaches this page (the usual case while draining)
-                kept = [r for r in rows if not acked.covers(r[0])]
-                if kept or len(rows) < limit:
-                    return kept
-                after = rows[-1][0]  # a whole page already acknowledged: look further
+            assert self._reader is not None
+            return await pages.next_page(self._reader, self._acked[lane], lane, after, limit)
 
     def memory_rows(self, lane: Lane, after: int, limit: int) -> list[Row]:
         """Unacknowledged records held in memory with seq > after: published under ``memory.epoch``."""
@@ -410,7 +401,3 @@ class Outbox(DegradedMode):
             await self._rollback()
             log.warning("outbox prune failed: %s", exc)
 
-
-def _page_in(conn, lane: Lane, after: int, limit: int) -> list[Row]:
-    """A page of a lane's pending rows, read in the reader connection's thread."""
-    return conn.execute(f"SELECT seq, body, topic FROM {lane} WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)).fetchall()

@@ -16,9 +16,9 @@ asks again).  One worker serves the queue in order:
   minute): every answer is a commit, and the SD card counts commits.
 
 Answers are ``replay.result`` records on ``…/cmd/result`` (event lane), built
-from the fields ``core.protocol.messages.commands.ReplayResult`` declares: the
-counts ``sent``, ``pending``, ``missing`` and ``missing_runs`` go out as soon as
-the model has them, and are in ``detail`` meanwhile.
+from the fields ``core.protocol.messages.commands.ReplayResult`` declares (the counts
+``sent``, ``pending``, ``missing`` and ``missing_runs`` among them; ``detail`` says
+the same in words).
 """
 
 from __future__ import annotations
