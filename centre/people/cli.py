@@ -15,7 +15,7 @@ from centre.people import audit, passwords, sessions, users
 from centre.people.config import PeopleConfig
 from centre.people.roles import ROLES, Grant, parse_scope
 from centre.people.users import UserError
-from centre.store.engine import create_engine, write_transaction
+from centre.store.engine import create_engine
 from centre.store.migrate import current
 
 
@@ -136,14 +136,7 @@ async def _reset(args, cfg) -> int:
     async def work(engine) -> int:
         pw, shown = _password(args, _people(cfg))
         new_hash = await passwords.hash_password(pw)
-        async with write_transaction(engine) as conn:
-            found = await users.find(conn, username=args.name)
-            if found is None:
-                raise UserError(f"no user {args.name!r}")
-            await users.set_password(engine, args.name, new_hash, must_change=True, conn=conn)
-            ended = await sessions.end_all(conn, found[0].id)
-            await audit.record(engine, actor=_actor(), action="users.reset_password", outcome="ok", target=args.name,
-                               conn=conn, detail={"sessions_ended": ended})
+        ended = await sessions.reset_password(engine, args.name, new_hash, actor=_actor())
         print(f"{args.name}: password reset, {ended} session(s) ended")
         _show(pw, shown)
         return 0
@@ -152,14 +145,7 @@ async def _reset(args, cfg) -> int:
 
 async def _set_active(args, cfg, active: bool) -> int:
     async def work(engine) -> int:
-        await users.set_active(engine, args.name, active)
-        ended = 0
-        if not active:
-            async with write_transaction(engine) as conn:
-                found = await users.find(conn, username=args.name)
-                ended = await sessions.end_all(conn, found[0].id)
-        await audit.record(engine, actor=_actor(), action="users.enable" if active else "users.disable", outcome="ok",
-                           target=args.name, detail={"sessions_ended": ended})
+        ended = await sessions.set_active(engine, args.name, active, actor=_actor())
         print(f"{args.name}: {'enabled' if active else f'disabled, {ended} session(s) ended'}")
         return 0
     return await _with_engine(cfg, work)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from centre.people import users
+from centre.people import audit, users
 from centre.people.config import PeopleConfig
 from centre.people.users import User
 from centre.store import schema
@@ -75,6 +75,32 @@ async def lookup_id(engine, sid: str, cfg: PeopleConfig) -> Session | None:
 async def end(conn, session_id: str) -> None:
     s = schema.sessions
     await conn.execute(sa.update(s).where(s.c.id == session_id, s.c.ended_at.is_(None)).values(ended_at=time.time()))
+
+
+async def reset_password(engine, username: str, new_hash: str, *, actor: str, ip: str | None = None) -> int:
+    """A new one-time password, every session ended and the audit row, in one transaction (CLI and admin page);
+    returns how many sessions ended."""
+    async with write_transaction(engine) as conn:
+        found = await users.find(conn, username=username)
+        if found is None:
+            raise users.UserError(f"no user {username!r}")
+        await users.set_password(engine, username, new_hash, must_change=True, conn=conn)
+        ended = await end_all(conn, found[0].id)
+        await audit.record(engine, actor=actor, action="users.reset_password", outcome="ok", target=username, ip=ip,
+                           conn=conn, detail={"sessions_ended": ended})
+    return ended
+
+
+async def set_active(engine, username: str, active: bool, *, actor: str, ip: str | None = None) -> int:
+    """Enable or disable an account (disabling ends its sessions) and audit it, in one transaction (CLI and admin
+    page); returns how many sessions ended."""
+    async with write_transaction(engine) as conn:
+        await users.set_active(engine, username, active, conn=conn)
+        found = await users.find(conn, username=username)
+        ended = 0 if active else await end_all(conn, found[0].id)
+        await audit.record(engine, actor=actor, action="users.enable" if active else "users.disable", outcome="ok",
+                           target=username, ip=ip, conn=conn, detail={"sessions_ended": ended})
+    return ended
 
 
 async def end_all(conn, user_id: int, *, keep: str | None = None) -> int:

@@ -114,16 +114,23 @@ async def set_language(engine, username: str, language: str) -> None:
     """The person's language, kept in the account so every page and every device starts in it."""
     if language not in LANGUAGES:
         raise UserError(f"language {language!r}: one of {', '.join(LANGUAGES)}")
+    await _update(engine, username, language=language)
+
+
+async def set_active(engine, username: str, active: bool, *, conn=None) -> None:
+    await _update(engine, username, conn=conn, active=active)
+
+
+async def _update(engine, username: str, *, conn=None, **values) -> None:
+    """One user's columns; ``UserError`` when there is no such user (in ``conn``'s transaction when given)."""
     u = schema.users
-    async with write_transaction(engine) as conn:
-        if (await conn.execute(sa.update(u).where(u.c.username == username).values(language=language))).rowcount != 1:
+    stmt = sa.update(u).where(u.c.username == username).values(**values)
+    if conn is not None:
+        if (await conn.execute(stmt)).rowcount != 1:
             raise UserError(f"no user {username!r}")
-
-
-async def set_active(engine, username: str, active: bool) -> None:
-    u = schema.users
-    async with write_transaction(engine) as conn:
-        if (await conn.execute(sa.update(u).where(u.c.username == username).values(active=active))).rowcount != 1:
+        return
+    async with write_transaction(engine) as c:
+        if (await c.execute(stmt)).rowcount != 1:
             raise UserError(f"no user {username!r}")
 
 

@@ -18,7 +18,6 @@ from pydantic import BaseModel, Field
 from centre.people import audit, passwords, sessions, users
 from centre.people.roles import MANAGE_USERS, Grant, check_grant, parse_scope
 from centre.people.users import User, UserError
-from centre.store.engine import write_transaction
 from centre.web.api.admin_access import cover, gate, visible
 from centre.web.auth import Caller, CurrentUser, refuse
 from centre.web.errors import ApiError
@@ -137,13 +136,7 @@ async def _set_active(caller: Caller, username: str, active: bool) -> dict:
     await _managed(caller, username, "enable" if active else "disable")
     if not active:
         _not_self(caller, username, "disable")
-    await users.set_active(caller.web.engine, username, active)
-    ended = 0
-    if not active:
-        async with write_transaction(caller.web.engine) as conn:
-            found = await users.find(conn, username=username)
-            ended = await sessions.end_all(conn, found[0].id)
-    await _audit(caller, "users.enable" if active else "users.disable", username, {"sessions_ended": ended})
+    ended = await sessions.set_active(caller.web.engine, username, active, actor=caller.username, ip=caller.ip)
     return {"user": (await _user(caller, username)).public(), "sessions_ended": ended}
 
 
@@ -166,9 +159,5 @@ async def reset_password(username: str, caller: CurrentUser) -> dict:
         new_hash = await passwords.hash_password(password)
     except passwords.Busy as exc:
         raise ApiError(503, str(exc)) from None
-    async with write_transaction(caller.web.engine) as conn:
-        found = await users.find(conn, username=username)
-        await users.set_password(caller.web.engine, username, new_hash, must_change=True, conn=conn)
-        ended = await sessions.end_all(conn, found[0].id)
-        await _audit(caller, "users.reset_password", username, {"sessions_ended": ended}, conn=conn)
+    ended = await sessions.reset_password(caller.web.engine, username, new_hash, actor=caller.username, ip=caller.ip)
     return {"user": (await _user(caller, username)).public(), "one_time_password": password, "sessions_ended": ended}
