@@ -113,7 +113,8 @@ class GapTracker:
         g = schema.gateways
         async with self.centre.engine.connect() as conn:
             rows = (await conn.execute(sa.select(lanes).where(lanes.c.updated_at > now - self.cfg.gap_give_up_after * 2))).all()
-            states = {(r.site, r.gateway): r.state for r in await conn.execute(sa.select(g.c.site, g.c.gateway, g.c.state))}
+            states = {} if not rows else {(r.site, r.gateway): r.state for r in await conn.execute(
+                sa.select(g.c.site, g.c.gateway, g.c.state).where(g.c.site.in_(sorted({r.site for r in rows}))))}
         changes: list[Change] = []
         for row in rows:
             key = (row.site, row.gateway, row.epoch, row.lane)
@@ -192,10 +193,9 @@ class GapTracker:
         recorded = [m for m in state.missing.values() if m.gap_id is not None]
         if not recorded:
             return []
-        for cid, rec in await not_held.replay_answers(conn, key[0], key[1], [m.gap_id for m in recorded]):
-            if cid not in state.answers:
-                state.answers.add(cid)
-                state.gone = not_held.merge(state.gone + not_held.gone_runs(rec, key[3], key[2]))
+        for cid, rec in await not_held.replay_answers(conn, key[0], key[1], [m.gap_id for m in recorded], state.answers):
+            state.answers.add(cid)
+            state.gone = not_held.merge(state.gone + not_held.gone_runs(rec, key[3], key[2]))
         changes: list[Change] = []
         for m in recorded:
             if not_held.touches(m.first, m.last, state.gone):

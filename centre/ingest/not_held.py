@@ -11,6 +11,8 @@ leader's tracker reads it from there.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import sqlalchemy as sa
 
 from centre.store import schema
@@ -69,13 +71,17 @@ def touches(first: int, last: int, gone: list[Run]) -> bool:
     return any(a <= last and b >= first for a, b in gone)
 
 
-async def replay_answers(conn, site: str, gateway: str, gap_ids: list[int]) -> list[tuple[str, dict]]:
+async def replay_answers(conn, site: str, gateway: str, gap_ids: list[int], seen: Iterable[str] = ()
+                         ) -> list[tuple[str, dict]]:
     """(id, result record) of every answered replay request for these gaps (ids ``replay-{gap}-{ms}``,
-    centre/acting/replay.py) -- by id, not by time: a gateway's clock may be anything."""
+    centre/acting/replay.py) -- by id, not by time: a gateway's clock may be anything -- but those in ``seen``
+    (read by an earlier scan: their results are not read again)."""
     c = schema.commands.c
     q = sa.select(c.id, c.result).where(c.kind == "replay", c.site == site, c.gateway == gateway,
                                         c.result_at.is_not(None),
                                         sa.or_(*(c.id.like(f"{PREFIX}{g}-%") for g in gap_ids)))
+    if seen:
+        q = q.where(c.id.not_in(sorted(seen)))
     return [(r.id, r.result) for r in await conn.execute(q) if isinstance(r.result, dict)]
 
 
