@@ -165,7 +165,7 @@ def make_uplink(outbox, port: int, args, **kw):
 
     broker = BrokerConfig(host="127.0.0.1", port=port, client_id="canopy-backlog-bench", backoff_max=args.backoff_max)
     uplink = Uplink(broker, Topics("bench", "gw-1"), outbox, state=lambda: {}, **kw)
-    outbox.on_commit.append(uplink.wake)  # as runtime.Gateway.start wires it
+    outbox.on_commit.append(uplink.committed)  # as runtime.Gateway.start wires it
     return uplink
 
 

@@ -185,7 +185,7 @@ async def run_canopy(args, broker: Broker, farm: ModbusFarm | None, workdir: Pat
     await outbox.open()
     uplink = Uplink(BrokerConfig(host="127.0.0.1", port=broker.port, max_inflight=INFLIGHT, client_id="canopy-bench"),
                     Topics("bench", "gw-1"), outbox, batch_max_records=BATCH, state=lambda: {})
-    outbox.on_commit.append(uplink.wake)  # as runtime.Gateway.start wires it
+    outbox.on_commit.append(uplink.committed)  # as runtime.Gateway.start wires it
     commit_ms: list[float] = []
     inner_commit = getattr(outbox, "_commit", None)
     if inner_commit is not None:  # observe (not change) how long each commit transaction takes

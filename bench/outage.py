@@ -250,7 +250,7 @@ class Gateway:
     async def start(self) -> None:
         await self.outbox.open()
         self.uplink = Uplink(self.broker, TOPICS, self.outbox)
-        self.outbox.on_commit.append(self.uplink.wake)
+        self.outbox.on_commit.append(self.uplink.committed)
         self.uplink.on_acked.append(lambda *_: self.acked_at.append(time.monotonic()))
         self.tasks = [asyncio.create_task(self.uplink.run()), asyncio.create_task(self._produce())]
 

@@ -238,7 +238,7 @@ class Gateway:
         await self._open_outbox()
         self._start_metrics()
         self.uplink = await self._make_uplink()
-        self.outbox.on_commit.append(self.uplink.wake)
+        self.outbox.on_commit.append(self.uplink.committed)
         self.uplink.on_acked.append(self.backlog.on_acked)
         self.uplink.on_link.append(lambda _up: self.reporter.changed(publish=False))
         self.publish_meta()  # retained on every connect, before "online"

@@ -73,6 +73,7 @@ class Outbox(DegradedMode):
         self.epoch = ""
         self.recovered_from: str | None = None  # path of a corrupt file moved aside at open
         self.on_commit: list = []  # callables, run when there is something new to publish
+        self._fresh_alarms: list[Row] = []  # the last commit's alarm rows, until the uplink takes them
         self._db: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._reader_lock = asyncio.Lock()  # the reader is swapped when the file is put back
@@ -263,6 +264,12 @@ class Outbox(DegradedMode):
             assert self._reader is not None
             return await pages.next_page(self._reader, self._acked[lane], lane, after, limit)
 
+    def take_fresh_alarms(self) -> list[Row]:
+        """The alarm rows the last commit made durable, as :meth:`fetch` would return them (once; ``on_commit``
+        callbacks read them): the uplink publishes them without a trip to the reader's thread."""
+        rows, self._fresh_alarms = self._fresh_alarms, []
+        return rows
+
     def memory_rows(self, lane: Lane, after: int, limit: int) -> list[Row]:
         """Unacknowledged records held in memory with seq > after: published under ``memory.epoch``."""
         return self.memory.rows(lane, after, limit) if lane != "telemetry" else []
@@ -358,6 +365,8 @@ class Outbox(DegradedMode):
         for it in items:
             if it.done is not None and not it.done.done():
                 it.done.set_result(it.seqs)
+        self._fresh_alarms = [(seq, body, it.topic) for it in items if it.lane == "alarm"
+                              for seq, body in zip(it.seqs, it.bodies)]
         if held:
             for lane, seq in self.memory.committed(held):
                 self.ack(lane, seq, seq)  # its PUBACK came while the commit ran

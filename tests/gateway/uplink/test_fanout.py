@@ -131,7 +131,7 @@ async def test_lifecycle_records_reach_every_topic_and_leave_after_every_puback(
     outbox = Outbox(str(tmp_path / "outbox.sqlite"), commit_interval=0.05)
     await outbox.open()
     uplink = Uplink(BrokerConfig(host="127.0.0.1", port=broker.port, backoff_initial=0.1), TOPICS, outbox)
-    outbox.on_commit.append(uplink.wake)
+    outbox.on_commit.append(uplink.committed)
     delivered: list[tuple[str, int, int]] = []
     uplink.on_acked.append(lambda *a: delivered.append(a))
     plan = [("alarm", "event alert/property-office", "alert.raised"), ("alarm", LIFECYCLE, "alert.escalated"),

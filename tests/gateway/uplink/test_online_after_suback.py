@@ -78,7 +78,7 @@ async def uplinks(tmp_path, broker):
         await outbox.open()
         uplink = Uplink(BrokerConfig(host="127.0.0.1", port=broker.port, protocol=protocol, client_id=client_id,
                                      backoff_initial=0.05, backoff_max=0.2), TOPICS, outbox, state=lambda: health(outbox))
-        outbox.on_commit.append(uplink.wake)
+        outbox.on_commit.append(uplink.committed)
         for leaf, handler in subscriptions.items():
             uplink.subscribe(f"{TOPICS.base}/{leaf.replace('_', '/')}", handler)
         made.append((uplink, asyncio.create_task(uplink.run()) if start else None))

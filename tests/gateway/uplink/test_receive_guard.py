@@ -94,7 +94,7 @@ async def gateway(tmp_path):
         await outbox.open()
         uplink = Uplink(BrokerConfig(host="127.0.0.1", port=port, protocol=protocol, backoff_initial=0.1, backoff_max=0.3),
                         TOPICS, outbox)
-        outbox.on_commit.append(uplink.wake)
+        outbox.on_commit.append(uplink.committed)
         uplink.subscribe(TOPICS.cmd, lambda topic, payload: None)
         task = asyncio.create_task(uplink.run())
         made.append((uplink, task, outbox))

@@ -105,7 +105,7 @@ class Gateway:
     async def __aenter__(self) -> "Gateway":
         await self.outbox.open()
         self.uplink = Uplink(self.broker, Topics("s", "g"), self.outbox)
-        self.outbox.on_commit.append(self.uplink.wake)
+        self.outbox.on_commit.append(self.uplink.committed)
         self.uplink.on_acked.append(lambda *_: self.acked_at.append(time.monotonic()))
         self.task = asyncio.create_task(self.uplink.run())
         await until(self.uplink.online.is_set, what="online")

@@ -56,7 +56,7 @@ class Rig:
             TOPICS, self.outbox, state=lambda: {"boot": self.outbox.boot, "devices": {"soil-1": {"status": "ok"}}},
             **self.uplink_kw,
         )
-        self.outbox.on_commit.append(self.uplink.wake)
+        self.outbox.on_commit.append(self.uplink.committed)
         return self
 
     def start(self) -> asyncio.Task:
@@ -205,6 +205,52 @@ async def test_alarm_raised_during_a_backlog_drain_overtakes_it(broker, quick_su
     assert after > 0, "the alarm arrived after the last telemetry message"
     # raised right after the drain began, it must not wait behind most of the 2000-message backlog
     assert after >= (len(order) - 1) // 2, f"only {after} of {len(order) - 1} telemetry messages came after the alarm"
+
+
+async def test_a_committed_alarm_is_published_by_the_commit_itself_without_reading_it_back(broker, quick_subscribers, rig_factory):
+    """Under a junk flood every loop turn costs milliseconds: the alarm must not wait for the pump to wake and
+    read the row back from SQLite (uplink.committed)."""
+    sub = await subscribe(quick_subscribers, broker.port)
+    rig = await rig_factory(broker.port)
+    rig.start()
+    await until(rig.uplink.online.is_set, what="online")
+    reads: list[str] = []
+    fetch = rig.outbox.fetch
+
+    async def counting_fetch(lane, after, limit):
+        reads.append(lane)
+        return await fetch(lane, after, limit)
+
+    rig.outbox.fetch = counting_fetch
+    for n in (1, 2):
+        await rig.outbox.put("alarm", [event_body(float(n), "smoke", device="smoke-1", severity="critical")], wait_commit=True)
+        assert rig.uplink.published["alarm"] == n, "the alarm was not handed to the broker connection at its commit"
+    await until(lambda: len(sub.of("event")) >= 2, what="both alarms")
+    assert [m["seq"] for m in sub.of("event")] == [[1, 1], [2, 2]]
+    assert "alarm" not in reads, "the alarm rows were read back from SQLite"
+    await until(lambda: rig.outbox.pending("alarm") == 0, what="acks deleted")
+
+
+async def test_alarms_committed_during_a_drain_arrive_each_once_and_in_order(broker, quick_subscribers, rig_factory):
+    """The commit's fast path and the pump's page reads interleave: no alarm twice, none skipped, none overtaken."""
+    sub = await subscribe(quick_subscribers, broker.port)
+    rig = await rig_factory(broker.port, batch_max_records=10)
+    for k in range(10):
+        await rig.outbox.put("telemetry", [reading(k * 500 + i) for i in range(500)])
+    await rig.outbox.put("alarm", [event_body(0.5, "smoke", device="smoke-0")], wait_commit=True)  # waits for the pump
+    rig.start()
+
+    async def raise_alarms(first: int) -> None:
+        for n in range(first, first + 30):
+            await rig.outbox.put("alarm", [event_body(float(n), "smoke", device=f"smoke-{n}")], wait_commit=n % 3 == 0)
+            await asyncio.sleep(0.001 * (n % 4))
+
+    await until(lambda: len(sub.of("telemetry")) >= 1, what="the drain to start", interval=0.002)
+    await asyncio.gather(raise_alarms(1), raise_alarms(101))
+    await until(lambda: rig.outbox.pending("alarm") == 0 and len(sub.seqs("telemetry")) >= 5000, 20, what="everything")
+    alarm_seqs = [r["seq"] for _, m in data_messages(sub) if m["lane"] == "alarm" for r in m["records"]]
+    assert sorted(alarm_seqs) == list(range(1, 62)), "an alarm was lost or sent twice"
+    assert alarm_seqs == sorted(alarm_seqs), f"alarms out of order: {alarm_seqs}"
 
 
 # --------------------------------------------------------------------------- state
