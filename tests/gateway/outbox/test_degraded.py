@@ -299,7 +299,7 @@ async def test_alarms_from_memory_reach_the_broker_under_the_memory_epoch_and_le
     ob = await outboxes(tmp_path / "o.sqlite")
     sub = await asyncio.to_thread(Subscriber, broker.port)
     uplink = Uplink(BrokerConfig(host="127.0.0.1", port=broker.port, backoff_initial=0.1, backoff_max=0.5), Topics("s", "g"), ob)
-    ob.on_commit.append(uplink.wake)
+    ob.on_commit.append(uplink.committed)
     task = asyncio.create_task(uplink.run())
     try:
         await ob.put("alarm", [alarm(0)], wait_commit=True)

@@ -78,7 +78,7 @@ async def test_v1_outbox_with_pending_rows_is_migrated_and_delivered_completely(
     sub = await asyncio.to_thread(Subscriber, broker.port)
     uplink = Uplink(BrokerConfig(host="127.0.0.1", port=broker.port, backoff_initial=0.1, backoff_max=0.5), TOPICS, ob,
                     batch_max_records=3)  # small batches: cuts by size and by topic both happen
-    ob.on_commit.append(uplink.wake)
+    ob.on_commit.append(uplink.committed)
     task = asyncio.create_task(uplink.run())
     try:
         # upgraded on open: the column holds the topic, no body names one, the epoch is the file's

@@ -194,7 +194,7 @@ async def test_a_full_store_still_delivers_alarms_to_the_broker(tmp_path, outbox
     sub = await asyncio.to_thread(Subscriber, broker.port)
     uplink = Uplink(BrokerConfig(host="127.0.0.1", port=broker.port, backoff_initial=0.1, backoff_max=0.5),
                     Topics("s", "g"), ob)
-    ob.on_commit.append(uplink.wake)
+    ob.on_commit.append(uplink.committed)
     task = asyncio.create_task(uplink.run())
     try:
         await until(lambda: sub.records("alarm"), 10, what="the alarm on the broker")

@@ -46,7 +46,7 @@ class Rig:
         self.outbox._pruner._next = float("inf")  # the tests prune when they mean to
         self.uplink = Uplink(BrokerConfig(host="127.0.0.1", port=self.port, backoff_initial=0.1, backoff_max=0.5),
                              TOPICS, self.outbox, batch_max_records=50)
-        self.outbox.on_commit.append(self.uplink.wake)
+        self.outbox.on_commit.append(self.uplink.committed)
         self.replay = ReplayService(site_cfg(), Clock(), self.outbox, self.uplink, self.emit,
                                     publish_state=self._state, publish_meta=lambda: None)
         assert self.replay.takes_requests
