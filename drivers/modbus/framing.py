@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from binascii import Error as HexError
 from binascii import a2b_hex, b2a_hex
+from dataclasses import dataclass
+from typing import Literal
 
 
 class FrameError(ValueError):
@@ -141,3 +143,62 @@ def expected_reply_length(pdu: bytes) -> int:
 def ascii_length(rtu_length: int) -> int:
     """Characters of the ASCII frame carrying what takes ``rtu_length`` bytes in RTU (':', hex, LRC, CRLF)."""
     return 2 * rtu_length + 1
+
+
+# -- reply parsing (the line's and its worker's) -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Reply:
+    """A complete, checked reply frame: its PDU (function code first) and its length on the wire."""
+
+    pdu: bytes
+    frame_len: int
+    stale: int = 0  # bytes after the frame (noise, or a slave talking too long)
+
+
+@dataclass(frozen=True)
+class Broken:
+    """A reply that cannot be right; ``counter`` names the line counter it goes to."""
+
+    counter: Literal["garbled", "crc_errors"]
+    message: str
+    stale: int = 0
+
+
+def parse_rtu_reply(buf: bytes | bytearray, unit: int, fc: int) -> Reply | Broken | None:
+    """The reply so far -> a Reply, a Broken one, or None while more bytes are due."""
+    if len(buf) < 2:
+        return None
+    if buf[0] != unit or (buf[1] & 0x7F) != fc:
+        return Broken("garbled", f"garbled reply from unit {unit}: {bytes(buf[:16]).hex(' ')}")
+    need = rtu_response_length(buf)
+    if need is None:
+        return None
+    if need < 0:
+        need = len(buf)  # unknown length: take what came in one piece (rare functions only)
+    if len(buf) < need:
+        return None
+    frame = bytes(buf[:need])
+    if not rtu_crc_ok(frame):
+        return Broken("crc_errors", f"CRC error in reply from unit {unit}", len(buf) - need)
+    return Reply(frame[1:-2], need, len(buf) - need)
+
+
+def parse_ascii_reply(buf: bytes | bytearray, unit: int, fc: int) -> Reply | Broken | None:
+    """The ASCII reply so far (``:…LRC\\r\\n``) -> a Reply, a Broken one, or None while more bytes are due."""
+    start = buf.find(b":")
+    if start < 0:
+        if len(buf) > ASCII_MAX:
+            return Broken("garbled", f"no ASCII frame start in {len(buf)} bytes from unit {unit}")
+        return None
+    end = buf.find(b"\r\n", start)
+    if end < 0:
+        if len(buf) - start > ASCII_MAX:
+            return Broken("garbled", f"overlong ASCII frame from unit {unit}")
+        return None
+    try:
+        raw = ascii_decode(bytes(buf[start:end + 2]))
+    except FrameError as exc:
+        return Broken("crc_errors" if "LRC" in str(exc) else "garbled", f"unit {unit}: {exc}")
+    if raw[0] != unit or (raw[1] & 0x7F) != fc:
+        return Broken("garbled", f"garbled reply from unit {unit}: {raw[:16].hex(' ')}")
+    return Reply(raw[1:], end + 2 - start)

@@ -115,8 +115,11 @@ class Slaves:
         self.by_unit: dict[int, SlaveState] = {}
 
     def get(self, unit: int, device: str | None = None) -> SlaveState:
-        slave = self.by_unit.setdefault(unit, SlaveState(unit))
-        slave.device = device or slave.device
+        slave = self.by_unit.get(unit)  # not setdefault: that would build a SlaveState on every request
+        if slave is None:
+            slave = self.by_unit[unit] = SlaveState(unit)
+        if device:
+            slave.device = device
         return slave
 
     def admit(self, slave: SlaveState, now: float, *, command: bool) -> bool:

@@ -19,8 +19,9 @@ strict slave drops such a request), reports CRC errors, garbled and truncated
 replies all as timeouts, and costs ~0.3 ms more per transaction (pymodbus
 3.16; docs/rs485.md, *Why the framing is hand-written*).  Request functions
 still call pymodbus' client methods (``read_holding_registers(addr, count=…,
-device_id=…)``) and replies are decoded with pymodbus' own PDU classes: only
-the framing and timing are ours.
+device_id=…)``).  Reads take the fast path of ``rtu_reads`` (frames built
+once, replies decoded by hand); every other function is built and decoded
+with pymodbus' own PDU classes.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from pymodbus.pdu import DecodePDU, ModbusPDU
 
 from drivers.errors import BadReply, DeviceTimeout
 from drivers.modbus import framing
+from drivers.modbus.framing import Broken, Reply, parse_ascii_reply, parse_rtu_reply  # noqa: F401 - re-exported
+from drivers.modbus.rtu_reads import ReadFrames, decode_reply
 from drivers.modbus.rtu_timeouts import ProbeWait, ReplyTimeouts, TimeoutBounds
 from drivers.serial_line.port import AsyncSerialPort, PortError
 from drivers.serial_line.settings import SerialSettings
@@ -46,65 +49,6 @@ Framer = Literal["rtu", "ascii"]
 
 class PortLost(Exception):
     """The port failed under a request."""
-
-
-# -- reply parsing (pure) -----------------------------------------------------------------------
-@dataclass(frozen=True)
-class Reply:
-    """A complete, checked reply frame: its PDU (function code first) and its length on the wire."""
-
-    pdu: bytes
-    frame_len: int
-    stale: int = 0  # bytes after the frame (noise, or a slave talking too long)
-
-
-@dataclass(frozen=True)
-class Broken:
-    """A reply that cannot be right; ``counter`` names the line counter it goes to."""
-
-    counter: Literal["garbled", "crc_errors"]
-    message: str
-    stale: int = 0
-
-
-def parse_rtu_reply(buf: bytes | bytearray, unit: int, fc: int) -> Reply | Broken | None:
-    """The reply so far -> a Reply, a Broken one, or None while more bytes are due."""
-    if len(buf) < 2:
-        return None
-    if buf[0] != unit or (buf[1] & 0x7F) != fc:
-        return Broken("garbled", f"garbled reply from unit {unit}: {bytes(buf[:16]).hex(' ')}")
-    need = framing.rtu_response_length(buf)
-    if need is None:
-        return None
-    if need < 0:
-        need = len(buf)  # unknown length: take what came in one piece (rare functions only)
-    if len(buf) < need:
-        return None
-    frame = bytes(buf[:need])
-    if not framing.rtu_crc_ok(frame):
-        return Broken("crc_errors", f"CRC error in reply from unit {unit}", len(buf) - need)
-    return Reply(frame[1:-2], need, len(buf) - need)
-
-
-def parse_ascii_reply(buf: bytes | bytearray, unit: int, fc: int) -> Reply | Broken | None:
-    """The ASCII reply so far (``:…LRC\\r\\n``) -> a Reply, a Broken one, or None while more bytes are due."""
-    start = buf.find(b":")
-    if start < 0:
-        if len(buf) > framing.ASCII_MAX:
-            return Broken("garbled", f"no ASCII frame start in {len(buf)} bytes from unit {unit}")
-        return None
-    end = buf.find(b"\r\n", start)
-    if end < 0:
-        if len(buf) - start > framing.ASCII_MAX:
-            return Broken("garbled", f"overlong ASCII frame from unit {unit}")
-        return None
-    try:
-        raw = framing.ascii_decode(bytes(buf[start:end + 2]))
-    except framing.FrameError as exc:
-        return Broken("crc_errors" if "LRC" in str(exc) else "garbled", f"unit {unit}: {exc}")
-    if raw[0] != unit or (raw[1] & 0x7F) != fc:
-        return Broken("garbled", f"garbled reply from unit {unit}: {raw[:16].hex(' ')}")
-    return Reply(raw[1:], end + 2 - start)
 
 
 # -- line occupancy -----------------------------------------------------------------------------
@@ -186,6 +130,7 @@ class RtuWire:
         self.window = ActivityWindow()
         self.client = WireClient(self)
         self._decoder = DecodePDU(is_server=False)
+        self.frames = ReadFrames(framer)
         self._parse = parse_rtu_reply if framer == "rtu" else parse_ascii_reply
         self._last_rx = 0.0
         self._tx_end = 0.0
@@ -228,6 +173,20 @@ class RtuWire:
         pending.future.set_exception(BadReply(message))
 
     def _deliver(self, pending: PendingReply, reply: Reply) -> None:
+        pdu = decode_reply(reply.pdu, pending.unit)  # reads and exceptions: by hand (rtu_reads)
+        if pdu is None:
+            pdu = self._decode_other(pending, reply)
+            if pdu is None:
+                return
+        pending.reply_len = reply.frame_len
+        pending.done_at = self._last_rx
+        if pdu.isError():
+            self.counters["exceptions"] += 1
+        self.counters["replies"] += 1
+        pending.future.set_result(pdu)
+
+    def _decode_other(self, pending: PendingReply, reply: Reply) -> ModbusPDU | None:
+        """Any other function's reply, through pymodbus; None (and the request failed) if it is nonsense."""
         try:
             pdu = self._decoder.decode(reply.pdu)
         except Exception as exc:  # pymodbus raises assorted errors on nonsense
@@ -236,14 +195,9 @@ class RtuWire:
             why = "undecodable"
         if pdu is None:
             self._fail(pending, "garbled", f"unit {pending.unit}: {why} reply {reply.pdu[:16].hex(' ')}")
-            return
+            return None
         pdu.dev_id = pending.unit
-        pending.reply_len = reply.frame_len
-        pending.done_at = self._last_rx
-        if pdu.isError():
-            self.counters["exceptions"] += 1
-        self.counters["replies"] += 1
-        pending.future.set_result(pdu)
+        return pdu
 
     def _expire(self, pending: PendingReply) -> None:
         if pending.future.done():
@@ -273,26 +227,36 @@ class RtuWire:
                 return due
             await self.timer.sleep_until(due)
 
-    def reply_wait(self, unit: int, pdu: bytes) -> float:
+    def reply_wait(self, unit: int, fc: int, reply_chars: int) -> float:
         """Seconds from the request's end to give up on its reply, under the current plan."""
         plan = self.plan
         if not plan.adaptive:
             return plan.ceiling
-        chars = framing.expected_reply_length(pdu)
-        if self.framer == "ascii":
-            chars = framing.ascii_length(chars)
-        return self.timeouts.timeout(unit, pdu[0], chars * self.char_time, ceiling=plan.ceiling, probe=plan.probe)
+        return self.timeouts.timeout(unit, fc, reply_chars * self.char_time, ceiling=plan.ceiling, probe=plan.probe)
 
     async def transact(self, request: ModbusPDU, no_response_expected: bool) -> ModbusPDU | None:
-        """Send ``request`` after the gap and wait for its reply (None for a broadcast)."""
+        """Send a pymodbus ``request`` after the gap and wait for its reply (None for a broadcast)."""
+        unit, fc = request.dev_id, request.function_code
+        pdu = bytes((fc,)) + request.encode()
+        chars = framing.expected_reply_length(pdu)
+        if self.framer == "rtu":
+            frame = framing.rtu_encode(unit, pdu)
+        else:
+            frame, chars = framing.ascii_encode(unit, pdu), framing.ascii_length(chars)
+        return await self.exchange(unit, fc, frame, chars, no_response_expected or unit == 0)
+
+    async def read(self, fc: int, address: int, count: int, unit: int):
+        """A read (functions 1-4) on its prebuilt frame; the reply decoded by hand (``rtu_reads``)."""
+        frame, _, chars = self.frames.get(unit, fc, address, count)
+        return await self.exchange(unit, fc, frame, chars, unit == 0)
+
+    async def exchange(self, unit: int, fc: int, frame: bytes, reply_chars: int, broadcast: bool):
+        """Send ``frame`` after the gap and wait for its reply (None for a broadcast)."""
         port = self.port
         if port is None or not port.is_open:
             raise PortLost(self.port_error or "port not open")
-        unit, fc = request.dev_id, request.function_code
-        pdu = bytes((fc,)) + request.encode()
-        frame = framing.rtu_encode(unit, pdu) if self.framer == "rtu" else framing.ascii_encode(unit, pdu)
         loop = asyncio.get_running_loop()
-        pending = PendingReply(unit, fc, loop.create_future(), self.reply_wait(unit, pdu))
+        pending = PendingReply(unit, fc, loop.create_future(), self.reply_wait(unit, fc, reply_chars))
         ready = time.monotonic()
         gap_end = await self.wait_silence()
         self._pending = pending  # before writing: a fast reply must find it
@@ -307,7 +271,7 @@ class RtuWire:
         if ready <= gap_end:  # the request waited for the gap: how late after it did it leave?
             self.reaction.append(t_send - gap_end)
         self.counters["transactions"] += 1
-        if no_response_expected or unit == 0:
+        if broadcast:
             self._pending = None
             await asyncio.sleep(max(0.0, self._tx_end - time.monotonic()))
             self._account(t_send, len(frame), 0)
@@ -327,8 +291,16 @@ class RtuWire:
             self.timeouts.observe(unit, fc, pending.done_at - self._tx_end - pending.reply_len * self.char_time)
         return reply
 
-    def _account(self, t_send: float, tx_chars: int, rx_chars: int) -> None:
-        now = time.monotonic()
+    def reaction_ms(self) -> dict | None:
+        """p50/p99 in ms of how late requests left after the gap (the line's reaction), or None."""
+        if not self.reaction:
+            return None
+        ordered = sorted(self.reaction)
+        return {"p50": round(ordered[len(ordered) // 2] * 1000, 3),
+                "p99": round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000, 3)}
+
+    def _account(self, t_send: float, tx_chars: int, rx_chars: int, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
         busy = now - t_send + self.gap
         wire = (tx_chars + rx_chars) * self.char_time
         self.busy_s += busy
@@ -346,3 +318,27 @@ class WireClient(ModbusClientMixin):
 
     def execute(self, no_response_expected: bool, request: ModbusPDU):  # type: ignore[override]
         return self._wire.transact(request, no_response_expected)
+
+    # reads: the prebuilt frames of ``rtu_reads`` (pymodbus' signatures; a read expecting no reply goes its way)
+    def read_coils(self, address: int, *, count: int = 1, device_id: int = 1, no_response_expected: bool = False):
+        if no_response_expected:
+            return super().read_coils(address, count=count, device_id=device_id, no_response_expected=True)
+        return self._wire.read(1, address, count, device_id)
+
+    def read_discrete_inputs(self, address: int, *, count: int = 1, device_id: int = 1,
+                             no_response_expected: bool = False):
+        if no_response_expected:
+            return super().read_discrete_inputs(address, count=count, device_id=device_id, no_response_expected=True)
+        return self._wire.read(2, address, count, device_id)
+
+    def read_holding_registers(self, address: int, *, count: int = 1, device_id: int = 1,
+                               no_response_expected: bool = False):
+        if no_response_expected:
+            return super().read_holding_registers(address, count=count, device_id=device_id, no_response_expected=True)
+        return self._wire.read(3, address, count, device_id)
+
+    def read_input_registers(self, address: int, *, count: int = 1, device_id: int = 1,
+                             no_response_expected: bool = False):
+        if no_response_expected:
+            return super().read_input_registers(address, count=count, device_id=device_id, no_response_expected=True)
+        return self._wire.read(4, address, count, device_id)

@@ -56,6 +56,7 @@ class PreciseTimer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiter: asyncio.Future | None = None
         self._spec = _Itimerspec()
+        self._spec_ref = ctypes.byref(self._spec)  # built once: _arm runs before every request
         self.precise = _LIBC is not None  # until timerfd_create fails
 
     async def sleep_until(self, when: float) -> None:
@@ -80,7 +81,7 @@ class PreciseTimer:
         value.tv_sec, value.tv_nsec = sec, int((when - sec) * 1e9)
         if when > 0 and sec == 0 and value.tv_nsec == 0:
             value.tv_nsec = 1  # zero would disarm
-        if _LIBC.timerfd_settime(self._fd, TFD_TIMER_ABSTIME if when > 0 else 0, ctypes.byref(self._spec), None) < 0:
+        if _LIBC.timerfd_settime(self._fd, TFD_TIMER_ABSTIME if when > 0 else 0, self._spec_ref, None) < 0:
             err = ctypes.get_errno()
             raise OSError(err, f"timerfd_settime: {os.strerror(err)}")
 
