@@ -1,0 +1,56 @@
+"""Opening a serial device: what to ask the kernel for, and why an open failed, in an installer's words.
+
+Apart from ``port`` (the asyncio port) so a line's worker process
+(``drivers.modbus.rtu_worker``) can open a port without importing asyncio.
+
+Pseudo-terminals (the simulator, socat bridges) carry no parity and no
+7-bit characters: Linux forces CS8, drops ``PARENB``, and a later
+reconfiguration to parity fails with ``EINVAL``.  A pty is therefore opened
+8-bit without parity with the same character length (8E1 -> 8N2, 11 bits;
+7E1 -> 8N1), and the timing still uses the configured settings.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from dataclasses import replace
+
+from drivers.serial_line.settings import SerialSettings
+
+PTY_MAJORS = range(136, 144)  # Unix98 pty slaves (/dev/pts/N)
+
+
+def is_pty(path: str) -> bool:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return stat.S_ISCHR(st.st_mode) and os.major(st.st_rdev) in PTY_MAJORS
+
+
+def termios_settings(path: str, settings: SerialSettings) -> SerialSettings:
+    """What to ask the kernel for: the settings, or on a pty their 8-bit, parity-free twin.
+
+    Linux ptys force CS8 and clear PARENB; the character length (what the
+    simulator can check, and what the timing uses) is kept with stop bits:
+    8E1 -> 8N2, 7E1 -> 8N1, 7E2 -> 8N2.
+    """
+    if (settings.parity == "N" and settings.bytesize == 8) or not is_pty(path):
+        return settings
+    stop = min(2, max(1, settings.char_bits - 9))
+    return replace(settings, bytesize=8, parity="N", stopbits=stop)
+
+
+def describe_open_error(path: str, exc: BaseException) -> str:
+    err = getattr(exc, "errno", None)
+    if err is None and exc.args and isinstance(exc.args[0], int):
+        err = exc.args[0]
+    if err == errno.ENOENT or not os.path.exists(path):
+        return f"{path} does not exist (adapter unplugged?)"
+    if err in (errno.EACCES, errno.EPERM):
+        return f"permission denied on {path} (add the service user to the 'dialout' group)"
+    if err in (errno.EBUSY, errno.EWOULDBLOCK) or "lock" in str(exc).lower():
+        return f"{path} is in use by another program"
+    return f"cannot open {path}: {getattr(exc, 'strerror', None) or exc}"

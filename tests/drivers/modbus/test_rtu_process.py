@@ -1,0 +1,230 @@
+"""``process: true``: a line run by its worker process (rtu_worker), on real pty lines with strict slaves.
+
+The same simulator as test_rtu_line.py checks the other end of the wire (gap
+kept, no collision); here the worker owns the port, so these tests also cover
+what only a process can do: fail to open the port, die, and be restarted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+
+import pytest
+
+from drivers.errors import BadReply, DeviceException, DeviceQuarantined, DeviceTimeout, DeviceUnreachable
+from drivers.modbus.rtu import ModbusRtuLine, RtuDevice
+from drivers.serial_line.settings import SerialSettings
+from simulator.clock import SimClock
+from simulator.modbus_tcp import SimulatedDevice
+from simulator.physics import ValveRelay
+from simulator.rtu import soil_probes
+from tests.drivers.modbus.test_rtu_line import assert_clean_wire, devices_on, eventually_async
+from tests.drivers.serial_line.ptys import profile, rtu_line
+
+E9600 = SerialSettings(9600, 8, "E", 1)
+E38400 = SerialSettings(38400, 8, "E", 1)
+
+
+def worker_line(path: str, settings: SerialSettings = E9600, **kw) -> ModbusRtuLine:
+    return ModbusRtuLine(path, settings, process=True, **kw)
+
+
+async def reads_ok(*devs) -> list | None:
+    try:
+        return [await d.read_all() for d in devs]
+    except DeviceUnreachable:
+        return None
+
+
+async def test_ten_slaves_and_a_command_through_the_worker(tmp_path):
+    clock = SimClock(0)
+    valves = SimulatedDevice("valves", 40, profile("valve_relay"), ValveRelay(clock, 40))
+    with rtu_line(tmp_path, devices=soil_probes(list(range(1, 11)), clock) + [valves], settings=E38400) as sim:
+        line = worker_line(sim.path, E38400, timeout=0.3)
+        probes = devices_on(line, range(1, 11))
+        relay = RtuDevice("valves", 40, profile("valve_relay"), line.slave(40, "valves"))
+        for _ in range(3):
+            results = await asyncio.gather(*(d.read_all() for d in probes), relay.write("zone_2", True))
+            for d, values in zip(probes, results):
+                assert {p.name: v for p, v in values} == sim.expected(d.unit)
+        assert sim.expected(40)["zone_2"] is True
+        st = line.stats()
+        assert st["transactions"] == st["replies"] == 33 and st["timeouts"] == 0 and st["commands"] == 3
+        assert st["state"] == "open" and line.counters["worker_starts"] == 1 and st["opens"] == 1
+        assert st["reaction_ms"]["p50"] < 1.0  # the worker's own view: request written after the gap's end
+        assert st["slaves"]["3"]["reply_timeouts"]["3"]["samples"] == 3  # learned as in-process
+        proc = line._port.proc
+        await line.close()
+        assert proc.poll() is not None, "the worker outlived its line"
+        assert_clean_wire(sim)
+
+
+async def test_a_command_waits_for_at_most_the_two_requests_in_the_worker(tmp_path):
+    clock = SimClock(0)
+    valves = SimulatedDevice("valves", 40, profile("valve_relay"), ValveRelay(clock, 40))
+    with rtu_line(tmp_path, devices=soil_probes(list(range(1, 10)), clock) + [valves], settings=E9600) as sim:
+        line = worker_line(sim.path, timeout=0.3)
+        probes = devices_on(line, range(1, 10))
+        relay = RtuDevice("valves", 40, profile("valve_relay"), line.slave(40, "valves"))
+        await probes[0].read_all()
+        done: list[str] = []
+
+        async def poll(d):
+            await d.read_all()
+            done.append(d.id)
+
+        polls = [asyncio.create_task(poll(d)) for d in probes]
+        await asyncio.sleep(0.005)  # nine polls queued, two of them in the worker
+        await relay.write("zone_2", True)
+        done.append("command")
+        await asyncio.gather(*polls)
+        await line.close()
+        assert done.index("command") <= 2, done
+        assert sim.expected(40)["zone_2"] is True
+        assert_clean_wire(sim)
+
+
+async def test_silent_slave_times_out_then_is_quarantined(tmp_path):
+    with rtu_line(tmp_path, units=(1, 2), settings=E9600) as sim:
+        line = worker_line(sim.path, timeout=0.05, quarantine_after=2, reprobe_interval=60,
+                           slave_backoff_initial=0.0, slave_backoff_max=0.0)
+        d1, d2 = devices_on(line, (1, 2))
+        await d2.read_all()
+        sim.set_fault(2, "silent")
+        with pytest.raises(DeviceTimeout, match="no reply from unit 2"):
+            await d2.read_all()
+        with pytest.raises(DeviceQuarantined):
+            await d2.read_all()
+        assert await d1.read_all()
+        st = line.stats()
+        assert st["timeouts"] == 2 and st["slaves"]["2"]["state"] == "quarantined"
+        await line.close()
+        assert_clean_wire(sim)  # after each timeout the worker waited t3.5 before the next request
+
+
+async def test_crc_garbled_truncated_exception_and_noise_are_counted(tmp_path):
+    with rtu_line(tmp_path, units=(1, 2, 3, 4, 5), settings=E9600) as sim:
+        line = worker_line(sim.path, timeout=0.08, quarantine_after=1000, slave_backoff_initial=0, slave_backoff_max=0)
+        d1, d2, d3, d4, d5 = devices_on(line, (1, 2, 3, 4, 5))
+        for unit, fault in ((1, "crc"), (2, "garbled"), (3, "truncated"), (5, "exception")):
+            sim.set_fault(unit, fault)
+        for _ in range(3):
+            for d in (d1, d2, d3):
+                with pytest.raises(BadReply):
+                    await d.read_all()
+            with pytest.raises(DeviceException):
+                await d5.read_all()
+            assert {p.name for p, _ in await d4.read_all()} == {"moisture", "temperature", "ec", "water_potential"}
+        sim.write(b"\x00\xffnoise between frames")  # line noise while nobody waits for a reply
+        await asyncio.sleep(0.05)
+        assert await d4.read_all()  # the noise is reported with the next transaction
+        st = line.stats()
+        assert st["crc_errors"] + st["garbled"] == 6 and st["crc_errors"] >= 3 and st["truncated"] == 3
+        assert st["exceptions"] == 3 and st["stale_bytes"] > 0
+        for unit in (1, 2, 3, 5):
+            sim.set_fault(unit, None)
+        for d in (d1, d2, d3, d4, d5):
+            assert {p.name: v for p, v in await d.read_all()} == sim.expected(d.unit)
+        await line.close()
+
+
+async def test_port_lost_and_missing_port_are_reopened(tmp_path):
+    with rtu_line(tmp_path, units=(1, 2), settings=E9600) as sim:
+        line = worker_line(sim.path, timeout=0.1, backoff_initial=0.05, backoff_max=0.1)
+        d1, d2 = devices_on(line, (1, 2))
+        await d1.read_all()
+        sim.vanish()
+        await asyncio.sleep(0.05)
+        with pytest.raises(DeviceUnreachable):
+            await d1.read_all()
+        await asyncio.sleep(0.2)
+        with pytest.raises(DeviceUnreachable, match="does not exist"):  # the worker reports why it cannot open
+            await eventually_async(lambda: _raising(d2), timeout=2.0)
+        assert line.stats()["state"] == "reopening"
+        sim.restore()
+        await eventually_async(lambda: reads_ok(d1, d2), timeout=3.0)
+        st = line.stats()
+        assert st["state"] == "open" and st["port_failures"] >= 2 and line.counters["worker_deaths"] == 0
+        assert st["slaves"]["1"]["consecutive_failures"] == 0  # the slaves were not blamed for the port
+        await line.close()
+        assert_clean_wire(sim)
+
+
+async def _raising(dev):
+    """Read until the failure names its cause (the first attempts may still meet the dying worker)."""
+    try:
+        await dev.read_all()
+    except DeviceUnreachable as exc:
+        if "does not exist" in str(exc):
+            raise
+    return None
+
+
+async def test_a_killed_worker_is_restarted_at_once_counted_and_logged_once(tmp_path, caplog):
+    with rtu_line(tmp_path, units=(1, 2), settings=E9600) as sim:
+        line = worker_line(sim.path, timeout=0.2, backoff_initial=5.0)  # a port backoff would take 5 s
+        d1, d2 = devices_on(line, (1, 2))
+        await d1.read_all()
+        first = line._port.proc
+        caplog.set_level(logging.INFO, logger="canopy.modbus.rtu")
+        task = asyncio.create_task(d2.read_all())  # on the wire when the worker dies
+        await asyncio.sleep(0.01)
+        os.kill(first.pid, signal.SIGKILL)
+        with pytest.raises(DeviceUnreachable, match="worker died"):
+            await task
+        t0 = time.monotonic()
+        values = await eventually_async(lambda: reads_ok(d1, d2), timeout=2.0)
+        assert time.monotonic() - t0 < 1.0, "the worker was not restarted at once"
+        assert {p.name: v for p, v in values[1]} == sim.expected(2)
+        assert line.counters["worker_deaths"] == 1 and line.counters["worker_starts"] == 2
+        assert line._port.proc.pid != first.pid
+        warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(warnings) == 1 and "worker died" in warnings[0].getMessage()
+        assert any("recovered" in r.getMessage() for r in caplog.records)
+        await line.close()
+        assert_clean_wire(sim)
+
+
+async def test_close_fails_queued_requests_and_stops_the_worker(tmp_path):
+    with rtu_line(tmp_path, units=range(1, 6), settings=E9600) as sim:
+        line = worker_line(sim.path, timeout=0.3)
+        devs = devices_on(line, range(1, 6))
+        await devs[0].read_all()
+        proc = line._port.proc
+        tasks = [asyncio.create_task(d.read_all()) for d in devs]
+        await asyncio.sleep(0.005)
+        await line.close()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert isinstance(results[0], list)  # on the wire: completed
+        assert all(isinstance(r, DeviceUnreachable) for r in results[2:])  # queued: failed
+        assert proc.poll() is not None
+        assert_clean_wire(sim)
+
+
+async def test_ascii_framer_through_the_worker(tmp_path):
+    settings = SerialSettings(9600, 7, "E", 1)
+    with rtu_line(tmp_path, units=(1, 17), settings=settings, framer="ascii") as sim:
+        line = worker_line(sim.path, settings, framer="ascii", timeout=0.3)
+        for d in devices_on(line, (1, 17)):
+            assert {p.name: v for p, v in await d.read_all()} == sim.expected(d.unit)
+        sim.set_fault(17, "crc")
+        with pytest.raises(BadReply, match="LRC"):
+            await devices_on(line, (17,))[0].read_all()
+        assert line.stats()["crc_errors"] == 1
+        await line.close()
+
+
+def test_process_is_a_typed_option_of_the_line():
+    from pydantic import ValidationError
+
+    from gateway.poll.buses.modbus_rtu import ModbusRtuConfig
+
+    base = {"id": "field-485", "type": "modbus_rtu", "port": "/dev/ttyUSB0", "devices": []}
+    assert ModbusRtuConfig.model_validate(base).process is False
+    assert ModbusRtuConfig.model_validate({**base, "process": True}).process is True
+    with pytest.raises(ValidationError, match="process"):
+        ModbusRtuConfig.model_validate({**base, "process": "sometimes"})
