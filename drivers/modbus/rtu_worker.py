@@ -143,25 +143,14 @@ class Worker:
 
 def open_port(path: str, cfg: dict) -> int:
     """The port as a non-blocking fd, opened exclusively (as ``AsyncSerialPort.open``)."""
-    import serial
-
-    from drivers.serial_line.opening import describe_open_error, termios_settings
+    from drivers.serial_line.opening import OpenFailed, open_nonblocking
     from drivers.serial_line.settings import SerialSettings
 
-    eff = termios_settings(path, SerialSettings(**cfg["settings"]))
     try:
-        ser = serial.Serial(None, baudrate=eff.baudrate, bytesize=eff.bytesize, parity=eff.parity,
-                            stopbits=eff.stopbits, timeout=0, write_timeout=0, exclusive=True)
-        ser.port = path
-        ser.open()
-    except (OSError, serial.SerialException, ValueError) as exc:
-        raise Lost(describe_open_error(path, exc)) from None
+        ser = open_nonblocking(path, SerialSettings(**cfg["settings"]), exclusive=True)
+    except OpenFailed as exc:
+        raise Lost(str(exc)) from None
     fd = ser.fileno()
-    os.set_blocking(fd, False)
-    try:
-        ser.reset_input_buffer()  # whatever was on the line before we listened is not ours
-    except (OSError, serial.SerialException):
-        pass
     _keep.append(ser)  # the fd lives as long as the process
     return fd
 

@@ -54,3 +54,29 @@ def describe_open_error(path: str, exc: BaseException) -> str:
     if err in (errno.EBUSY, errno.EWOULDBLOCK) or "lock" in str(exc).lower():
         return f"{path} is in use by another program"
     return f"cannot open {path}: {getattr(exc, 'strerror', None) or exc}"
+
+
+class OpenFailed(Exception):
+    """The port could not be opened; the message says why in an installer's words."""
+
+
+def open_nonblocking(path: str, settings: SerialSettings, *, exclusive: bool = True):
+    """Open ``path`` with ``settings`` (as :func:`termios_settings` adapts them), non-blocking, input flushed.
+
+    Returns the ``serial.Serial``; raises :class:`OpenFailed`.  pyserial is imported here, on first use."""
+    import serial
+
+    eff = termios_settings(path, settings)
+    try:
+        ser = serial.Serial(None, baudrate=eff.baudrate, bytesize=eff.bytesize, parity=eff.parity,
+                            stopbits=eff.stopbits, timeout=0, write_timeout=0, exclusive=exclusive)
+        ser.port = path
+        ser.open()
+    except (OSError, serial.SerialException, ValueError) as exc:
+        raise OpenFailed(describe_open_error(path, exc)) from None
+    os.set_blocking(ser.fileno(), False)
+    try:
+        ser.reset_input_buffer()  # whatever was on the line before we listened is not ours
+    except (OSError, serial.SerialException):
+        pass
+    return ser

@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import serial
 
+from drivers.serial_line.opening import OpenFailed, open_nonblocking
 from drivers.serial_line.opening import describe_open_error, is_pty, termios_settings  # noqa: F401 - re-exported
 from drivers.serial_line.settings import SerialSettings
 
@@ -59,22 +60,12 @@ class AsyncSerialPort:
     def open(self) -> None:
         """Open and start reading; raises PortError with an installer-readable reason."""
         self._loop = asyncio.get_running_loop()
-        eff = termios_settings(self.path, self.settings)
         try:
-            ser = serial.Serial(None, baudrate=eff.baudrate, bytesize=eff.bytesize, parity=eff.parity,
-                                stopbits=eff.stopbits, timeout=0, write_timeout=0, exclusive=self.exclusive)
-            ser.port = self.path
-            ser.open()
-        except (OSError, serial.SerialException, ValueError) as exc:
-            raise PortError(describe_open_error(self.path, exc)) from None
-        fd = ser.fileno()
-        os.set_blocking(fd, False)
-        try:
-            ser.reset_input_buffer()  # whatever was on the line before we listened is not ours
-        except (OSError, serial.SerialException):
-            pass
-        self._serial, self._fd, self.lost_reason = ser, fd, None
-        self._loop.add_reader(fd, self._readable)
+            ser = open_nonblocking(self.path, self.settings, exclusive=self.exclusive)
+        except OpenFailed as exc:
+            raise PortError(str(exc)) from None
+        self._serial, self._fd, self.lost_reason = ser, ser.fileno(), None
+        self._loop.add_reader(self._fd, self._readable)
 
     def _readable(self) -> None:
         fd = self._fd
