@@ -11,7 +11,8 @@ from typing import Any, Protocol
 
 from drivers.errors import BadReply, DeviceException
 from drivers.modbus import codec
-from drivers.modbus.planner import ReadRequest, Span, plan_reads, slice_for
+from drivers.modbus.planner import ReadRequest, Span, plan_reads
+from drivers.modbus.point_reader import compile_request, decode_all
 from drivers.modbus.profile import Point, Profile
 
 
@@ -40,20 +41,16 @@ class ModbusDevice:
         self.requests: list[ReadRequest] = plan_reads(
             spans, max_registers=min(max_read_registers, profile.max_read_registers), max_gap=max_gap
         )
+        self._compiled = [(req, compile_request(req, self.points)) for req in self.requests]
 
     async def read_all(self) -> list[tuple[Point, Any]]:
-        """Every point's engineering value; raises a DeviceError if any request fails."""
+        """Every point's engineering value; raises a DeviceError if any request fails.
+
+        Points are decoded by decoders compiled once per device (``point_reader``), not looked up and
+        dispatched per point per poll: a bus polled back to back spent a sixth of its CPU there."""
         out: list[tuple[Point, Any]] = []
-        for req in self.requests:
-            values = await self._read(req)
-            for span in req.spans:
-                point = self.points[span.key]
-                raw_slice = slice_for(req, span, values)
-                try:
-                    raw = bool(raw_slice[0]) if req.table in ("coil", "discrete") else codec.decode(raw_slice, point.layout)
-                except codec.DecodeError as exc:
-                    raise BadReply(f"{point.name}: {exc}") from None
-                out.append((point, codec.to_engineering(raw, point.scale, point.offset)))
+        for req, compiled in self._compiled:
+            decode_all(compiled, await self._read(req), out)
         return out
 
     async def _read(self, req: ReadRequest) -> list:

@@ -32,7 +32,6 @@ from core.backoff import Backoff, FailureLog
 from core.tasks import cancel_and_wait
 from drivers.errors import DeviceError, DeviceUnreachable
 from drivers.modbus.device import ModbusDevice
-from drivers.modbus.point_reader import compile_request, decode_all
 from drivers.modbus.rtu_process import WorkerPort, WorkerWire
 from drivers.modbus.rtu_slaves import SlavePolicy, Slaves
 from drivers.modbus.rtu_timeouts import TimeoutBounds
@@ -380,19 +379,7 @@ class SlaveTransport:
 
 
 class RtuDevice(ModbusDevice):
-    """A Modbus device on an RTU line: writes (commands) jump ahead of queued polls, and its points
-    are decoded by decoders compiled once (``point_reader``: a line polled back to back spends a
-    sixth of its CPU there otherwise)."""
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self._compiled = [(req, compile_request(req, self.points)) for req in self.requests]
-
-    async def read_all(self) -> list[tuple[Any, Any]]:
-        out: list[tuple[Any, Any]] = []
-        for req, compiled in self._compiled:
-            decode_all(compiled, await self._read(req), out)
-        return out
+    """A Modbus device on an RTU line: writes (commands) jump ahead of queued polls."""
 
     async def write(self, point_name: str, value) -> None:
         token = request_priority.set(COMMAND)
