@@ -128,6 +128,8 @@ def parse_serial_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--units", default="1-10", help="for 'probes': unit ids, e.g. 1-10 or 3,7,12")
     p.add_argument("--framer", default="rtu", choices=["rtu", "ascii"])
     p.add_argument("--turnaround", type=float, default=None, help="seconds from request end to reply start (default: 3.5 chars)")
+    p.add_argument("--spin-us", type=float, default=0.0,
+                   help="poll (yielding) instead of sleeping this long before a reply is due: a bench's precision")
     _serial_args(p, 9600)
     p = sub.add_parser("serial", help="a line-oriented weather sensor (NMEA 0183 or key=value) on a pty")
     p.add_argument("format", choices=["nmea", "kv"])
@@ -206,7 +208,8 @@ async def run_serial(args: argparse.Namespace) -> int:
                 return 2
         else:
             devices = SITES[args.site](clock, args.seed)
-        sim = RtuLineSimulator(devices, settings, framer=args.framer, link=args.link, turnaround=args.turnaround)
+        sim = RtuLineSimulator(devices, settings, framer=args.framer, link=args.link, turnaround=args.turnaround,
+                               spin=args.spin_us / 1e6)
         handler = _rtu_command
         hello = {"simulator": "rtu", "site": args.site, "framer": args.framer,
                  "devices": [{"id": d.id, "unit": d.unit, "profile": d.profile.name} for d in devices]}

@@ -40,9 +40,13 @@ class PtyLine:
 
     name = "pty-line"
 
-    def __init__(self, settings: SerialSettings | None = None, link: str | None = None):
+    def __init__(self, settings: SerialSettings | None = None, link: str | None = None, spin: float = 0.0):
         self.settings = settings or SerialSettings()
         self.link = link
+        # ``spin``: seconds before a deadline (or input expected) the thread stops sleeping and polls,
+        # yielding the CPU between polls: a test instrument's precision (bench/rtu_bus.py), where a VM
+        # wakes a sleeper 0.1-0.5 ms late; hardware slaves have a UART.  0 (the default): only ``select``.
+        self.spin = spin
         self.master_fd: int | None = None
         self.slave_fd: int | None = None
         self.pts: str | None = None
@@ -200,10 +204,16 @@ class PtyLine:
                 done.set()
             now = time.monotonic()
             deadline = self.next_deadline()
-            timeout = 0.2 if deadline is None else max(0.0, deadline - now)
+            timeout = 0.2 if deadline is None else max(0.0, deadline - now - self.spin)
+            watch = self.input_expected() if self.spin else None
+            if watch is not None:  # stamp the input's arrival precisely too: poll from a little before
+                timeout = min(timeout, max(0.0, watch[0] - now - self.spin))
             fds = [self._wake_r] + ([self.master_fd] if self.master_fd is not None else [])
             try:
                 readable, _, _ = select.select(fds, [], [], min(timeout, 0.2))
+                if not readable and self.spin and (deadline is not None or watch is not None):
+                    until = min(t for t in (deadline, watch and watch[1]) if t is not None)
+                    readable = self._poll_until(until, fds)
             except (OSError, ValueError):  # fd closed under us by vanish()
                 continue
             if self._wake_r in readable:
@@ -225,9 +235,24 @@ class PtyLine:
             with self.lock:
                 self.on_timer(time.monotonic())
 
+    @staticmethod
+    def _poll_until(deadline: float, fds: list[int]) -> list[int]:
+        """The last ``spin`` seconds before a deadline: poll, yielding between polls; stop early on input."""
+        while time.monotonic() < deadline:
+            readable = select.select(fds, [], [], 0)[0]
+            if readable:
+                return readable
+            os.sched_yield()
+        return []
+
     # -- for subclasses --------------------------------------------------------------------
     def next_deadline(self) -> float | None:
         """Monotonic time of the next thing to do (None: nothing scheduled)."""
+        return None
+
+    def input_expected(self) -> tuple[float, float] | None:
+        """(from, until): when the gateway's next bytes are expected, so that with ``spin`` their
+        arrival is stamped without a sleeper's wake-up delay; None: not expected now."""
         return None
 
     def on_bytes(self, data: bytes, t: float) -> None:

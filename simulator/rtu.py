@@ -35,6 +35,7 @@ from __future__ import annotations
 import collections
 import random
 import struct
+import time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -141,8 +142,8 @@ class RtuLineSimulator(PtyLine):
 
     def __init__(self, devices: list[SimulatedDevice], settings: SerialSettings | None = None, *,
                  framer: Literal["rtu", "ascii"] = "rtu", link: str | None = None, turnaround: float | None = None,
-                 strict: bool = True, seed: int = 1):
-        super().__init__(settings, link)
+                 strict: bool = True, seed: int = 1, spin: float = 0.0):
+        super().__init__(settings, link, spin)
         units = [d.unit for d in devices]
         if len(set(units)) != len(units):
             raise ValueError(f"duplicate unit ids in {units}")
@@ -212,6 +213,16 @@ class RtuLineSimulator(PtyLine):
         if self._rx:
             deadlines.append(self._rx_last + self._frame_silence())
         return min(deadlines) if deadlines else None
+
+    WATCH_S = 0.003  # how long after the earliest moment a request may start it is watched for
+
+    def input_expected(self) -> tuple[float, float] | None:
+        """After our reply, the master's next request may start t3.5 later: watched for a while then."""
+        if not self._after_reply or self._rx or self._pending is not None or self.framer != "rtu":
+            return None
+        start = self._wire_free + self.settings.t35
+        end = start + self.WATCH_S
+        return (start, end) if time.monotonic() < end else None
 
     def _frame_silence(self) -> float:
         # a partial frame followed by this much silence is over (a pty delivers frames whole)

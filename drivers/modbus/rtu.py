@@ -23,6 +23,7 @@ import collections
 import contextvars
 import itertools
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -44,7 +45,17 @@ log = logging.getLogger("canopy.modbus.rtu")
 COMMAND = 0
 POLL = 10
 SCAN = 20
-PIPELINE = 2  # process mode: one request on the wire, the next already waiting in the worker
+# Process mode: requests waiting in the worker, so a stall of the gateway's loop (a commit, a batch
+# encoded) does not leave the line idle; ~20 ms of them (a typical 8-character read and its
+# 17-character reply each), at least two, at most eight: a command waits behind those only.
+PIPELINE_AHEAD_S = 0.02
+PIPELINE_MAX = 8
+
+
+def pipeline_depth(settings: SerialSettings) -> int:
+    """How many requests a line's worker holds at once: 2 at 9600 baud, 3 at 38400, 5 at 115200."""
+    per_request = 25 * settings.char_time + settings.t35
+    return max(2, min(PIPELINE_MAX, math.ceil(PIPELINE_AHEAD_S / per_request)))
 
 # The priority of requests made from the current task; RtuDevice.write raises it.
 request_priority: contextvars.ContextVar[int] = contextvars.ContextVar("canopy_rtu_priority", default=POLL)
@@ -104,7 +115,7 @@ class ModbusRtuLine:
         self._idle = asyncio.Event()  # no request on the wire (or in the worker)
         self._idle.set()
         self._busy = 0
-        self._slots = asyncio.Semaphore(PIPELINE)  # requests in the worker at once (process mode)
+        self._slots = asyncio.Semaphore(pipeline_depth(self.settings))  # requests in the worker at once (process mode)
         self._jobs: set[asyncio.Task] = set()
         self._closed = False
         self._port: AsyncSerialPort | None = None

@@ -209,3 +209,21 @@ def test_the_line_times_the_masters_reaction_and_its_own_jitter(tmp_path):
         assert 4.9 <= st["reaction_ms"]["p50"] < 30.0, st["reaction_ms"]
         assert st["jitter_ms"]["n"] == 6 and 0 <= st["jitter_ms"]["p50"] < 30.0, st["jitter_ms"]
         assert st["gap_violations"] == 0
+
+
+def test_a_spinning_line_serves_the_same_replies_and_timings_without_missing_input(tmp_path):
+    """``spin`` (the bench's precision): polls before a reply is due and while a request is expected,
+    and still answers each request exactly once, never early, with the reaction measured."""
+    with rtu_line(tmp_path, units=(1, 2), settings=E9600, spin=0.0003) as sim:
+        with open_master(sim.path, E9600) as port:
+            for unit in (1, 2, 1, 2):
+                req = framing.rtu_encode(unit, bytes((3, 0, 0, 0, 6)))
+                t0 = time.monotonic()
+                port.write(req)
+                reply, t1 = read_frame(port, 17)
+                assert framing.rtu_crc_ok(reply) and reply[0] == unit
+                assert t1 - t0 >= (len(req) + 17) * E9600.char_time + E9600.t35  # never before the wire allows
+                time.sleep(max(0.0, t1 + E9600.t35 + 0.001 - time.monotonic()))
+        st = sim.stats()
+        assert st["replies"] == 4 and st["gap_violations"] == 0 and st["collisions"] == 0
+        assert st["reaction_ms"]["n"] == 3 and 0.9 <= st["reaction_ms"]["p50"] < 30.0, st["reaction_ms"]

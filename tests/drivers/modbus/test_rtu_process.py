@@ -228,3 +228,34 @@ def test_process_is_a_typed_option_of_the_line():
     assert ModbusRtuConfig.model_validate({**base, "process": True}).process is True
     with pytest.raises(ValidationError, match="process"):
         ModbusRtuConfig.model_validate({**base, "process": "sometimes"})
+
+
+def test_the_worker_holds_about_20_ms_of_requests_so_a_stalled_loop_does_not_idle_the_line():
+    from drivers.modbus.rtu import pipeline_depth
+
+    depth = {b: pipeline_depth(SerialSettings(b, 8, "E", 1)) for b in (1200, 9600, 19200, 38400, 57600, 115200)}
+    # a command waits behind these only: two at slow bauds, more where a request takes ~4 ms
+    assert depth == {1200: 2, 9600: 2, 19200: 2, 38400: 3, 57600: 4, 115200: 5}
+
+
+def _slice_ns(pid: int) -> int | None:
+    for row in open(f"/proc/{pid}/sched"):
+        if row.startswith("se.slice"):
+            return int(row.split(":")[1])
+    return None
+
+
+async def test_the_worker_asks_the_kernel_for_a_short_slice_not_real_time(tmp_path):
+    """Linux >= 6.12 (EEVDF): a 0.1 ms slice lets the woken worker preempt a busy gateway on its core."""
+    release = tuple(int(x) for x in os.uname().release.split(".")[:2])
+    with rtu_line(tmp_path, units=(1,), settings=E38400) as sim:
+        line = worker_line(sim.path, E38400, timeout=0.3)
+        await devices_on(line, (1,))[0].read_all()
+        pid = line._port.proc.pid
+        assert os.sched_getscheduler(pid) == os.SCHED_OTHER  # the unit forbids real-time scheduling
+        assert os.getpriority(os.PRIO_PROCESS, pid) == os.getpriority(os.PRIO_PROCESS, 0)  # the gateway's nice
+        if release >= (6, 12):
+            assert _slice_ns(pid) == 100_000
+        else:  # older kernels keep their default slice; the worker runs all the same
+            assert _slice_ns(pid) != 100_000 or _slice_ns(pid) is None
+        await line.close()
