@@ -194,7 +194,10 @@ class ModbusRtuLine:
         for task in list(self._jobs):
             await cancel_and_wait(task)
         self._fail_queued()
+        port = self._port
         self._close_port()
+        if isinstance(port, WorkerPort):
+            await port.wait_closed()  # the worker has exited when the line says it is closed
         self.wire.close()
 
     def _fail_queued(self) -> None:

@@ -19,6 +19,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,6 +30,10 @@ from drivers.serial_line.port import PortError
 from drivers.serial_line.settings import SerialSettings
 
 _ROOT = str(Path(__file__).resolve().parents[2])  # the directory holding the ``drivers`` package
+EXIT_POLL_S = 0.005  # how often a stopping worker's exit is looked for (never waited for on the loop)
+EXIT_STATUS_WAIT_S = 0.2  # a worker that closed its end and has not exited by then: reported as died
+STOP_GRACE_S = 0.5  # a worker still running this long after its socket closed is killed
+_reapers: set[asyncio.Task] = set()  # workers being stopped: the tasks are kept until they end
 
 
 class WorkerPort:
@@ -48,7 +53,9 @@ class WorkerPort:
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ids = itertools.count(1)
-        self._waiting: dict[int, asyncio.Future] = {}  # <= the jobs in the worker (two)
+        self._waiting: dict[int, asyncio.Future] = {}  # <= the jobs in the worker (rtu.pipeline_depth)
+        self._ending: str | None = None  # the worker closed its end: why, until its exit status is known
+        self._reaper: asyncio.Task | None = None
 
     @property
     def is_open(self) -> bool:
@@ -78,6 +85,9 @@ class WorkerPort:
             raise PortLost(self.lost_reason or f"{self.path} is not open")
         job_id = next(self._ids) & 0xFFFFFFFF
         fut = self._loop.create_future()
+        if self._ending is not None:  # failed with the right reason once the exit status is known
+            self._waiting[job_id] = fut
+            return fut
         try:
             self._sock.send(JOB.pack(job_id, unit, fc, broadcast, timeout) + frame)
         except OSError as exc:
@@ -100,7 +110,9 @@ class WorkerPort:
                     reset = str(exc)
                     continue
             if not msg:
-                self._lost(self._death(reset))
+                self._detach()
+                self._ending = reset
+                self._check_exit(0)
                 return
             fields = RESULT.unpack_from(msg)
             if fields[1] == LOST:
@@ -114,13 +126,19 @@ class WorkerPort:
             if fut is not None and not fut.done():
                 fut.set_result((*fields[2:], msg[RESULT.size:]))
 
-    def _death(self, why: str) -> str:
-        """The worker closed its end without saying why: it died (killed, crashed), or exited on a
-        port failure whose message was lost; its exit status tells (it is exiting: wait briefly)."""
-        try:
-            code = self.proc.wait(0.2) if self.proc is not None else None
-        except subprocess.TimeoutExpired:
-            code = None
+    def _check_exit(self, checks: int) -> None:
+        """The worker closed its end without saying why: it died (killed, crashed), or exited on a port
+        failure whose message was lost.  Its exit status tells; it is exiting, so it is looked for
+        every few ms (never waited for on the loop) for up to EXIT_STATUS_WAIT_S."""
+        if self._sock is None or self.lost_reason is not None:  # closed meanwhile
+            return
+        code = self.proc.poll() if self.proc is not None else None
+        if code is None and checks * EXIT_POLL_S < EXIT_STATUS_WAIT_S:
+            self._loop.call_later(EXIT_POLL_S, self._check_exit, checks + 1)
+            return
+        self._lost(self._death(code, self._ending or ""))
+
+    def _death(self, code: int | None, why: str) -> str:
         self.died = code != EXIT_LOST
         return "line worker stopped on a port failure" if code == EXIT_LOST else \
             f"line worker died (exit status {code}{', ' + why if why else ''})"
@@ -144,7 +162,8 @@ class WorkerPort:
                 pass
 
     def close(self) -> None:
-        """Stop the worker: it exits when its socket closes (a few ms); a stuck one is killed."""
+        """Stop the worker without waiting for it: it exits when its socket closes (a few ms); one still
+        running after STOP_GRACE_S is killed.  ``wait_closed`` waits for that."""
         self._detach()
         if self._sock is not None:
             self._sock.close()
@@ -153,13 +172,38 @@ class WorkerPort:
             if not fut.done():
                 fut.set_exception(PortLost(f"{self.path} closed"))
         self._waiting.clear()
-        if self.proc is not None:
-            try:
-                self.proc.wait(0.5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            self.proc = None
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            self._reaper = asyncio.get_running_loop().create_task(_stop(proc))
+        except RuntimeError:  # no loop (interpreter exit): wait here, nothing else is running
+            _stop_now(proc)
+            return
+        _reapers.add(self._reaper)
+        self._reaper.add_done_callback(_reapers.discard)
+
+    async def wait_closed(self) -> None:
+        """After ``close``: until the worker has exited."""
+        if self._reaper is not None:
+            await asyncio.shield(self._reaper)
+
+
+async def _stop(proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + STOP_GRACE_S
+    while proc.poll() is None:
+        if time.monotonic() >= deadline:
+            proc.kill()  # stuck: SIGKILL, then reaped on the next look
+            deadline = float("inf")
+        await asyncio.sleep(EXIT_POLL_S)
+
+
+def _stop_now(proc: subprocess.Popen) -> None:
+    try:
+        proc.wait(STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 class WorkerWire(RtuWire):

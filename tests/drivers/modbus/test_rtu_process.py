@@ -259,3 +259,24 @@ async def test_the_worker_asks_the_kernel_for_a_short_slice_not_real_time(tmp_pa
         else:  # older kernels keep their default slice; the worker runs all the same
             assert _slice_ns(pid) != 100_000 or _slice_ns(pid) is None
         await line.close()
+
+
+async def test_closing_a_line_whose_worker_is_stuck_never_blocks_the_loop_and_kills_it(tmp_path):
+    with rtu_line(tmp_path, units=(1,), settings=E9600) as sim:
+        line = worker_line(sim.path, timeout=0.3)
+        await devices_on(line, (1,))[0].read_all()
+        proc = line._port.proc
+        os.kill(proc.pid, signal.SIGSTOP)  # it cannot see its socket close
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        t = asyncio.create_task(ticker())
+        await line.close()  # waits the grace (0.5 s), then kills it: all on the loop's time
+        t.cancel()
+        assert proc.poll() == -signal.SIGKILL, "the stuck worker outlived its line"
+        assert ticks >= 10, f"the loop was blocked while the worker stopped ({ticks} ticks in the grace)"
