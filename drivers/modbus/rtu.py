@@ -159,13 +159,18 @@ class ModbusRtuLine:
             plan = self._plan(timeout or self.timeout, True, slave.probe_wait() if probing else None)
         self._start()
         fut = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((prio, next(self._seq), _Job(prio, request_fn, plan, unit, fut)))
+        job = _Job(prio, request_fn, plan, unit, fut)
+        if self.process and self._queue.empty() and not self._slots.locked():
+            run = self._direct(job)  # nothing queued ahead, room in the worker: no hop through the owner
+        else:
+            self._queue.put_nowait((prio, next(self._seq), job))
+            run = fut
         if slave is None:
-            return await fut
+            return await run
         slave.requests += 1
         t0 = time.monotonic()
         try:
-            result = await fut
+            result = await run
         except DeviceError as exc:
             self.slaves.failed(slave, exc, time.monotonic())
             raise
@@ -275,6 +280,21 @@ class ModbusRtuLine:
                     await self._guarded(job)
                 finally:
                     self._job_done()
+
+    async def _direct(self, job: _Job) -> Any:
+        """Process mode: run the request from the caller's task when nothing is queued ahead of it and
+        the worker has room; two task steps fewer per request than through the owner (less CPU, and
+        the next request reaches the worker sooner on a busy loop).  The order on the wire is the
+        same: a request only goes direct when no other waits."""
+        await self._slots.acquire()  # free (checked by the caller): returns at once
+        self._busy += 1
+        self._idle.clear()
+        try:
+            await self._guarded(job)
+        finally:
+            self._slots.release()
+            self._job_done()
+        return job.future.result()
 
     def _job_done(self, task: asyncio.Task | None = None) -> None:
         self._busy -= 1
