@@ -199,7 +199,8 @@ class RtuLineSimulator(PtyLine):
             reaction, jitter = list(self.reaction), list(self.jitter)
             out = {**self.counters, "slaves": {s.unit: {"id": s.id, "requests": s.requests, "replies": s.replies,
                                                         "fault": s.fault} for s in self.slaves.values()}}
-        return {**out, "reaction_ms": percentiles_ms(reaction), "jitter_ms": percentiles_ms(jitter)}
+        return {**out, "reaction_ms": percentiles_ms(reaction), "jitter_ms": percentiles_ms(jitter),
+                "jitter_hist_10us": histogram_10us(jitter)}
 
     # -- the wire (serving thread) ---------------------------------------------------------------
     def reset(self) -> None:
@@ -358,6 +359,27 @@ def percentiles_ms(seconds: list[float]) -> dict | None:
     ordered = sorted(seconds)
     pick = lambda q: round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 3)  # noqa: E731
     return {"p50": pick(0.5), "p99": pick(0.99), "n": len(ordered)}
+
+
+def histogram_10us(seconds: list[float]) -> dict[str, int]:
+    """Counts per 10 us bin (the last bin, "500", holds 5 ms and more): to pool several runs' samples."""
+    return {str(k): n for k, n in sorted(collections.Counter(min(500, max(0, int(x * 1e5 + 1e-6))) for x in seconds).items())}
+
+
+def pooled_p99_ms(histograms: list[dict[str, int]]) -> float | None:
+    """The p99 (upper edge of its 10 us bin, in ms) of the samples of several ``histogram_10us``."""
+    total = collections.Counter()
+    for h in histograms:
+        total.update({int(k): n for k, n in h.items()})
+    n = sum(total.values())
+    if not n:
+        return None
+    seen = 0
+    for k in sorted(total):
+        seen += total[k]
+        if seen >= 0.99 * n:
+            return round((k + 1) / 100, 3)
+    return None
 
 
 def soil_probes(units: list[int], clock, seed: int = 1, profiles_dir=None) -> list[SimulatedDevice]:

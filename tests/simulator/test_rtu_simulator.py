@@ -227,3 +227,14 @@ def test_a_spinning_line_serves_the_same_replies_and_timings_without_missing_inp
         st = sim.stats()
         assert st["replies"] == 4 and st["gap_violations"] == 0 and st["collisions"] == 0
         assert st["reaction_ms"]["n"] == 3 and 0.9 <= st["reaction_ms"]["p50"] < 30.0, st["reaction_ms"]
+
+
+def test_jitter_of_several_runs_pools_into_one_p99():
+    from simulator.rtu import histogram_10us, pooled_p99_ms
+
+    quiet = histogram_10us([0.00003] * 990)  # 30 us: bin 3
+    spiky = histogram_10us([0.00004] * 8 + [0.0006, 0.009])  # two late ones, 0.6 ms and 9 ms
+    assert quiet == {"3": 990} and spiky == {"4": 8, "60": 1, "500": 1}
+    assert pooled_p99_ms([quiet, spiky]) == 0.04  # two of 1,000 late: the p99 is not one of them
+    assert pooled_p99_ms([spiky]) == 5.01  # alone, its p99 is its worst (the last bin: >= 5 ms)
+    assert pooled_p99_ms([{}, {}]) is None
