@@ -246,7 +246,9 @@ class ModbusRtuLine:
 
     def _state(self) -> str:
         if self._is_open():
-            return "open"
+            if getattr(self._port, "opened", True):
+                return "open"
+            return "reopening" if self._fail.failures else "opening"  # a worker not yet on its port
         return "closed" if self._closed else "reopening" if self._port_error else "idle"
 
     # -- the owner task -------------------------------------------------------------------------

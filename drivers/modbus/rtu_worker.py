@@ -38,8 +38,10 @@ OK, LOST, OPENED = 0, 1, 2
 EXIT_LOST = 3  # exit status after a port failure (1 is Python's for an uncaught exception: a death)
 MAX_MSG = 4096
 # A core idle for the whole gap (32 ms at 1200 baud) wakes ~0.2 ms later than one idle for 1 ms:
-# the gap is slept in two parts, the last one this short (one more wake-up, no spinning).
+# a sleep longer than LONG_SLEEP (below 19200 baud) is slept in two parts, the last WAKE_EARLY
+# on its own (one more wake-up, no spinning).
 WAKE_EARLY = 0.001
+LONG_SLEEP = 0.003
 
 
 class Lost(Exception):
@@ -60,19 +62,28 @@ class Worker:
         self.stale = 0
 
     def run(self) -> None:
+        """Idle: wait for a job (or line noise).  With a job: wait for the gap, run it, then take the
+        jobs that came meanwhile; the socket is not watched while a job waits, so a job arriving
+        then (it would wait its turn anyway) costs no wake-up of its own."""
         while True:
-            due = max(self.last_rx, self.tx_end, self.gave_up) + self.gap
-            wait = max(0.0, due - time.monotonic()) if self.jobs else None
-            if wait is not None and wait > WAKE_EARLY:
-                wait -= WAKE_EARLY  # a long sleep wakes late (an idle core): wake early, then sleep the rest
-            ready, _, _ = select.select([self.sock, self.fd], [], [], wait)
-            if self.fd in ready:
-                self.stale += len(self.read())  # noise, or a reply given up on: pushes the gap back
+            if not self.jobs:
+                ready, _, _ = select.select([self.sock, self.fd], [], [])
+                if self.fd in ready:
+                    self.stale += len(self.read())  # noise, or a reply given up on: pushes the gap back
+                if self.sock in ready and not self.receive():
+                    return
                 continue
-            if self.sock in ready and not self.receive():
+            due = max(self.last_rx, self.tx_end, self.gave_up) + self.gap
+            wait = due - time.monotonic()
+            if wait > 0:
+                if wait > LONG_SLEEP:
+                    wait -= WAKE_EARLY  # a long sleep wakes late (an idle core): wake early, then sleep the rest
+                if select.select([self.fd], [], [], wait)[0]:
+                    self.stale += len(self.read())
+                continue
+            self.transact(due)
+            if not self.receive():
                 return
-            if self.jobs and time.monotonic() >= due:
-                self.transact(due)
 
     def receive(self) -> bool:
         """Queue every job waiting on the socket; False when the gateway has gone."""

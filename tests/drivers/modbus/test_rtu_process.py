@@ -224,8 +224,8 @@ def test_process_is_a_typed_option_of_the_line():
     from gateway.poll.buses.modbus_rtu import ModbusRtuConfig
 
     base = {"id": "field-485", "type": "modbus_rtu", "port": "/dev/ttyUSB0", "devices": []}
-    assert ModbusRtuConfig.model_validate(base).process is False
-    assert ModbusRtuConfig.model_validate({**base, "process": True}).process is True
+    assert ModbusRtuConfig.model_validate(base).process is True  # the default: the timing kept on a busy gateway
+    assert ModbusRtuConfig.model_validate({**base, "process": False}).process is False
     with pytest.raises(ValidationError, match="process"):
         ModbusRtuConfig.model_validate({**base, "process": "sometimes"})
 
