@@ -38,10 +38,8 @@ OK, LOST, OPENED = 0, 1, 2
 EXIT_LOST = 3  # exit status after a port failure (1 is Python's for an uncaught exception: a death)
 MAX_MSG = 4096
 # A core idle for the whole gap (32 ms at 1200 baud) wakes ~0.2 ms later than one idle for 1 ms:
-# a sleep longer than LONG_SLEEP (below 19200 baud) is slept in two parts, the last WAKE_EARLY
-# on its own (one more wake-up, no spinning).
+# the gap is slept in two parts, the last WAKE_EARLY on its own (one more wake-up, no spinning).
 WAKE_EARLY = 0.001
-LONG_SLEEP = 0.003
 
 
 class Lost(Exception):
@@ -76,7 +74,7 @@ class Worker:
             due = max(self.last_rx, self.tx_end, self.gave_up) + self.gap
             wait = due - time.monotonic()
             if wait > 0:
-                if wait > LONG_SLEEP:
+                if wait > WAKE_EARLY:
                     wait -= WAKE_EARLY  # a long sleep wakes late (an idle core): wake early, then sleep the rest
                 if select.select([self.fd], [], [], wait)[0]:
                     self.stale += len(self.read())
