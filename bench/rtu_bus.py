@@ -34,11 +34,12 @@ Keys
   cpu_us_per_transaction     CPU of this process per transaction during the four-line case
   cpu_ratio_vs_loop          that / the loop's CPU per transaction (one line, 38400); both
                              left out with --busy (the process's CPU then includes the ingest)
-  worker_cpu_us_per_transaction  with --process: the line workers' CPU per transaction (on top
-                             of cpu_us_per_transaction; cpu_ratio_vs_loop then counts both)
+  worker_cpu_us_per_transaction  the line workers' CPU per transaction (on top of
+                             cpu_us_per_transaction; cpu_ratio_vs_loop counts both)
 
-``--process`` runs Canopy's lines with ``process: true`` (a worker process per line,
-drivers/modbus/rtu_worker.py); the baseline loop is the same.
+Canopy's lines run as configured by default, ``process: true`` (a worker process per line,
+drivers/modbus/rtu_worker.py); ``--in-process`` runs them with ``process: false``, on the
+event loop.  The baseline loop is the same either way.
 
 ``--busy`` runs the gateway's real Outbox (SQLite) and Uplink (to a throw-away
 mosquitto) in the same process meanwhile, fed by ``--busy-devices`` fake
@@ -439,7 +440,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-four-lines", dest="four_lines", action="store_false")
     parser.add_argument("--busy", action="store_true", help="run the gateway's outbox + uplink meanwhile")
     parser.add_argument("--busy-devices", type=int, default=200)
-    parser.add_argument("--process", action="store_true", help="run each line in its worker process (process: true)")
+    parser.add_argument("--process", dest="process", action="store_true", default=True,
+                        help="run each line in its worker process (process: true, the default)")
+    parser.add_argument("--in-process", dest="process", action="store_false",
+                        help="run the lines on the event loop (process: false)")
     parser.add_argument("--spin-us", type=float, default=300.0,
                         help="the test slaves poll (yielding) this long before a reply is due instead of sleeping"
                              " (their precision on a VM; 0: sleep only)")
