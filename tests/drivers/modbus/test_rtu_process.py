@@ -280,3 +280,50 @@ async def test_closing_a_line_whose_worker_is_stuck_never_blocks_the_loop_and_ki
         t.cancel()
         assert proc.poll() == -signal.SIGKILL, "the stuck worker outlived its line"
         assert ticks >= 10, f"the loop was blocked while the worker stopped ({ticks} ticks in the grace)"
+
+
+def _exited(pid: int) -> bool:
+    try:
+        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state in ("Z", "X")  # a zombie has exited (its new parent may reap it later)
+
+
+async def test_a_gateway_killed_outright_leaves_no_worker_holding_the_port(tmp_path):
+    """kill -9 of the gateway: its worker sees its socket close and exits, so the restarted gateway
+    gets the port (opened exclusively) instead of "in use"."""
+    import subprocess
+    import sys
+
+    from tests.drivers.serial_line.ptys import ROOT
+
+    script = (
+        "import asyncio, sys\n"
+        "from drivers.modbus.rtu import ModbusRtuLine\n"
+        "from drivers.serial_line.settings import SerialSettings\n"
+        "from tests.drivers.modbus.test_rtu_line import devices_on\n"
+        "async def main():\n"
+        "    line = ModbusRtuLine(sys.argv[1], SerialSettings(9600, 8, 'E', 1), process=True, timeout=0.3)\n"
+        "    dev = devices_on(line, (1,))[0]\n"
+        "    await dev.read_all()\n"
+        "    print(line._port.proc.pid, flush=True)\n"
+        "    while True:\n"
+        "        await dev.read_all()\n"
+        "asyncio.run(main())\n")
+    with rtu_line(tmp_path, units=(1,), settings=E9600) as sim:
+        gateway = subprocess.Popen([sys.executable, "-c", script, sim.path], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        try:
+            worker = int(gateway.stdout.readline())
+            gateway.kill()
+            gateway.wait()
+            deadline = time.monotonic() + 3.0
+            while not _exited(worker) and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            assert _exited(worker), "the worker outlived its gateway and keeps the port"
+        finally:
+            gateway.kill()
+            gateway.wait()
+        line = worker_line(sim.path, timeout=0.3)
+        assert {p.name: v for p, v in await devices_on(line, (1,))[0].read_all()} == sim.expected(1)
+        await line.close()
