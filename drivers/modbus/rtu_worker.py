@@ -17,8 +17,9 @@ Protocol on a SOCK_SEQPACKET socket (one message per datagram):
                      reason, after which the worker exits.
 Jobs are run in the order they arrive; the gateway keeps about 20 ms of them
 in the worker (``rtu.pipeline_depth``: 2 at 9600 baud, 5 at 115200), so a
-stall of its loop does not idle the line and a command waits behind those only.  The worker exits when
-the socket closes (the gateway stopped or died).
+stall of its loop does not idle the line, and a command waits behind those
+only.  The worker exits when the socket closes (the gateway stopped or died),
+at the latest after the transaction under way.
 """
 
 from __future__ import annotations
@@ -198,7 +199,7 @@ def short_slice() -> bool:
     nice, any user may set it for its own process, and the worker never spins.  Older kernels keep
     the default slice (the call is then refused or the field ignored): nothing else changes."""
     number = _SCHED_SETATTR.get(os.uname().machine)
-    if number is None or os.environ.get("CANOPY_RTU_NO_SLICE"):
+    if number is None:
         return False
     try:
         import ctypes
