@@ -294,7 +294,7 @@ def cmd_bus(args) -> int:
     devices = status.get("devices") or {}
     for bus_id, st in buses.items():
         state = st.get("state", "?")
-        colour = "green" if state == "open" else "red"
+        colour = "green" if state == "open" else "yellow" if state == "opening" else "red"
         head = f"[bold]{bus_id}[/] {st.get('type', '')} {st.get('port', '')} {st.get('settings', '')} [{colour}]{state}[/]"
         if st.get("port_error"):
             head += f" ({st['port_error']})"
@@ -327,9 +327,18 @@ def _print_rtu_line(console, st: dict) -> None:
     from rich.table import Table
 
     console.print(f"  utilisation {100 * st.get('utilisation', 0):.1f}% (wire {100 * st.get('wire_utilisation', 0):.1f}%) · "
-                  f"queue {st.get('queue')} · transactions {st.get('transactions')} · timeouts {st.get('timeouts')} · "
-                  f"CRC {st.get('crc_errors')} · garbled {st.get('garbled')} · truncated {st.get('truncated')} · "
-                  f"exceptions {st.get('exceptions')} · reopened {max(0, st.get('opens', 0) - 1)}x")
+                  f"queue {st.get('queue')} · transactions {st.get('transactions')} · "
+                  f"reopened {max(0, st.get('opens', 0) - 1)}x")
+    console.print(f"  timeouts {st.get('timeouts')} · CRC {st.get('crc_errors')} · garbled {st.get('garbled')} · "
+                  f"truncated {st.get('truncated')} · exceptions {st.get('exceptions')}")
+    reaction = st.get("reaction_ms") or {}
+    timing = f"p50 {reaction['p50']:.2f} ms, p99 {reaction['p99']:.2f} ms" if reaction else "no figure yet"
+    if st.get("process"):
+        deaths = st.get("worker_deaths", 0)
+        where = f"worker process, {deaths} restart{'' if deaths == 1 else 's'}"
+    else:
+        where = "on the event loop"
+    console.print(f"  after the gap: {timing} · {where}")
     t = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     t.add_column("unit", justify="right")
     t.add_column("device", overflow="fold", min_width=8)

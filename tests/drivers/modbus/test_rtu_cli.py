@@ -224,7 +224,8 @@ def test_bus_shows_utilisation_success_latency_and_quarantine(tmp_path, capsys, 
         "buses": {
             "field-485": {"type": "modbus_rtu", "port": ports[0], "settings": "9600 8E1", "state": "open", "utilisation": 0.4321,
                           "wire_utilisation": 0.31, "queue": 0, "transactions": 100, "timeouts": 7, "crc_errors": 1, "garbled": 0,
-                          "truncated": 0, "exceptions": 0, "opens": 2,
+                          "truncated": 0, "exceptions": 0, "opens": 2, "process": True, "worker_starts": 3,
+                          "worker_deaths": 1, "reaction_ms": {"p50": 0.071, "p99": 0.143},
                           "slaves": {"1": {"device": "soil-1", "state": "quarantined", "success_rate": 0.93, "failures": 7,
                                            "quarantines": 1, "latency_ms": {"last": 37.0, "avg": 36.7, "p95": 38.2},
                                            "next_probe_in_s": 12.0}}},
@@ -236,7 +237,8 @@ def test_bus_shows_utilisation_success_latency_and_quarantine(tmp_path, capsys, 
     (tmp_path / "canopy-status.json").write_bytes(orjson.dumps(status))
     assert main(["bus", "-c", cfg]) == 0
     out = capsys.readouterr().out
-    for words in ("field-485", "43.2%", "quarantined", "93.0%", "36.7", "38.2", "12s", "weather-232", "checksum errors 2"):
+    for words in ("field-485", "43.2%", "quarantined", "93.0%", "36.7", "38.2", "12s", "weather-232", "checksum errors 2",
+                  "timeouts 7", "after the gap: p50 0.07 ms, p99 0.14 ms · worker process, 1 restart"):
         assert words in out, (words, out)
     rc, data = run_json(capsys, ["bus", "-c", cfg, "--json"])
     assert rc == 0 and data["buses"]["field-485"]["slaves"]["1"]["state"] == "quarantined"
