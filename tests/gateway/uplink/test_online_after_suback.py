@@ -195,6 +195,7 @@ async def test_no_suback_in_time_means_no_online_and_a_new_connection(uplinks, w
         with caplog.at_level(logging.WARNING, logger="canopy.uplink"):
             await until(lambda: uplink.online.is_set() and uplink.connects == 2, what="online on the second connection")
         assert "connection lost: no SUBACK within 0.3 s" in caplog.text
+        await until(watcher.states, what="the state at the watcher")  # it may still be on its way to the watcher
         assert [s["uplink"]["connects"] for s in watcher.states()] == [2], "online was said on the first connection"
     finally:
         await uplink.stop()
