@@ -23,7 +23,6 @@ import collections
 import contextvars
 import itertools
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from core.backoff import Backoff, FailureLog
 from core.tasks import cancel_and_wait
 from drivers.errors import DeviceError, DeviceUnreachable
 from drivers.modbus.device import ModbusDevice
-from drivers.modbus.rtu_process import WorkerPort, WorkerWire
+from drivers.modbus.rtu_process import WorkerPort, WorkerWire, pipeline_depth
 from drivers.modbus.rtu_slaves import SlavePolicy, Slaves
 from drivers.modbus.rtu_timeouts import TimeoutBounds
 from drivers.modbus.rtu_transaction import Framer, PortLost, RtuWire, WaitPlan
@@ -45,18 +44,6 @@ log = logging.getLogger("canopy.modbus.rtu")
 COMMAND = 0
 POLL = 10
 SCAN = 20
-# Process mode: requests waiting in the worker, so a stall of the gateway's loop (a commit, a batch
-# encoded) does not leave the line idle; ~20 ms of them (a typical 8-character read and its
-# 17-character reply each), at least two, at most eight: a command waits behind those only.
-PIPELINE_AHEAD_S = 0.02
-PIPELINE_MAX = 8
-
-
-def pipeline_depth(settings: SerialSettings) -> int:
-    """How many requests a line's worker holds at once: 2 at 9600 baud, 3 at 38400, 5 at 115200."""
-    per_request = 25 * settings.char_time + settings.t35
-    return max(2, min(PIPELINE_MAX, math.ceil(PIPELINE_AHEAD_S / per_request)))
-
 # The priority of requests made from the current task; RtuDevice.write raises it.
 request_priority: contextvars.ContextVar[int] = contextvars.ContextVar("canopy_rtu_priority", default=POLL)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import math
 import os
 import socket
 import subprocess
@@ -36,6 +37,19 @@ STOP_GRACE_S = 0.5  # a worker still running this long after its socket closed i
 _reapers: set[asyncio.Task] = set()  # workers being stopped: the tasks are kept until they end
 
 
+# Process mode: requests waiting in the worker, so a stall of the gateway's loop (a commit, a batch
+# encoded) does not leave the line idle; ~20 ms of them (a typical 8-character read and its
+# 17-character reply each), at least two, at most eight: a command waits behind those only.
+PIPELINE_AHEAD_S = 0.02
+PIPELINE_MAX = 8
+
+
+def pipeline_depth(settings: SerialSettings) -> int:
+    """How many requests a line's worker holds at once: 2 at 9600 baud, 3 at 38400, 5 at 115200."""
+    per_request = 25 * settings.char_time + settings.t35
+    return max(2, min(PIPELINE_MAX, math.ceil(PIPELINE_AHEAD_S / per_request)))
+
+
 class WorkerPort:
     """A worker process owning one serial port; ``submit`` runs one transaction there."""
 
@@ -53,7 +67,7 @@ class WorkerPort:
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ids = itertools.count(1)
-        self._waiting: dict[int, asyncio.Future] = {}  # <= the jobs in the worker (rtu.pipeline_depth)
+        self._waiting: dict[int, asyncio.Future] = {}  # <= the jobs in the worker (pipeline_depth)
         self._ending: str | None = None  # the worker closed its end: why, until its exit status is known
         self._reaper: asyncio.Task | None = None
 

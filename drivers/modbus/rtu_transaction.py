@@ -325,25 +325,22 @@ class WireClient(ModbusClientMixin):
         return self._wire.transact(request, no_response_expected)
 
     # reads: the prebuilt frames of ``rtu_reads`` (pymodbus' signatures; a read expecting no reply goes its way)
-    def read_coils(self, address: int, *, count: int = 1, device_id: int = 1, no_response_expected: bool = False):
+    def _read(self, fc: int, generic, address: int, count: int, device_id: int, no_response_expected: bool):
         if no_response_expected:
-            return super().read_coils(address, count=count, device_id=device_id, no_response_expected=True)
-        return self._wire.read(1, address, count, device_id)
+            return generic(address, count=count, device_id=device_id, no_response_expected=True)
+        return self._wire.read(fc, address, count, device_id)
+
+    def read_coils(self, address: int, *, count: int = 1, device_id: int = 1, no_response_expected: bool = False):
+        return self._read(1, super().read_coils, address, count, device_id, no_response_expected)
 
     def read_discrete_inputs(self, address: int, *, count: int = 1, device_id: int = 1,
                              no_response_expected: bool = False):
-        if no_response_expected:
-            return super().read_discrete_inputs(address, count=count, device_id=device_id, no_response_expected=True)
-        return self._wire.read(2, address, count, device_id)
+        return self._read(2, super().read_discrete_inputs, address, count, device_id, no_response_expected)
 
     def read_holding_registers(self, address: int, *, count: int = 1, device_id: int = 1,
                                no_response_expected: bool = False):
-        if no_response_expected:
-            return super().read_holding_registers(address, count=count, device_id=device_id, no_response_expected=True)
-        return self._wire.read(3, address, count, device_id)
+        return self._read(3, super().read_holding_registers, address, count, device_id, no_response_expected)
 
     def read_input_registers(self, address: int, *, count: int = 1, device_id: int = 1,
                              no_response_expected: bool = False):
-        if no_response_expected:
-            return super().read_input_registers(address, count=count, device_id=device_id, no_response_expected=True)
-        return self._wire.read(4, address, count, device_id)
+        return self._read(4, super().read_input_registers, address, count, device_id, no_response_expected)

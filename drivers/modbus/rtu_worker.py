@@ -16,7 +16,7 @@ Protocol on a SOCK_SEQPACKET socket (one message per datagram):
                      and counts them, as in-process); or ``LOST`` with the
                      reason, after which the worker exits.
 Jobs are run in the order they arrive; the gateway keeps about 20 ms of them
-in the worker (``rtu.pipeline_depth``: 2 at 9600 baud, 5 at 115200), so a
+in the worker (``rtu_process.pipeline_depth``: 2 at 9600 baud, 5 at 115200), so a
 stall of its loop does not idle the line, and a command waits behind those
 only.  The worker exits when the socket closes (the gateway stopped or died),
 at the latest after the transaction under way.

@@ -382,10 +382,11 @@ async def test_slow_slave_answers_late_but_within_timeout(tmp_path):
         await line.close()
 
 
-async def test_ascii_framer(tmp_path):
+@pytest.mark.parametrize("process", [False, True], ids=["in-process", "worker"])
+async def test_ascii_framer(tmp_path, process):
     settings = SerialSettings(9600, 7, "E", 1)
     with rtu_line(tmp_path, units=(1, 17), settings=settings, framer="ascii") as sim:
-        line = ModbusRtuLine(sim.path, settings, framer="ascii", timeout=0.3)
+        line = ModbusRtuLine(sim.path, settings, framer="ascii", timeout=0.3, process=process)
         for d in devices_on(line, (1, 17)):
             assert {p.name: v for p, v in await d.read_all()} == sim.expected(d.unit)
         sim.set_fault(17, "crc")

@@ -205,19 +205,6 @@ async def test_close_fails_queued_requests_and_stops_the_worker(tmp_path):
         assert_clean_wire(sim)
 
 
-async def test_ascii_framer_through_the_worker(tmp_path):
-    settings = SerialSettings(9600, 7, "E", 1)
-    with rtu_line(tmp_path, units=(1, 17), settings=settings, framer="ascii") as sim:
-        line = worker_line(sim.path, settings, framer="ascii", timeout=0.3)
-        for d in devices_on(line, (1, 17)):
-            assert {p.name: v for p, v in await d.read_all()} == sim.expected(d.unit)
-        sim.set_fault(17, "crc")
-        with pytest.raises(BadReply, match="LRC"):
-            await devices_on(line, (17,))[0].read_all()
-        assert line.stats()["crc_errors"] == 1
-        await line.close()
-
-
 def test_process_is_a_typed_option_of_the_line():
     from pydantic import ValidationError
 
@@ -231,7 +218,7 @@ def test_process_is_a_typed_option_of_the_line():
 
 
 def test_the_worker_holds_about_20_ms_of_requests_so_a_stalled_loop_does_not_idle_the_line():
-    from drivers.modbus.rtu import pipeline_depth
+    from drivers.modbus.rtu_process import pipeline_depth
 
     depth = {b: pipeline_depth(SerialSettings(b, 8, "E", 1)) for b in (1200, 9600, 19200, 38400, 57600, 115200)}
     # a command waits behind these only: two at slow bauds, more where a request takes ~4 ms
